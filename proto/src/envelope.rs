@@ -1,0 +1,239 @@
+//! The envelope: what is published, stored, delivered and audited. The header is signed
+//! as the exact bytes sent (never re-encoded, as COSE_Sign1 does), and the signature also
+//! covers the ciphertext, so nobody — the broker included — can alter either unnoticed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cbor;
+use crate::error::{Error, Result};
+use crate::ids::{Digest32, MessageId, NodeId};
+use crate::keys::{KemPublic, NodeKeys, Signature};
+use crate::labels::Labels;
+use crate::payload::{Kind, Precedence};
+use crate::roster::{NodeEntry, Roster};
+use crate::topic::Topic;
+
+/// Header format version.
+pub const HEADER_VERSION: u8 = 1;
+/// Most recipients one envelope may list (an envelope naming more is refused unread).
+pub const MAX_RECIPIENTS: usize = 1024;
+/// Largest header accepted.
+pub const MAX_HEADER_BYTES: usize = 128 << 10;
+/// Default largest envelope (same as the default frame limit).
+pub const DEFAULT_MAX_ENVELOPE: usize = 1 << 20;
+const DOMAIN: &[u8] = b"ewx/v1/envelope";
+
+/// The content key wrapped for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WrappedKey {
+    /// Who can unwrap it.
+    pub node: NodeId,
+    /// ChaCha20-Poly1305 of the 32-byte content key (32 + 16 tag bytes).
+    #[serde(with = "serde_bytes")]
+    pub key: [u8; 48],
+}
+
+/// Everything about a message except its content; signed, in the clear for the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    /// Format version, [`HEADER_VERSION`].
+    pub v: u8,
+    /// Random, unique per message.
+    pub id: MessageId,
+    /// Who signed it.
+    pub sender: NodeId,
+    /// Strictly increasing per sender: the broker refuses anything not above the last.
+    pub seq: u64,
+    /// Where it is published.
+    pub topic: Topic,
+    /// What the payload is.
+    pub kind: Kind,
+    /// How urgently it must be delivered.
+    pub precedence: Precedence,
+    /// Who may read it.
+    pub labels: Labels,
+    /// When it was sealed (ms since the Unix epoch, sender's clock).
+    pub created_ms: u64,
+    /// After this time it is stale and should not be shown as current.
+    pub expires_ms: Option<u64>,
+    /// The sender asks each recipient for a signed receipt.
+    pub receipt: bool,
+    /// Roster version the recipients were chosen under.
+    pub roster_version: u64,
+    /// Ephemeral x25519 key of the sender's key epoch.
+    pub eph_pk: KemPublic,
+    /// Payload AEAD nonce.
+    #[serde(with = "serde_bytes")]
+    pub nonce: [u8; 12],
+    /// The content key for each recipient.
+    pub recipients: Vec<WrappedKey>,
+}
+
+impl Header {
+    /// Check the creation time against `now_ms` within `max_skew_ms` either way.
+    ///
+    /// # Errors
+    /// `Time` if it is too far off.
+    pub fn check_skew(&self, now_ms: u64, max_skew_ms: u64) -> Result<()> {
+        if self.created_ms.abs_diff(now_ms) > max_skew_ms {
+            return Err(Error::Time(format!(
+                "created {} ms from the broker's clock, allowed {max_skew_ms} ms",
+                self.created_ms as i128 - now_ms as i128
+            )));
+        }
+        Ok(())
+    }
+
+    /// The wrapped key for `node`, if any.
+    pub fn wrapped_for(&self, node: &NodeId) -> Option<&WrappedKey> {
+        self.recipients.iter().find(|w| &w.node == node)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.v != HEADER_VERSION {
+            return Err(Error::UnsupportedVersion { what: "envelope header", version: self.v.into() });
+        }
+        if self.recipients.len() > MAX_RECIPIENTS {
+            return Err(Error::TooLarge {
+                what: "recipient list",
+                size: self.recipients.len() as u64,
+                max: MAX_RECIPIENTS as u64,
+            });
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = self.recipients.iter().find(|w| !seen.insert(&w.node)) {
+            return Err(Error::Malformed {
+                what: "envelope header",
+                reason: format!("recipient {} listed twice", dup.node),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    #[serde(with = "serde_bytes")]
+    header: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    ciphertext: Vec<u8>,
+    signature: Signature,
+}
+
+/// A signed, sealed message, decoded. Keeps the header bytes exactly as signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    header_bytes: Vec<u8>,
+    header: Header,
+    ciphertext: Vec<u8>,
+    signature: Signature,
+    hash: Digest32,
+}
+
+/// The bytes an envelope signature covers.
+fn signed_message(header: &[u8], ciphertext: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + 8 + header.len() + ciphertext.len());
+    m.extend_from_slice(DOMAIN);
+    m.extend_from_slice(&cbor::len_prefix(header.len()));
+    m.extend_from_slice(header);
+    m.extend_from_slice(ciphertext);
+    m
+}
+
+impl Envelope {
+    /// Sign already-encoded header bytes and ciphertext. `seal` uses this; tests use it to
+    /// build envelopes a real sender would sign but with chosen defects.
+    ///
+    /// # Errors
+    /// `Malformed` if `header_bytes` is not a valid header.
+    pub fn sign(header_bytes: Vec<u8>, ciphertext: Vec<u8>, keys: &NodeKeys) -> Result<Self> {
+        let header: Header = cbor::decode("envelope header", &header_bytes, MAX_HEADER_BYTES)?;
+        header.validate()?;
+        let signature = keys.sign(&signed_message(&header_bytes, &ciphertext));
+        let mut env = Self { header_bytes, header, ciphertext, signature, hash: Digest32::default() };
+        env.hash = Digest32::of(&[&env.encode()?]);
+        Ok(env)
+    }
+
+    /// Decode wire bytes of at most `max` bytes. Signatures are not checked here.
+    ///
+    /// # Errors
+    /// `TooLarge`, `Malformed`, `TrailingBytes`, `UnsupportedVersion`.
+    pub fn decode(bytes: &[u8], max: usize) -> Result<Self> {
+        let wire: Wire = cbor::decode("envelope", bytes, max)?;
+        let header: Header = cbor::decode("envelope header", &wire.header, MAX_HEADER_BYTES)?;
+        header.validate()?;
+        Ok(Self {
+            header_bytes: wire.header,
+            header,
+            ciphertext: wire.ciphertext,
+            signature: wire.signature,
+            hash: Digest32::of(&[bytes]),
+        })
+    }
+
+    /// Wire bytes.
+    ///
+    /// # Errors
+    /// Only on an encoder bug.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        cbor::encode(
+            "envelope",
+            &Wire {
+                header: self.header_bytes.clone(),
+                ciphertext: self.ciphertext.clone(),
+                signature: self.signature,
+            },
+        )
+    }
+
+    /// The decoded header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The header exactly as signed.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.header_bytes
+    }
+
+    /// The encrypted payload.
+    pub fn ciphertext(&self) -> &[u8] {
+        &self.ciphertext
+    }
+
+    /// The sender's signature.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// SHA-256 of the wire bytes: what audit entries and receipts name.
+    pub fn hash(&self) -> Digest32 {
+        self.hash
+    }
+
+    /// The message the signature covers (for batch verification).
+    pub fn signed_message(&self) -> Vec<u8> {
+        signed_message(&self.header_bytes, &self.ciphertext)
+    }
+
+    /// Check that the sender is an active roster node and signed this envelope.
+    ///
+    /// # Errors
+    /// `UnknownNode`, `Revoked`, `BadSignature`.
+    pub fn verify<'r>(&self, roster: &'r Roster) -> Result<&'r NodeEntry> {
+        let sender = roster.active(&self.header.sender)?;
+        sender.sign.verify("envelope", &self.signed_message(), &self.signature)?;
+        Ok(sender)
+    }
+
+    /// Replace the signature (tests build forgeries with this).
+    pub fn with_signature(mut self, signature: Signature) -> Result<Self> {
+        self.signature = signature;
+        self.hash = Digest32::of(&[&self.encode()?]);
+        Ok(self)
+    }
+}

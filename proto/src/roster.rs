@@ -1,0 +1,363 @@
+//! The roster: the signed directory of who is in the exchange, with which keys, role and
+//! grants. It is valid only with signatures from `threshold` of its council keys (k-of-n),
+//! so no single operator can add a reader or swap a key; an update must also meet the
+//! threshold of the council already trusted, and may never lower the version.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use ed25519_dalek::{Signer, SigningKey};
+use serde::{Deserialize, Serialize};
+
+use crate::access::{Grants, may_read};
+use crate::cbor;
+use crate::error::{Error, Result};
+use crate::ids::{Digest32, NodeId};
+use crate::keys::{KemPublic, SignPublic, Signature};
+use crate::labels::Labels;
+
+/// Largest encoded roster accepted (a few thousand nodes).
+pub const MAX_ROSTER_BYTES: usize = 4 << 20;
+const DOMAIN: &[u8] = b"ewx/v1/roster";
+
+/// What a node does in the exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A national liaison node: publishes assessments and warnings.
+    Liaison,
+    /// A partner that receives what its grants allow (and may publish within them).
+    Partner,
+    /// Verifies the audit log; receives no content keys unless its grants say so.
+    Auditor,
+    /// The broker: routes sealed envelopes and never receives a content key.
+    Broker,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Liaison => "liaison",
+            Role::Partner => "partner",
+            Role::Auditor => "auditor",
+            Role::Broker => "broker",
+        })
+    }
+}
+
+/// One node in the roster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// Its name.
+    pub id: NodeId,
+    /// What it does.
+    pub role: Role,
+    /// Identity key: signs envelopes, receipts, checkpoints; authenticates TLS.
+    pub sign: SignPublic,
+    /// Receives wrapped content keys.
+    pub kem: KemPublic,
+    /// What it may read, publish and subscribe to.
+    pub grants: Grants,
+    /// Revoked nodes are refused at connect and never chosen as recipients.
+    pub revoked: bool,
+}
+
+/// One council member (a key that co-signs rosters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouncilMember {
+    /// Who holds it, for people.
+    pub name: String,
+    /// The ed25519 key.
+    pub key: SignPublic,
+}
+
+/// The signed content of a roster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterBody {
+    /// Format version, 1.
+    pub v: u8,
+    /// Name of the exchange, so rosters of two networks cannot be swapped.
+    pub network: String,
+    /// Strictly increasing with every change.
+    pub version: u64,
+    /// When it was issued (ms since the Unix epoch).
+    pub issued_ms: u64,
+    /// Not valid after this time, if set.
+    pub valid_until_ms: Option<u64>,
+    /// Signatures needed from `council`.
+    pub threshold: u8,
+    /// The keys allowed to sign the next roster.
+    pub council: Vec<CouncilMember>,
+    /// Every node.
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// One council member's signature over the body bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouncilSignature {
+    /// The signing key (must be on a council).
+    pub key: SignPublic,
+    /// ed25519 over `"ewx/v1/roster" || len || body`.
+    pub signature: Signature,
+}
+
+/// The roster as distributed: body bytes exactly as signed, plus signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRoster {
+    /// CBOR of [`RosterBody`], signed as these exact bytes.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    /// Council signatures, in any order.
+    pub signatures: Vec<CouncilSignature>,
+}
+
+fn signed_message(body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + 8 + body.len());
+    m.extend_from_slice(DOMAIN);
+    m.extend_from_slice(&cbor::len_prefix(body.len()));
+    m.extend_from_slice(body);
+    m
+}
+
+impl RosterBody {
+    /// Check internal consistency.
+    ///
+    /// # Errors
+    /// `InvalidRoster` naming the first problem.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidRoster(m));
+        if self.v != 1 {
+            return Err(Error::UnsupportedVersion { what: "roster", version: self.v.into() });
+        }
+        if self.council.is_empty() {
+            return bad("the council is empty".into());
+        }
+        if self.threshold == 0 || usize::from(self.threshold) > self.council.len() {
+            return bad(format!(
+                "threshold {} must be between 1 and the council size {}",
+                self.threshold,
+                self.council.len()
+            ));
+        }
+        let mut keys = BTreeSet::new();
+        if let Some(m) = self.council.iter().find(|m| !keys.insert(m.key)) {
+            return bad(format!("council key of {:?} appears twice", m.name));
+        }
+        let (mut ids, mut signs, mut kems) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        for n in &self.nodes {
+            if !ids.insert(&n.id) {
+                return bad(format!("node {} appears twice", n.id));
+            }
+            if !signs.insert(n.sign) || !kems.insert(n.kem) {
+                return bad(format!("node {} shares a key with another node", n.id));
+            }
+            n.sign.dalek().map_err(|e| Error::InvalidRoster(format!("node {}: {e}", n.id)))?;
+        }
+        Ok(())
+    }
+}
+
+impl SignedRoster {
+    /// Encode and validate a body, with no signatures yet.
+    ///
+    /// # Errors
+    /// `InvalidRoster` if the body is inconsistent.
+    pub fn new(body: &RosterBody) -> Result<Self> {
+        body.validate()?;
+        Ok(Self { body: cbor::encode("roster", body)?, signatures: Vec::new() })
+    }
+
+    /// Add (or replace) one council member's signature.
+    pub fn sign(&mut self, key: &SigningKey) {
+        let public = SignPublic(key.verifying_key().to_bytes());
+        let signature = Signature(key.sign(&signed_message(&self.body)).to_bytes());
+        self.signatures.retain(|s| s.key != public);
+        self.signatures.push(CouncilSignature { key: public, signature });
+    }
+
+    /// The wire encoding.
+    ///
+    /// # Errors
+    /// Only on an encoder bug.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        cbor::encode("roster", self)
+    }
+
+    /// Decode the wire encoding (signatures are not checked here).
+    ///
+    /// # Errors
+    /// `TooLarge`, `Malformed`, `TrailingBytes`.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        cbor::decode("roster", bytes, MAX_ROSTER_BYTES)
+    }
+
+    /// Decode the body without checking signatures (for display of unsigned drafts).
+    ///
+    /// # Errors
+    /// `Malformed` if the body does not decode.
+    pub fn body(&self) -> Result<RosterBody> {
+        cbor::decode("roster body", &self.body, MAX_ROSTER_BYTES)
+    }
+
+    /// SHA-256 of the wire encoding with signatures — what `RosterChanged` records.
+    ///
+    /// # Errors
+    /// Only on an encoder bug.
+    pub fn hash(&self) -> Result<Digest32> {
+        Ok(Digest32::of(&[&self.encode()?]))
+    }
+
+    /// Verify a roster seen for the first time (trust anchored in its own council).
+    ///
+    /// # Errors
+    /// See [`SignedRoster::verify_update`].
+    pub fn verify(&self) -> Result<Roster> {
+        self.verify_against(None)
+    }
+
+    /// Verify a roster offered as a replacement for `trusted`: version not lower, threshold
+    /// met by the trusted council *and* by its own council.
+    ///
+    /// # Errors
+    /// `RosterRollback`, `UnknownSigner`, `DuplicateSigner`, `BadSignature`,
+    /// `ThresholdNotMet`, `InvalidRoster`, `Malformed`.
+    pub fn verify_update(&self, trusted: &Roster) -> Result<Roster> {
+        self.verify_against(Some(trusted))
+    }
+
+    fn verify_against(&self, trusted: Option<&Roster>) -> Result<Roster> {
+        let body = self.body()?;
+        body.validate()?;
+        let hash = self.hash()?;
+        if let Some(t) = trusted {
+            if body.version < t.body.version {
+                return Err(Error::RosterRollback { have: t.body.version, got: body.version });
+            }
+            if body.version == t.body.version && Digest32::of(&[&self.body]) != Digest32::of(&[&t.signed.body]) {
+                return Err(Error::InvalidRoster(format!(
+                    "version {} differs from the trusted roster of the same version",
+                    body.version
+                )));
+            }
+            if body.network != t.body.network {
+                return Err(Error::InvalidRoster(format!(
+                    "roster is for network {:?}, expected {:?}",
+                    body.network, t.body.network
+                )));
+            }
+        }
+        let msg = signed_message(&self.body);
+        let mut seen = BTreeSet::new();
+        for s in &self.signatures {
+            let known = body.council.iter().any(|m| m.key == s.key)
+                || trusted.is_some_and(|t| t.body.council.iter().any(|m| m.key == s.key));
+            if !known {
+                return Err(Error::UnknownSigner { key_id: s.key.key_id().to_string() });
+            }
+            if !seen.insert(s.key) {
+                return Err(Error::DuplicateSigner { key_id: s.key.key_id().to_string() });
+            }
+            s.key.verify("roster", &msg, &s.signature)?;
+        }
+        let count = |council: &[CouncilMember]| council.iter().filter(|m| seen.contains(&m.key)).count();
+        let mut councils = vec![(&body.council, body.threshold)];
+        if let Some(t) = trusted {
+            councils.push((&t.body.council, t.body.threshold));
+        }
+        for (council, threshold) in councils {
+            let have = count(council);
+            if have < usize::from(threshold) {
+                return Err(Error::ThresholdNotMet { have, need: threshold.into() });
+            }
+        }
+        Ok(Roster::index(body, self.clone(), hash))
+    }
+}
+
+/// A verified roster with lookups. Only [`SignedRoster::verify`] makes one.
+#[derive(Debug, Clone)]
+pub struct Roster {
+    body: RosterBody,
+    signed: SignedRoster,
+    hash: Digest32,
+    by_id: BTreeMap<NodeId, usize>,
+    by_key: HashMap<SignPublic, usize>,
+}
+
+impl Roster {
+    fn index(body: RosterBody, signed: SignedRoster, hash: Digest32) -> Self {
+        let by_id = body.nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
+        let by_key = body.nodes.iter().enumerate().map(|(i, n)| (n.sign, i)).collect();
+        Self { body, signed, hash, by_id, by_key }
+    }
+
+    /// The version number.
+    pub fn version(&self) -> u64 {
+        self.body.version
+    }
+
+    /// The verified body.
+    pub fn body(&self) -> &RosterBody {
+        &self.body
+    }
+
+    /// The signed form, to pass on to others.
+    pub fn signed(&self) -> &SignedRoster {
+        &self.signed
+    }
+
+    /// Hash of the signed form.
+    pub fn hash(&self) -> Digest32 {
+        self.hash
+    }
+
+    /// A node by name, revoked or not.
+    pub fn node(&self, id: &NodeId) -> Option<&NodeEntry> {
+        self.by_id.get(id).map(|&i| &self.body.nodes[i])
+    }
+
+    /// A node by name that is not revoked.
+    ///
+    /// # Errors
+    /// `UnknownNode` or `Revoked`.
+    pub fn active(&self, id: &NodeId) -> Result<&NodeEntry> {
+        let n = self.node(id).ok_or_else(|| Error::UnknownNode(id.clone()))?;
+        if n.revoked {
+            return Err(Error::Revoked(id.clone()));
+        }
+        Ok(n)
+    }
+
+    /// The node owning an identity key (how the broker names a TLS peer).
+    pub fn node_by_key(&self, key: &SignPublic) -> Option<&NodeEntry> {
+        self.by_key.get(key).map(|&i| &self.body.nodes[i])
+    }
+
+    /// Every node that must get the content key for `labels`: active, not a broker, and
+    /// allowed by the read rule.
+    pub fn recipients<'a>(&'a self, labels: &'a Labels) -> impl Iterator<Item = &'a NodeEntry> + 'a {
+        self.body
+            .nodes
+            .iter()
+            .filter(move |n| !n.revoked && n.role != Role::Broker && may_read(&n.id, &n.grants, labels))
+    }
+
+    /// Is the roster within its validity period at `now_ms`?
+    ///
+    /// # Errors
+    /// `Time` if it expired.
+    pub fn check_valid_at(&self, now_ms: u64) -> Result<()> {
+        match self.body.valid_until_ms {
+            Some(until) if now_ms > until => Err(Error::Time(format!(
+                "roster version {} expired at {until} ms",
+                self.body.version
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
