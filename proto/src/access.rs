@@ -84,8 +84,11 @@ pub fn check_publish(node: &NodeId, grants: &Grants, topic: &Topic, labels: &Lab
             "{node} has no grant to publish on {topic}"
         )));
     }
-    check_read(node, grants, labels)
-        .map_err(|e| Error::NotPermitted(format!("publisher must be able to read its own message: {e}")))
+    check_read(node, grants, labels).map_err(|e| {
+        Error::NotPermitted(format!(
+            "publisher must be able to read its own message: {e}"
+        ))
+    })
 }
 
 /// Why a subscription pattern is refused, or `Ok` if some subscribe grant overlaps it.
@@ -126,8 +129,14 @@ mod tests {
         Grants {
             clearance: level,
             compartments: Labels::parse_compartments(comps).unwrap(),
-            publish: pubs.iter().map(|p| TopicPattern::new(*p).unwrap()).collect(),
-            subscribe: subs.iter().map(|p| TopicPattern::new(*p).unwrap()).collect(),
+            publish: pubs
+                .iter()
+                .map(|p| TopicPattern::new(*p).unwrap())
+                .collect(),
+            subscribe: subs
+                .iter()
+                .map(|p| TopicPattern::new(*p).unwrap())
+                .collect(),
         }
     }
     fn id(s: &str) -> NodeId {
@@ -137,7 +146,12 @@ mod tests {
     #[test]
     fn read_rule() {
         let pl = grants(Level::Red, "CORE,AIR", &["ew.>"], &[">"]);
-        let jp = grants(Level::Amber, "SANCTIONS", &["sanctions.>"], &["sanctions.>"]);
+        let jp = grants(
+            Level::Amber,
+            "SANCTIONS",
+            &["sanctions.>"],
+            &["sanctions.>"],
+        );
         let core = Labels::new(Level::Amber, Labels::parse_compartments("CORE").unwrap());
         assert!(may_read(&id("PL"), &pl, &core));
         assert!(!may_read(&id("JP"), &jp, &core));
@@ -152,8 +166,16 @@ mod tests {
 
     #[test]
     fn publish_and_subscribe_rules() {
-        let jp = grants(Level::Amber, "SANCTIONS", &["sanctions.>"], &["sanctions.>"]);
-        let s = Labels::new(Level::Green, Labels::parse_compartments("SANCTIONS").unwrap());
+        let jp = grants(
+            Level::Amber,
+            "SANCTIONS",
+            &["sanctions.>"],
+            &["sanctions.>"],
+        );
+        let s = Labels::new(
+            Level::Green,
+            Labels::parse_compartments("SANCTIONS").unwrap(),
+        );
         let topic = Topic::new("sanctions.snapback").unwrap();
         check_publish(&id("JP"), &jp, &topic, &s).unwrap();
         let ew = Topic::new("ew.air").unwrap();

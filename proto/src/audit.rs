@@ -169,7 +169,12 @@ impl Chain {
     /// # Errors
     /// Only on an encoder bug.
     pub fn append(&mut self, time_ms: u64, event: Event) -> Result<(Entry, Vec<u8>)> {
-        let entry = Entry { index: self.len(), prev: self.prev, time_ms, event };
+        let entry = Entry {
+            index: self.len(),
+            prev: self.prev,
+            time_ms,
+            event,
+        };
         let bytes = entry.encode()?;
         self.accept(&bytes);
         Ok((entry, bytes))
@@ -185,10 +190,15 @@ impl Chain {
         let bad = |reason: String| Error::AuditChain { index, reason };
         let entry = Entry::decode(bytes).map_err(|e| bad(e.to_string()))?;
         if entry.index != index {
-            return Err(bad(format!("entry says index {}, expected {index}", entry.index)));
+            return Err(bad(format!(
+                "entry says index {}, expected {index}",
+                entry.index
+            )));
         }
         if entry.prev != self.prev {
-            return Err(bad("previous-hash link does not match the entry before it".into()));
+            return Err(bad(
+                "previous-hash link does not match the entry before it".into()
+            ));
         }
         self.accept(bytes);
         Ok(entry)

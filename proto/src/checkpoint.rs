@@ -70,7 +70,11 @@ impl SignedCheckpoint {
     pub fn sign(checkpoint: &Checkpoint, broker: &NodeKeys) -> Result<Self> {
         let body = cbor::encode("checkpoint", checkpoint)?;
         let signature = broker.sign(&message(DOMAIN, &body));
-        Ok(Self { body, signature, cosignatures: Vec::new() })
+        Ok(Self {
+            body,
+            signature,
+            cosignatures: Vec::new(),
+        })
     }
 
     /// Decode the body.
@@ -117,8 +121,11 @@ impl SignedCheckpoint {
                     reason: format!("witness {} co-signed twice", c.witness),
                 });
             }
-            let node = roster.node(&c.witness).ok_or_else(|| Error::UnknownNode(c.witness.clone()))?;
-            node.sign.verify("checkpoint cosignature", &msg, &c.signature)?;
+            let node = roster
+                .node(&c.witness)
+                .ok_or_else(|| Error::UnknownNode(c.witness.clone()))?;
+            node.sign
+                .verify("checkpoint cosignature", &msg, &c.signature)?;
             witnesses.push(c.witness.clone());
         }
         Ok(witnesses)

@@ -93,7 +93,10 @@ impl Header {
 
     fn validate(&self) -> Result<()> {
         if self.v != HEADER_VERSION {
-            return Err(Error::UnsupportedVersion { what: "envelope header", version: self.v.into() });
+            return Err(Error::UnsupportedVersion {
+                what: "envelope header",
+                version: self.v.into(),
+            });
         }
         if self.recipients.len() > MAX_RECIPIENTS {
             return Err(Error::TooLarge {
@@ -153,7 +156,13 @@ impl Envelope {
         let header: Header = cbor::decode("envelope header", &header_bytes, MAX_HEADER_BYTES)?;
         header.validate()?;
         let signature = keys.sign(&signed_message(&header_bytes, &ciphertext));
-        let mut env = Self { header_bytes, header, ciphertext, signature, hash: Digest32::default() };
+        let mut env = Self {
+            header_bytes,
+            header,
+            ciphertext,
+            signature,
+            hash: Digest32::default(),
+        };
         env.hash = Digest32::of(&[&env.encode()?]);
         Ok(env)
     }
@@ -226,7 +235,9 @@ impl Envelope {
     /// `UnknownNode`, `Revoked`, `BadSignature`.
     pub fn verify<'r>(&self, roster: &'r Roster) -> Result<&'r NodeEntry> {
         let sender = roster.active(&self.header.sender)?;
-        sender.sign.verify("envelope", &self.signed_message(), &self.signature)?;
+        sender
+            .sign
+            .verify("envelope", &self.signed_message(), &self.signature)?;
         Ok(sender)
     }
 

@@ -38,17 +38,28 @@ pub enum FrameStatus<'a> {
 /// `TooLarge` if the prefix announces more than `max` bytes.
 pub fn split_frame(buf: &[u8], max: usize) -> Result<FrameStatus<'_>> {
     let Some(prefix) = buf.first_chunk::<PREFIX>() else {
-        return Ok(FrameStatus::Incomplete { needed: PREFIX - buf.len() });
+        return Ok(FrameStatus::Incomplete {
+            needed: PREFIX - buf.len(),
+        });
     };
     let len = u32::from_be_bytes(*prefix) as usize;
     if len > max {
-        return Err(Error::TooLarge { what: "frame", size: len as u64, max: max as u64 });
+        return Err(Error::TooLarge {
+            what: "frame",
+            size: len as u64,
+            max: max as u64,
+        });
     }
     let total = PREFIX + len;
     if buf.len() < total {
-        return Ok(FrameStatus::Incomplete { needed: total - buf.len() });
+        return Ok(FrameStatus::Incomplete {
+            needed: total - buf.len(),
+        });
     }
-    Ok(FrameStatus::Complete { body: &buf[PREFIX..total], consumed: total })
+    Ok(FrameStatus::Complete {
+        body: &buf[PREFIX..total],
+        consumed: total,
+    })
 }
 
 /// Encode one message as a frame.
@@ -63,7 +74,11 @@ pub fn encode_frame<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>> {
     })?;
     let len = out.len() - PREFIX;
     if len > max.min(u32::MAX as usize) {
-        return Err(Error::TooLarge { what: "frame", size: len as u64, max: max as u64 });
+        return Err(Error::TooLarge {
+            what: "frame",
+            size: len as u64,
+            max: max as u64,
+        });
     }
     out[..PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(out)
@@ -85,9 +100,10 @@ pub enum Decoded<T> {
 pub fn decode_frame<T: DeserializeOwned>(buf: &[u8], max: usize) -> Result<Decoded<T>> {
     match split_frame(buf, max)? {
         FrameStatus::Incomplete { needed } => Ok(Decoded::Incomplete(needed)),
-        FrameStatus::Complete { body, consumed } => {
-            Ok(Decoded::Complete(cbor::decode("frame", body, max)?, consumed))
-        }
+        FrameStatus::Complete { body, consumed } => Ok(Decoded::Complete(
+            cbor::decode("frame", body, max)?,
+            consumed,
+        )),
     }
 }
 

@@ -118,7 +118,12 @@ pub struct NodeKeys {
 
 impl fmt::Debug for NodeKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NodeKeys({}, {})", self.node, self.sign_public().key_id())
+        write!(
+            f,
+            "NodeKeys({}, {})",
+            self.node,
+            self.sign_public().key_id()
+        )
     }
 }
 
@@ -205,7 +210,9 @@ impl NodeKeys {
         let (mut node, mut sign, mut kem) = (None, None, None);
         for (n, line) in lines {
             let bad = |why: &str| Error::InvalidKey(format!("line {}: {why}", n + 1));
-            let (field, value) = line.split_once(' ').ok_or_else(|| bad("expected 'FIELD VALUE'"))?;
+            let (field, value) = line
+                .split_once(' ')
+                .ok_or_else(|| bad("expected 'FIELD VALUE'"))?;
             let slot = match field {
                 "node" => &mut node,
                 "ed25519" => &mut sign,
@@ -277,8 +284,14 @@ mod tests {
         assert!(e.contains("twice"), "{e}");
         let short = good.replace("x25519 ", "x25519 00");
         assert!(NodeKeys::from_secret_file(&short).is_err());
-        let missing: String = good.lines().filter(|l| !l.starts_with("x25519")).collect::<Vec<_>>().join("\n");
-        let e = NodeKeys::from_secret_file(&missing).unwrap_err().to_string();
+        let missing: String = good
+            .lines()
+            .filter(|l| !l.starts_with("x25519"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let e = NodeKeys::from_secret_file(&missing)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x25519"), "{e}");
     }
 

@@ -213,7 +213,10 @@ mod tests {
         for l in Level::ALL {
             assert_eq!(l.as_str().parse::<Level>().unwrap(), l);
         }
-        assert_eq!("tlp:amber+strict".parse::<Level>().unwrap(), Level::AmberStrict);
+        assert_eq!(
+            "tlp:amber+strict".parse::<Level>().unwrap(),
+            Level::AmberStrict
+        );
         assert!("PURPLE".parse::<Level>().is_err());
     }
 

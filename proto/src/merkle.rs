@@ -92,7 +92,10 @@ impl MerkleTree {
 
     fn check_size(&self, size: u64) -> Result<()> {
         if size > self.len() {
-            return Err(Error::Merkle(format!("tree has {} leaves, asked for size {size}", self.len())));
+            return Err(Error::Merkle(format!(
+                "tree has {} leaves, asked for size {size}",
+                self.len()
+            )));
         }
         Ok(())
     }
@@ -109,7 +112,10 @@ impl MerkleTree {
             return self.levels[k][(start >> k) as usize];
         }
         let k = split(n);
-        node_hash(&self.subtree(start, start + k), &self.subtree(start + k, end))
+        node_hash(
+            &self.subtree(start, start + k),
+            &self.subtree(start + k, end),
+        )
     }
 
     /// Audit path for leaf `index` in the tree of the first `size` leaves (RFC 9162 2.1.3.1).
@@ -119,7 +125,9 @@ impl MerkleTree {
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Digest32>> {
         self.check_size(size)?;
         if index >= size {
-            return Err(Error::Merkle(format!("leaf {index} is not in a tree of size {size}")));
+            return Err(Error::Merkle(format!(
+                "leaf {index} is not in a tree of size {size}"
+            )));
         }
         let mut proof = Vec::new();
         self.path(index, 0, size, &mut proof);
@@ -149,7 +157,9 @@ impl MerkleTree {
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Digest32>> {
         self.check_size(new)?;
         if old > new {
-            return Err(Error::Merkle(format!("old size {old} is larger than new size {new}")));
+            return Err(Error::Merkle(format!(
+                "old size {old} is larger than new size {new}"
+            )));
         }
         let mut proof = Vec::new();
         if old > 0 {
@@ -189,9 +199,17 @@ fn align(fn_: &mut u64, sn: &mut u64) {
 ///
 /// # Errors
 /// `Merkle` saying why the proof fails.
-pub fn verify_inclusion(leaf: &Digest32, index: u64, size: u64, proof: &[Digest32], root: &Digest32) -> Result<()> {
+pub fn verify_inclusion(
+    leaf: &Digest32,
+    index: u64,
+    size: u64,
+    proof: &[Digest32],
+    root: &Digest32,
+) -> Result<()> {
     if index >= size {
-        return Err(Error::Merkle(format!("leaf {index} is not in a tree of size {size}")));
+        return Err(Error::Merkle(format!(
+            "leaf {index} is not in a tree of size {size}"
+        )));
     }
     let (mut fn_, mut sn) = (index, size - 1);
     let mut r = *leaf;
@@ -212,7 +230,9 @@ pub fn verify_inclusion(leaf: &Digest32, index: u64, size: u64, proof: &[Digest3
         return Err(Error::Merkle("inclusion proof is too short".into()));
     }
     if &r != root {
-        return Err(Error::Merkle(format!("inclusion proof for leaf {index} does not lead to the root")));
+        return Err(Error::Merkle(format!(
+            "inclusion proof for leaf {index} does not lead to the root"
+        )));
     }
     Ok(())
 }
@@ -222,7 +242,13 @@ pub fn verify_inclusion(leaf: &Digest32, index: u64, size: u64, proof: &[Digest3
 ///
 /// # Errors
 /// `Merkle` saying why: the two trees are not one append-only history.
-pub fn verify_consistency(old: u64, new: u64, old_root: &Digest32, new_root: &Digest32, proof: &[Digest32]) -> Result<()> {
+pub fn verify_consistency(
+    old: u64,
+    new: u64,
+    old_root: &Digest32,
+    new_root: &Digest32,
+    proof: &[Digest32],
+) -> Result<()> {
     let fail = |why: &str| Err(Error::Merkle(format!("consistency {old} -> {new}: {why}")));
     if old > new {
         return fail("old size is larger than new size");
@@ -231,10 +257,18 @@ pub fn verify_consistency(old: u64, new: u64, old_root: &Digest32, new_root: &Di
         if !proof.is_empty() {
             return fail("proof must be empty for equal sizes");
         }
-        return if old_root == new_root { Ok(()) } else { fail("same size, different roots") };
+        return if old_root == new_root {
+            Ok(())
+        } else {
+            fail("same size, different roots")
+        };
     }
     if old == 0 {
-        return if proof.is_empty() { Ok(()) } else { fail("proof must be empty from the empty tree") };
+        return if proof.is_empty() {
+            Ok(())
+        } else {
+            fail("proof must be empty from the empty tree")
+        };
     }
     if proof.is_empty() {
         return fail("empty proof");

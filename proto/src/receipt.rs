@@ -44,7 +44,13 @@ impl Receipt {
     /// Sign a receipt for the envelope `(id, envelope_hash)` at `time_ms`.
     pub fn sign(keys: &NodeKeys, id: MessageId, envelope_hash: Digest32, time_ms: u64) -> Self {
         let signature = keys.sign(&message(&id, &envelope_hash, &keys.node, time_ms));
-        Self { id, envelope_hash, by: keys.node.clone(), time_ms, signature }
+        Self {
+            id,
+            envelope_hash,
+            by: keys.node.clone(),
+            time_ms,
+            signature,
+        }
     }
 
     /// Check the signature against `by`'s key in the roster (revoked keys still verify

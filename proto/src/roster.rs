@@ -132,7 +132,10 @@ impl RosterBody {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidRoster(m));
         if self.v != 1 {
-            return Err(Error::UnsupportedVersion { what: "roster", version: self.v.into() });
+            return Err(Error::UnsupportedVersion {
+                what: "roster",
+                version: self.v.into(),
+            });
         }
         if self.council.is_empty() {
             return bad("the council is empty".into());
@@ -156,7 +159,9 @@ impl RosterBody {
             if !signs.insert(n.sign) || !kems.insert(n.kem) {
                 return bad(format!("node {} shares a key with another node", n.id));
             }
-            n.sign.dalek().map_err(|e| Error::InvalidRoster(format!("node {}: {e}", n.id)))?;
+            n.sign
+                .dalek()
+                .map_err(|e| Error::InvalidRoster(format!("node {}: {e}", n.id)))?;
         }
         Ok(())
     }
@@ -169,7 +174,10 @@ impl SignedRoster {
     /// `InvalidRoster` if the body is inconsistent.
     pub fn new(body: &RosterBody) -> Result<Self> {
         body.validate()?;
-        Ok(Self { body: cbor::encode("roster", body)?, signatures: Vec::new() })
+        Ok(Self {
+            body: cbor::encode("roster", body)?,
+            signatures: Vec::new(),
+        })
     }
 
     /// Add (or replace) one council member's signature.
@@ -177,7 +185,10 @@ impl SignedRoster {
         let public = SignPublic(key.verifying_key().to_bytes());
         let signature = Signature(key.sign(&signed_message(&self.body)).to_bytes());
         self.signatures.retain(|s| s.key != public);
-        self.signatures.push(CouncilSignature { key: public, signature });
+        self.signatures.push(CouncilSignature {
+            key: public,
+            signature,
+        });
     }
 
     /// The wire encoding.
@@ -236,9 +247,14 @@ impl SignedRoster {
         let hash = self.hash()?;
         if let Some(t) = trusted {
             if body.version < t.body.version {
-                return Err(Error::RosterRollback { have: t.body.version, got: body.version });
+                return Err(Error::RosterRollback {
+                    have: t.body.version,
+                    got: body.version,
+                });
             }
-            if body.version == t.body.version && Digest32::of(&[&self.body]) != Digest32::of(&[&t.signed.body]) {
+            if body.version == t.body.version
+                && Digest32::of(&[&self.body]) != Digest32::of(&[&t.signed.body])
+            {
                 return Err(Error::InvalidRoster(format!(
                     "version {} differs from the trusted roster of the same version",
                     body.version
@@ -257,14 +273,19 @@ impl SignedRoster {
             let known = body.council.iter().any(|m| m.key == s.key)
                 || trusted.is_some_and(|t| t.body.council.iter().any(|m| m.key == s.key));
             if !known {
-                return Err(Error::UnknownSigner { key_id: s.key.key_id().to_string() });
+                return Err(Error::UnknownSigner {
+                    key_id: s.key.key_id().to_string(),
+                });
             }
             if !seen.insert(s.key) {
-                return Err(Error::DuplicateSigner { key_id: s.key.key_id().to_string() });
+                return Err(Error::DuplicateSigner {
+                    key_id: s.key.key_id().to_string(),
+                });
             }
             s.key.verify("roster", &msg, &s.signature)?;
         }
-        let count = |council: &[CouncilMember]| council.iter().filter(|m| seen.contains(&m.key)).count();
+        let count =
+            |council: &[CouncilMember]| council.iter().filter(|m| seen.contains(&m.key)).count();
         let mut councils = vec![(&body.council, body.threshold)];
         if let Some(t) = trusted {
             councils.push((&t.body.council, t.body.threshold));
@@ -272,7 +293,10 @@ impl SignedRoster {
         for (council, threshold) in councils {
             let have = count(council);
             if have < usize::from(threshold) {
-                return Err(Error::ThresholdNotMet { have, need: threshold.into() });
+                return Err(Error::ThresholdNotMet {
+                    have,
+                    need: threshold.into(),
+                });
             }
         }
         Ok(Roster::index(body, self.clone(), hash))
@@ -291,9 +315,25 @@ pub struct Roster {
 
 impl Roster {
     fn index(body: RosterBody, signed: SignedRoster, hash: Digest32) -> Self {
-        let by_id = body.nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
-        let by_key = body.nodes.iter().enumerate().map(|(i, n)| (n.sign, i)).collect();
-        Self { body, signed, hash, by_id, by_key }
+        let by_id = body
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.clone(), i))
+            .collect();
+        let by_key = body
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.sign, i))
+            .collect();
+        Self {
+            body,
+            signed,
+            hash,
+            by_id,
+            by_key,
+        }
     }
 
     /// The version number.
@@ -326,7 +366,9 @@ impl Roster {
     /// # Errors
     /// `UnknownNode` or `Revoked`.
     pub fn active(&self, id: &NodeId) -> Result<&NodeEntry> {
-        let n = self.node(id).ok_or_else(|| Error::UnknownNode(id.clone()))?;
+        let n = self
+            .node(id)
+            .ok_or_else(|| Error::UnknownNode(id.clone()))?;
         if n.revoked {
             return Err(Error::Revoked(id.clone()));
         }
@@ -340,11 +382,13 @@ impl Roster {
 
     /// Every node that must get the content key for `labels`: active, not a broker, and
     /// allowed by the read rule.
-    pub fn recipients<'a>(&'a self, labels: &'a Labels) -> impl Iterator<Item = &'a NodeEntry> + 'a {
-        self.body
-            .nodes
-            .iter()
-            .filter(move |n| !n.revoked && n.role != Role::Broker && may_read(&n.id, &n.grants, labels))
+    pub fn recipients<'a>(
+        &'a self,
+        labels: &'a Labels,
+    ) -> impl Iterator<Item = &'a NodeEntry> + 'a {
+        self.body.nodes.iter().filter(move |n| {
+            !n.revoked && n.role != Role::Broker && may_read(&n.id, &n.grants, labels)
+        })
     }
 
     /// Is the roster within its validity period at `now_ms`?

@@ -42,7 +42,10 @@ pub struct EpochPolicy {
 impl Default for EpochPolicy {
     /// 1 000 messages or 10 minutes, whichever comes first.
     fn default() -> Self {
-        Self { max_messages: 1000, max_age_ms: 10 * 60 * 1000 }
+        Self {
+            max_messages: 1000,
+            max_age_ms: 10 * 60 * 1000,
+        }
     }
 }
 
@@ -87,7 +90,12 @@ impl std::fmt::Debug for Sealer {
     }
 }
 
-fn wrap_key(shared: &[u8; 32], eph: &KemPublic, recipient: &KemPublic, id: &MessageId) -> Zeroizing<[u8; 32]> {
+fn wrap_key(
+    shared: &[u8; 32],
+    eph: &KemPublic,
+    recipient: &KemPublic,
+    id: &MessageId,
+) -> Zeroizing<[u8; 32]> {
     let mut salt = [0u8; 64];
     salt[..32].copy_from_slice(&eph.0);
     salt[32..].copy_from_slice(&recipient.0);
@@ -111,7 +119,11 @@ fn dh(secret: &StaticSecret, public: &KemPublic) -> Result<Zeroizing<[u8; 32]>> 
 impl Sealer {
     /// A sealer for `keys` with the given epoch policy.
     pub fn new(keys: NodeKeys, policy: EpochPolicy) -> Self {
-        Self { keys, policy, epoch: None }
+        Self {
+            keys,
+            policy,
+            epoch: None,
+        }
     }
 
     /// The sender's keys.
@@ -133,7 +145,14 @@ impl Sealer {
         let epoch = self.epoch.get_or_insert_with(|| {
             let secret = StaticSecret::random_from_rng(rng);
             let public = KemPublic(PublicKey::from(&secret).to_bytes());
-            Epoch { roster: roster.hash(), secret, public, started_ms: now_ms, used: 0, shared: HashMap::new() }
+            Epoch {
+                roster: roster.hash(),
+                secret,
+                public,
+                started_ms: now_ms,
+                used: 0,
+                shared: HashMap::new(),
+            }
         });
         epoch.used += 1;
         epoch
@@ -145,7 +164,13 @@ impl Sealer {
     /// `UnknownNode`/`Revoked` if the sender is not active, `NotPermitted` if the sender
     /// may not publish it, `TooLarge` past [`MAX_RECIPIENTS`], `InvalidKey` for a
     /// low-order recipient key.
-    pub fn seal(&mut self, roster: &Roster, draft: Draft, now_ms: u64, rng: &mut impl CryptoRngCore) -> Result<Envelope> {
+    pub fn seal(
+        &mut self,
+        roster: &Roster,
+        draft: Draft,
+        now_ms: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Envelope> {
         let me = roster.active(&self.keys.node)?;
         check_publish(&me.id, &me.grants, &draft.topic, &draft.labels)?;
         let recipients: Vec<_> = roster.recipients(&draft.labels).collect();
@@ -182,7 +207,10 @@ impl Sealer {
                 .map_err(|_| Error::InvalidKey("content key wrap failed".into()))?;
             let mut key = [0u8; 48];
             key.copy_from_slice(&ct);
-            wrapped.push(WrappedKey { node: r.id.clone(), key });
+            wrapped.push(WrappedKey {
+                node: r.id.clone(),
+                key,
+            });
         }
         let header = Header {
             v: HEADER_VERSION,
@@ -204,7 +232,13 @@ impl Sealer {
         let header_bytes = cbor::encode("envelope header", &header)?;
         let plaintext = Zeroizing::new(draft.payload.encode()?);
         let ciphertext = ChaCha20Poly1305::new(Key::from_slice(&content_key[..]))
-            .encrypt(Nonce::from_slice(&nonce), AeadPayload { msg: &plaintext, aad: &header_bytes })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                AeadPayload {
+                    msg: &plaintext,
+                    aad: &header_bytes,
+                },
+            )
             .map_err(|_| Error::InvalidKey("payload encryption failed".into()))?;
         Envelope::sign(header_bytes, ciphertext, &self.keys)
     }
@@ -238,7 +272,10 @@ pub fn open(envelope: &Envelope, roster: &Roster, me: &NodeKeys) -> Result<Paylo
         ChaCha20Poly1305::new(Key::from_slice(&content_key))
             .decrypt(
                 Nonce::from_slice(&header.nonce),
-                AeadPayload { msg: envelope.ciphertext(), aad: envelope.header_bytes() },
+                AeadPayload {
+                    msg: envelope.ciphertext(),
+                    aad: envelope.header_bytes(),
+                },
             )
             .map_err(|_| Error::DecryptFailed)?,
     );

@@ -37,7 +37,12 @@ fn tokens(value: &str, wildcards: bool) -> Result<Vec<&str>> {
     let last = toks.len() - 1;
     for (i, t) in toks.iter().enumerate() {
         match *t {
-            "" => return Err(invalid(value, "empty token (leading, trailing or double dot)")),
+            "" => {
+                return Err(invalid(
+                    value,
+                    "empty token (leading, trailing or double dot)",
+                ));
+            }
             "*" | ">" if !wildcards => {
                 return Err(invalid(value, "wildcards are only allowed in patterns"));
             }
@@ -50,7 +55,10 @@ fn tokens(value: &str, wildcards: bool) -> Result<Vec<&str>> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
             {
-                return Err(invalid(value, "tokens may hold only A-Z, a-z, 0-9, '_', '-'"));
+                return Err(invalid(
+                    value,
+                    "tokens may hold only A-Z, a-z, 0-9, '_', '-'",
+                ));
             }
             _ => {}
         }
