@@ -59,10 +59,11 @@ impl fmt::Display for Level {
 impl FromStr for Level {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let upper = s.trim().trim_start_matches("TLP:").to_ascii_uppercase();
+        let upper = s.trim().to_ascii_uppercase();
+        let name = upper.strip_prefix("TLP:").unwrap_or(&upper);
         Level::ALL
             .into_iter()
-            .find(|l| l.as_str() == upper)
+            .find(|l| l.as_str() == name)
             .ok_or_else(|| Error::InvalidLabel {
                 value: echo(s),
                 reason: "level must be CLEAR, GREEN, AMBER, AMBER+STRICT or RED",

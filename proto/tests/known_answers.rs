@@ -22,7 +22,11 @@ fn records(file: &str) -> Vec<Vec<String>> {
 }
 
 fn bytes(hex_text: &str) -> Vec<u8> {
-    if hex_text == "-" { Vec::new() } else { hex::decode(hex_text).unwrap() }
+    if hex_text == "-" {
+        Vec::new()
+    } else {
+        hex::decode(hex_text).unwrap()
+    }
 }
 
 fn b32(hex_text: &str) -> [u8; 32] {
@@ -43,7 +47,9 @@ fn rfc8032_ed25519_through_node_keys() {
         let msg = bytes(&r[3]);
         let sig = keys.sign(&msg);
         assert_eq!(hex::encode(sig.0), r[4], "{} signature", r[0]);
-        SignPublic(b32(&r[2])).verify("kat", &msg, &Signature(sig.0)).unwrap();
+        SignPublic(b32(&r[2]))
+            .verify("kat", &msg, &Signature(sig.0))
+            .unwrap();
     }
 }
 
@@ -54,7 +60,12 @@ fn rfc7748_x25519() {
     for r in recs {
         match r[0].as_str() {
             "x25519-1" | "x25519-2" => {
-                assert_eq!(x25519_dalek::x25519(b32(&r[1]), b32(&r[2])), b32(&r[3]), "{}", r[0]);
+                assert_eq!(
+                    x25519_dalek::x25519(b32(&r[1]), b32(&r[2])),
+                    b32(&r[3]),
+                    "{}",
+                    r[0]
+                );
                 seen += 1;
             }
             "dh" => {
@@ -85,11 +96,23 @@ fn rfc8439_aead() {
     let mut expected = bytes(&r[4]);
     expected.extend(bytes(&r[5]));
     let sealed = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: &aad })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &plain,
+                aad: &aad,
+            },
+        )
         .unwrap();
     assert_eq!(sealed, expected);
     let opened = cipher
-        .decrypt(Nonce::from_slice(&nonce), Payload { msg: &sealed, aad: &aad })
+        .decrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &sealed,
+                aad: &aad,
+            },
+        )
         .unwrap();
     assert_eq!(opened, plain);
 }
@@ -113,21 +136,50 @@ fn rfc6962_merkle_vectors() {
             }
             "inclusion" => {
                 let (index, size): (u64, u64) = (r[1].parse().unwrap(), r[2].parse().unwrap());
-                let want: Vec<Digest32> =
-                    if r[3] == "-" { vec![] } else { r[3].split(',').map(digest).collect() };
-                assert_eq!(tree.inclusion_proof(index, size).unwrap(), want, "inclusion {index} {size}");
-                let leaf = recs.iter().find(|l| l[0] == "leaf" && l[1] == r[1]).unwrap();
-                verify_inclusion(&leaf_hash(&bytes(&leaf[2])), index, size, &want, &tree.root_at(size).unwrap())
+                let want: Vec<Digest32> = if r[3] == "-" {
+                    vec![]
+                } else {
+                    r[3].split(',').map(digest).collect()
+                };
+                assert_eq!(
+                    tree.inclusion_proof(index, size).unwrap(),
+                    want,
+                    "inclusion {index} {size}"
+                );
+                let leaf = recs
+                    .iter()
+                    .find(|l| l[0] == "leaf" && l[1] == r[1])
                     .unwrap();
+                verify_inclusion(
+                    &leaf_hash(&bytes(&leaf[2])),
+                    index,
+                    size,
+                    &want,
+                    &tree.root_at(size).unwrap(),
+                )
+                .unwrap();
                 counts[2] += 1;
             }
             "consistency" => {
                 let (old, new): (u64, u64) = (r[1].parse().unwrap(), r[2].parse().unwrap());
-                let want: Vec<Digest32> =
-                    if r[3] == "-" { vec![] } else { r[3].split(',').map(digest).collect() };
-                assert_eq!(tree.consistency_proof(old, new).unwrap(), want, "consistency {old} {new}");
-                verify_consistency(old, new, &tree.root_at(old).unwrap(), &tree.root_at(new).unwrap(), &want)
-                    .unwrap();
+                let want: Vec<Digest32> = if r[3] == "-" {
+                    vec![]
+                } else {
+                    r[3].split(',').map(digest).collect()
+                };
+                assert_eq!(
+                    tree.consistency_proof(old, new).unwrap(),
+                    want,
+                    "consistency {old} {new}"
+                );
+                verify_consistency(
+                    old,
+                    new,
+                    &tree.root_at(old).unwrap(),
+                    &tree.root_at(new).unwrap(),
+                    &want,
+                )
+                .unwrap();
                 counts[3] += 1;
             }
             other => panic!("unknown record {other}"),

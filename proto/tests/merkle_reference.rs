@@ -62,7 +62,9 @@ fn subproof(m: usize, d: &[Digest32], b: bool) -> Vec<Digest32> {
 }
 
 fn leaves() -> Vec<Digest32> {
-    (0..MAX as u32).map(|i| leaf_hash(&i.to_be_bytes())).collect()
+    (0..MAX as u32)
+        .map(|i| leaf_hash(&i.to_be_bytes()))
+        .collect()
 }
 
 fn flip(p: &[Digest32], i: usize) -> Vec<Digest32> {
@@ -84,10 +86,24 @@ fn roots_and_inclusion_proofs_match_the_reference() {
             assert_eq!(proof, path(m, &d[..n]), "path {m} in {n}");
             verify_inclusion(&d[m], m as u64, n as u64, &proof, &root).unwrap();
             // the wrong leaf, a wrong index, or an altered proof must fail
-            assert!(verify_inclusion(&d[(m + 1) % n], m as u64, n as u64, &proof, &root).is_err() || n == 1);
+            assert!(
+                verify_inclusion(&d[(m + 1) % n], m as u64, n as u64, &proof, &root).is_err()
+                    || n == 1
+            );
             if n > 1 {
-                assert!(verify_inclusion(&d[m], ((m + 1) % n) as u64, n as u64, &proof, &root).is_err());
-                assert!(verify_inclusion(&d[m], m as u64, n as u64, &flip(&proof, m % proof.len()), &root).is_err());
+                assert!(
+                    verify_inclusion(&d[m], ((m + 1) % n) as u64, n as u64, &proof, &root).is_err()
+                );
+                assert!(
+                    verify_inclusion(
+                        &d[m],
+                        m as u64,
+                        n as u64,
+                        &flip(&proof, m % proof.len()),
+                        &root
+                    )
+                    .is_err()
+                );
                 assert!(verify_inclusion(&d[m], m as u64, n as u64, &proof[1..], &root).is_err());
             }
         }
@@ -113,12 +129,24 @@ fn consistency_proofs_match_the_reference() {
             verify_consistency(m as u64, n as u64, &roots[m], &roots[n], &proof).unwrap();
             if m < n {
                 // a forked history (other old root), or an altered proof, must fail
-                assert!(verify_consistency(m as u64, n as u64, &roots[m - 1], &roots[n], &proof).is_err());
                 assert!(
-                    verify_consistency(m as u64, n as u64, &roots[m], &roots[n], &flip(&proof, m % proof.len()))
+                    verify_consistency(m as u64, n as u64, &roots[m - 1], &roots[n], &proof)
                         .is_err()
                 );
-                assert!(verify_consistency(m as u64, n as u64, &roots[m], &roots[n], &proof[1..]).is_err());
+                assert!(
+                    verify_consistency(
+                        m as u64,
+                        n as u64,
+                        &roots[m],
+                        &roots[n],
+                        &flip(&proof, m % proof.len())
+                    )
+                    .is_err()
+                );
+                assert!(
+                    verify_consistency(m as u64, n as u64, &roots[m], &roots[n], &proof[1..])
+                        .is_err()
+                );
             }
         }
     }

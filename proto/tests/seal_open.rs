@@ -20,12 +20,21 @@ fn rng() -> StdRng {
 
 fn seal_core(seq: u64) -> Envelope {
     let mut s = Sealer::new(keys("UA"), EpochPolicy::default());
-    s.seal(&roster(), bulletin("ew.air.missile", labels(Level::Amber, "CORE"), seq), NOW, &mut rng())
-        .unwrap()
+    s.seal(
+        &roster(),
+        bulletin("ew.air.missile", labels(Level::Amber, "CORE"), seq),
+        NOW,
+        &mut rng(),
+    )
+    .unwrap()
 }
 
 fn recipients(env: &Envelope) -> BTreeSet<String> {
-    env.header().recipients.iter().map(|w| w.node.to_string()).collect()
+    env.header()
+        .recipients
+        .iter()
+        .map(|w| w.node.to_string())
+        .collect()
 }
 
 /// Re-encode a modified header and sign it as the real sender would.
@@ -43,12 +52,17 @@ fn core_guarantor_reads_sanctions_only_partner_does_not() {
     let env = seal_core(1);
     assert_eq!(recipients(&env), ["PL", "UA"].map(String::from).into());
     let payload = open(&env, &roster(), &keys("PL")).unwrap();
-    assert_eq!(payload, bulletin("ew.air.missile", labels(Level::Amber, "CORE"), 1).payload);
+    assert_eq!(
+        payload,
+        bulletin("ew.air.missile", labels(Level::Amber, "CORE"), 1).payload
+    );
     // the sender can read its own message back
     open(&env, &roster(), &keys("UA")).unwrap();
     // JP: refused by policy, and holds no key either
     assert!(env.header().wrapped_for(&id("JP")).is_none());
-    assert!(matches!(open(&env, &roster(), &keys("JP")), Err(Error::NotPermitted(m)) if m.contains("CORE")));
+    assert!(
+        matches!(open(&env, &roster(), &keys("JP")), Err(Error::NotPermitted(m)) if m.contains("CORE"))
+    );
 }
 
 #[test]
@@ -56,9 +70,16 @@ fn excluded_node_cannot_decrypt_even_if_policy_later_allows() {
     let env = seal_core(1);
     // a later roster grants JP the CORE compartment: policy passes, cryptography still refuses
     let mut body = body(2);
-    body.nodes.iter_mut().find(|n| n.id == id("JP")).unwrap().grants = core_grants();
+    body.nodes
+        .iter_mut()
+        .find(|n| n.id == id("JP"))
+        .unwrap()
+        .grants = core_grants();
     let v2 = signed(&body, &[0, 2]).verify_update(&roster()).unwrap();
-    assert_eq!(open(&env, &v2, &keys("JP")), Err(Error::NotARecipient(id("JP"))));
+    assert_eq!(
+        open(&env, &v2, &keys("JP")),
+        Err(Error::NotARecipient(id("JP")))
+    );
 }
 
 #[test]
@@ -68,10 +89,20 @@ fn revoked_broker_and_auditor_nodes_are_never_recipients() {
         assert!(env.header().wrapped_for(&id(n)).is_none(), "{n}");
     }
     let r = roster();
-    assert!(r.recipients(&labels(Level::Clear, "")).all(|n| !n.revoked && n.role != Role::Broker));
+    assert!(
+        r.recipients(&labels(Level::Clear, ""))
+            .all(|n| !n.revoked && n.role != Role::Broker)
+    );
     // and a revoked node cannot seal
     let mut s = Sealer::new(keys("XX"), EpochPolicy::default());
-    let err = s.seal(&r, bulletin("ew.air", labels(Level::Clear, ""), 1), NOW, &mut rng()).unwrap_err();
+    let err = s
+        .seal(
+            &r,
+            bulletin("ew.air", labels(Level::Clear, ""), 1),
+            NOW,
+            &mut rng(),
+        )
+        .unwrap_err();
     assert_eq!(err, Error::Revoked(id("XX")));
 }
 
@@ -86,8 +117,14 @@ fn sanctions_traffic_reaches_the_broader_group() {
     });
     let env = s.seal(&roster(), d, NOW, &mut rng()).unwrap();
     assert_eq!(env.header().kind, Kind::SanctionsTrigger);
-    assert_eq!(recipients(&env), ["JP", "PL", "UA"].map(String::from).into());
-    assert!(matches!(open(&env, &roster(), &keys("JP")).unwrap(), Payload::SanctionsTrigger(_)));
+    assert_eq!(
+        recipients(&env),
+        ["JP", "PL", "UA"].map(String::from).into()
+    );
+    assert!(matches!(
+        open(&env, &roster(), &keys("JP")).unwrap(),
+        Payload::SanctionsTrigger(_)
+    ));
 }
 
 #[test]
@@ -95,18 +132,30 @@ fn rel_to_limits_recipients_and_publisher_must_be_listed() {
     let mut s = Sealer::new(keys("UA"), EpochPolicy::default());
     let mut l = labels(Level::Red, "CORE");
     l.rel_to = [id("UA")].into();
-    let env = s.seal(&roster(), bulletin("ew.air", l.clone(), 1), NOW, &mut rng()).unwrap();
+    let env = s
+        .seal(&roster(), bulletin("ew.air", l.clone(), 1), NOW, &mut rng())
+        .unwrap();
     assert_eq!(recipients(&env), ["UA"].map(String::from).into());
-    assert!(matches!(open(&env, &roster(), &keys("PL")), Err(Error::NotPermitted(_))));
+    assert!(matches!(
+        open(&env, &roster(), &keys("PL")),
+        Err(Error::NotPermitted(_))
+    ));
     l.rel_to = [id("PL")].into();
-    let err = s.seal(&roster(), bulletin("ew.air", l, 2), NOW, &mut rng()).unwrap_err();
+    let err = s
+        .seal(&roster(), bulletin("ew.air", l, 2), NOW, &mut rng())
+        .unwrap_err();
     assert!(matches!(err, Error::NotPermitted(m) if m.contains("own message")));
 }
 
 #[test]
 fn publish_grants_are_enforced_when_sealing() {
     let mut s = Sealer::new(keys("JP"), EpochPolicy::default());
-    let err = s.seal(&roster(), bulletin("ew.air", labels(Level::Clear, ""), 1), NOW, &mut rng());
+    let err = s.seal(
+        &roster(),
+        bulletin("ew.air", labels(Level::Clear, ""), 1),
+        NOW,
+        &mut rng(),
+    );
     assert!(matches!(err, Err(Error::NotPermitted(m)) if m.contains("no grant to publish")));
 }
 
@@ -119,7 +168,11 @@ fn every_flipped_byte_is_caught() {
         let mut w = wire.clone();
         w[i] ^= 0x01;
         match Envelope::decode(&w, DEFAULT_MAX_ENVELOPE) {
-            Err(Error::Malformed { .. } | Error::TrailingBytes { .. } | Error::UnsupportedVersion { .. }) => {}
+            Err(
+                Error::Malformed { .. }
+                | Error::TrailingBytes { .. }
+                | Error::UnsupportedVersion { .. },
+            ) => {}
             Err(e) => panic!("byte {i}: unexpected decode error {e}"),
             Ok(t) => match open(&t, &r, &keys("PL")) {
                 Err(Error::BadSignature { what: "envelope" } | Error::UnknownNode(_)) => {}
@@ -136,19 +189,41 @@ fn tampering_by_the_signer_itself_gives_the_precise_error() {
     // ciphertext changed (and re-signed): the AEAD refuses
     let mut ct = env.ciphertext().to_vec();
     ct[3] ^= 0x80;
-    assert_eq!(open(&resign(&env, |_| {}, Some(ct)), &r, &keys("PL")), Err(Error::DecryptFailed));
+    assert_eq!(
+        open(&resign(&env, |_| {}, Some(ct)), &r, &keys("PL")),
+        Err(Error::DecryptFailed)
+    );
     // PL's wrapped key changed: only PL's unwrap fails, UA still reads
-    let t = resign(&env, |h| h.recipients.iter_mut().find(|w| w.node == id("PL")).unwrap().key[5] ^= 1, None);
-    assert_eq!(open(&t, &r, &keys("PL")), Err(Error::BadWrappedKey(id("PL"))));
+    let t = resign(
+        &env,
+        |h| {
+            h.recipients
+                .iter_mut()
+                .find(|w| w.node == id("PL"))
+                .unwrap()
+                .key[5] ^= 1
+        },
+        None,
+    );
+    assert_eq!(
+        open(&t, &r, &keys("PL")),
+        Err(Error::BadWrappedKey(id("PL")))
+    );
     // any header change re-signed breaks the AEAD binding (header is the associated data)
     let t = resign(&env, |h| h.labels.exercise = true, None);
     assert_eq!(open(&t, &r, &keys("PL")), Err(Error::DecryptFailed));
     // a different ephemeral key: unwrap fails
     let t = resign(&env, |h| h.eph_pk = keys("JP").kem_public(), None);
-    assert_eq!(open(&t, &r, &keys("PL")), Err(Error::BadWrappedKey(id("PL"))));
+    assert_eq!(
+        open(&t, &r, &keys("PL")),
+        Err(Error::BadWrappedKey(id("PL")))
+    );
     // a low-order ephemeral key is refused outright
     let t = resign(&env, |h| h.eph_pk = KemPublic([0; 32]), None);
-    assert!(matches!(open(&t, &r, &keys("PL")), Err(Error::InvalidKey(_))));
+    assert!(matches!(
+        open(&t, &r, &keys("PL")),
+        Err(Error::InvalidKey(_))
+    ));
 }
 
 #[test]
@@ -156,11 +231,25 @@ fn forged_and_unknown_senders_are_refused() {
     let env = seal_core(1);
     let r = roster();
     // PL signs a header claiming to be UA
-    let forged = Envelope::sign(env.header_bytes().to_vec(), env.ciphertext().to_vec(), &keys("PL")).unwrap();
-    assert_eq!(forged.verify(&r).err(), Some(Error::BadSignature { what: "envelope" }));
+    let forged = Envelope::sign(
+        env.header_bytes().to_vec(),
+        env.ciphertext().to_vec(),
+        &keys("PL"),
+    )
+    .unwrap();
+    assert_eq!(
+        forged.verify(&r).err(),
+        Some(Error::BadSignature { what: "envelope" })
+    );
     // a signature from nowhere
-    let bad = env.clone().with_signature(ewx_proto::keys::Signature([9; 64])).unwrap();
-    assert_eq!(open(&bad, &r, &keys("PL")), Err(Error::BadSignature { what: "envelope" }));
+    let bad = env
+        .clone()
+        .with_signature(ewx_proto::keys::Signature([9; 64]))
+        .unwrap();
+    assert_eq!(
+        open(&bad, &r, &keys("PL")),
+        Err(Error::BadSignature { what: "envelope" })
+    );
     // a sender the roster does not know
     let mut h = env.header().clone();
     h.sender = id("ZZ");
@@ -173,20 +262,41 @@ fn forged_and_unknown_senders_are_refused() {
 #[test]
 fn key_epochs_reuse_then_rotate() {
     let r = roster();
-    let policy = EpochPolicy { max_messages: 3, max_age_ms: 60_000 };
+    let policy = EpochPolicy {
+        max_messages: 3,
+        max_age_ms: 60_000,
+    };
     let mut s = Sealer::new(keys("UA"), policy);
     let mut g = rng();
     let mut seal = |seq, now, r: &ewx_proto::Roster| {
-        s.seal(r, bulletin("ew.air", labels(Level::Amber, "CORE"), seq), now, &mut g).unwrap()
+        s.seal(
+            r,
+            bulletin("ew.air", labels(Level::Amber, "CORE"), seq),
+            now,
+            &mut g,
+        )
+        .unwrap()
     };
     let e: Vec<_> = (1..=4).map(|i| seal(i, NOW, &r)).collect();
     assert_eq!(e[0].header().eph_pk, e[2].header().eph_pk);
-    assert_ne!(e[2].header().eph_pk, e[3].header().eph_pk, "rotates after max_messages");
+    assert_ne!(
+        e[2].header().eph_pk,
+        e[3].header().eph_pk,
+        "rotates after max_messages"
+    );
     let later = seal(5, NOW + 60_000, &r);
-    assert_ne!(later.header().eph_pk, e[3].header().eph_pk, "rotates after max_age");
+    assert_ne!(
+        later.header().eph_pk,
+        e[3].header().eph_pk,
+        "rotates after max_age"
+    );
     let v2 = signed(&body(2), &[1, 2]).verify_update(&r).unwrap();
     let after = seal(6, NOW + 60_001, &v2);
-    assert_ne!(after.header().eph_pk, later.header().eph_pk, "rotates on roster change");
+    assert_ne!(
+        after.header().eph_pk,
+        later.header().eph_pk,
+        "rotates on roster change"
+    );
     assert_eq!(after.header().roster_version, 2);
     // every message under a shared epoch still opens, and ids differ
     for env in e.iter().chain([&later, &after]) {
@@ -202,22 +312,40 @@ fn low_order_recipient_key_is_refused_when_sealing() {
     b.nodes.iter_mut().find(|n| n.id == id("PL")).unwrap().kem = KemPublic([0; 32]);
     let r = signed(&b, &[0, 1]).verify().unwrap();
     let mut s = Sealer::new(keys("UA"), EpochPolicy::default());
-    let err = s.seal(&r, bulletin("ew.air", labels(Level::Amber, "CORE"), 1), NOW, &mut rng());
+    let err = s.seal(
+        &r,
+        bulletin("ew.air", labels(Level::Amber, "CORE"), 1),
+        NOW,
+        &mut rng(),
+    );
     assert!(matches!(err, Err(Error::InvalidKey(_))));
 }
 
 #[test]
 fn payload_kind_must_match_header() {
-    let p = bulletin("ew.air", labels(Level::Clear, ""), 1).payload.encode().unwrap();
-    assert!(matches!(Payload::decode(&p, Kind::ExerciseNotice), Err(Error::KindMismatch { .. })));
+    let p = bulletin("ew.air", labels(Level::Clear, ""), 1)
+        .payload
+        .encode()
+        .unwrap();
+    assert!(matches!(
+        Payload::decode(&p, Kind::ExerciseNotice),
+        Err(Error::KindMismatch { .. })
+    ));
     Payload::decode(&p, Kind::Bulletin).unwrap();
-    let stix = Payload::Stix(r#"{"type":"bundle"}"#.into()).encode().unwrap();
+    let stix = Payload::Stix(r#"{"type":"bundle"}"#.into())
+        .encode()
+        .unwrap();
     Payload::decode(&stix, Kind::Bulletin).unwrap();
 }
 
 #[test]
 fn consultation_deadlines_are_24_and_72_hours() {
-    let req = ewx_proto::payload::ConsultationRequest::new("C-1".into(), "attack".into(), NOW - 1000, NOW);
+    let req = ewx_proto::payload::ConsultationRequest::new(
+        "C-1".into(),
+        "attack".into(),
+        NOW - 1000,
+        NOW,
+    );
     assert_eq!(req.consult_by_ms - NOW, 24 * 3_600_000);
     assert_eq!(req.decide_by_ms - NOW, 72 * 3_600_000);
     req.check_deadlines().unwrap();
@@ -230,6 +358,12 @@ fn consultation_deadlines_are_24_and_72_hours() {
 fn clock_skew_rule() {
     let env = seal_core(1);
     env.header().check_skew(NOW + 30_000, 30_000).unwrap();
-    assert!(matches!(env.header().check_skew(NOW + 30_001, 30_000), Err(Error::Time(_))));
-    assert!(matches!(env.header().check_skew(NOW - 30_001, 30_000), Err(Error::Time(_))));
+    assert!(matches!(
+        env.header().check_skew(NOW + 30_001, 30_000),
+        Err(Error::Time(_))
+    ));
+    assert!(matches!(
+        env.header().check_skew(NOW - 30_001, 30_000),
+        Err(Error::Time(_))
+    ));
 }

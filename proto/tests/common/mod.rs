@@ -27,7 +27,9 @@ pub fn council_key(i: u8) -> SigningKey {
 }
 
 fn patterns(list: &[&str]) -> Vec<TopicPattern> {
-    list.iter().map(|p| TopicPattern::new(*p).unwrap()).collect()
+    list.iter()
+        .map(|p| TopicPattern::new(*p).unwrap())
+        .collect()
 }
 
 pub fn grants(level: Level, comps: &str, publish: &[&str], subscribe: &[&str]) -> Grants {
@@ -62,7 +64,12 @@ pub fn node(name: &str, role: Role, grants: Grants, revoked: bool) -> NodeEntry 
 
 /// UA, PL (core), JP (sanctions only, AMBER), XX (revoked core), BROKER, AUDIT1.
 pub fn body(version: u64) -> RosterBody {
-    let sanctions = grants(Level::Amber, "SANCTIONS", &["sanctions.>"], &["sanctions.>", "exercise.>"]);
+    let sanctions = grants(
+        Level::Amber,
+        "SANCTIONS",
+        &["sanctions.>"],
+        &["sanctions.>", "exercise.>"],
+    );
     RosterBody {
         v: 1,
         network: "test-compact".into(),
