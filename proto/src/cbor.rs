@@ -65,3 +65,14 @@ fn describe(e: &ciborium::de::Error<std::io::Error>) -> String {
 pub(crate) fn len_prefix(len: usize) -> [u8; 8] {
     (len as u64).to_be_bytes()
 }
+
+/// The bytes a signature covers: `domain ‖ len(body) ‖ body ‖ tail`. The domain tag keeps a
+/// signature over one kind of object from ever verifying as another.
+pub(crate) fn signed_bytes(domain: &[u8], body: &[u8], tail: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(domain.len() + 8 + body.len() + tail.len());
+    m.extend_from_slice(domain);
+    m.extend_from_slice(&len_prefix(body.len()));
+    m.extend_from_slice(body);
+    m.extend_from_slice(tail);
+    m
+}

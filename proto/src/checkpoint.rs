@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cbor::{self, len_prefix};
+use crate::cbor;
 use crate::error::{Error, Result};
 use crate::ids::{Digest32, NodeId};
 use crate::keys::{NodeKeys, SignPublic, Signature};
@@ -55,11 +55,7 @@ pub struct SignedCheckpoint {
 }
 
 fn message(domain: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(domain.len() + 8 + body.len());
-    m.extend_from_slice(domain);
-    m.extend_from_slice(&len_prefix(body.len()));
-    m.extend_from_slice(body);
-    m
+    cbor::signed_bytes(domain, body, &[])
 }
 
 impl SignedCheckpoint {

@@ -138,12 +138,7 @@ pub struct Envelope {
 
 /// The bytes an envelope signature covers.
 fn signed_message(header: &[u8], ciphertext: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(DOMAIN.len() + 8 + header.len() + ciphertext.len());
-    m.extend_from_slice(DOMAIN);
-    m.extend_from_slice(&cbor::len_prefix(header.len()));
-    m.extend_from_slice(header);
-    m.extend_from_slice(ciphertext);
-    m
+    cbor::signed_bytes(DOMAIN, header, ciphertext)
 }
 
 impl Envelope {

@@ -117,11 +117,7 @@ pub struct SignedRoster {
 }
 
 fn signed_message(body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(DOMAIN.len() + 8 + body.len());
-    m.extend_from_slice(DOMAIN);
-    m.extend_from_slice(&cbor::len_prefix(body.len()));
-    m.extend_from_slice(body);
-    m
+    cbor::signed_bytes(DOMAIN, body, &[])
 }
 
 impl RosterBody {
