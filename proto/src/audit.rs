@@ -47,7 +47,9 @@ pub enum Event {
         to: NodeId,
         /// Its subscription name.
         subscription: String,
-        /// Highest message-log index acknowledged.
+        /// The precedence lane acknowledged.
+        precedence: Precedence,
+        /// Highest message-log index acknowledged in that lane.
         through_index: u64,
     },
     /// A recipient's signed receipt.
@@ -135,6 +137,7 @@ pub fn chain_hash(entry_bytes: &[u8]) -> Digest32 {
 #[derive(Debug, Clone, Default)]
 pub struct Chain {
     prev: Digest32,
+    last_time_ms: u64,
     tree: MerkleTree,
 }
 
@@ -169,6 +172,8 @@ impl Chain {
     /// # Errors
     /// Only on an encoder bug.
     pub fn append(&mut self, time_ms: u64, event: Event) -> Result<(Entry, Vec<u8>)> {
+        // entry times never go backwards, even if the broker's clock does
+        let time_ms = time_ms.max(self.last_time_ms);
         let entry = Entry {
             index: self.len(),
             prev: self.prev,
@@ -176,7 +181,7 @@ impl Chain {
             event,
         };
         let bytes = entry.encode()?;
-        self.accept(&bytes);
+        self.accept(&bytes, time_ms);
         Ok((entry, bytes))
     }
 
@@ -200,11 +205,18 @@ impl Chain {
                 "previous-hash link does not match the entry before it".into()
             ));
         }
-        self.accept(bytes);
+        if entry.time_ms < self.last_time_ms {
+            return Err(bad(format!(
+                "time {} is before the previous entry's {}",
+                entry.time_ms, self.last_time_ms
+            )));
+        }
+        self.accept(bytes, entry.time_ms);
         Ok(entry)
     }
 
-    fn accept(&mut self, bytes: &[u8]) {
+    fn accept(&mut self, bytes: &[u8], time_ms: u64) {
+        self.last_time_ms = time_ms;
         self.prev = chain_hash(bytes);
         self.tree.push(leaf_hash(bytes));
     }

@@ -106,7 +106,8 @@ impl SignedCheckpoint {
     /// Verify every co-signature against the roster; return the distinct witnesses.
     ///
     /// # Errors
-    /// `UnknownNode`, `BadSignature`, `Malformed` for a witness named twice.
+    /// `UnknownNode`, `Revoked`, `NotPermitted` for a broker, `BadSignature`, `Malformed`
+    /// for a witness named twice.
     pub fn verify_cosignatures(&self, roster: &Roster) -> Result<Vec<NodeId>> {
         let msg = message(COSIGN_DOMAIN, &self.body);
         let mut witnesses: Vec<NodeId> = Vec::new();
@@ -117,9 +118,13 @@ impl SignedCheckpoint {
                     reason: format!("witness {} co-signed twice", c.witness),
                 });
             }
-            let node = roster
-                .node(&c.witness)
-                .ok_or_else(|| Error::UnknownNode(c.witness.clone()))?;
+            let node = roster.active(&c.witness)?;
+            if node.role == crate::roster::Role::Broker {
+                return Err(Error::NotPermitted(format!(
+                    "{} is a broker and cannot witness",
+                    c.witness
+                )));
+            }
             node.sign
                 .verify("checkpoint cosignature", &msg, &c.signature)?;
             witnesses.push(c.witness.clone());

@@ -3,6 +3,9 @@
 //! covers the ciphertext, so nobody — the broker included — can alter either unnoticed.
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::access::check_publish;
 
 use crate::cbor;
 use crate::error::{Error, Result};
@@ -22,6 +25,7 @@ pub const MAX_HEADER_BYTES: usize = 128 << 10;
 /// Default largest envelope (same as the default frame limit).
 pub const DEFAULT_MAX_ENVELOPE: usize = 1 << 20;
 const DOMAIN: &[u8] = b"ewx/v1/envelope";
+const HASH_DOMAIN: &[u8] = b"ewx/v1/envelope-hash";
 
 /// The content key wrapped for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +71,10 @@ pub struct Header {
     /// Payload AEAD nonce.
     #[serde(with = "serde_bytes")]
     pub nonce: [u8; 12],
+    /// Commitment to the content key, `SHA-256("ewx/v1/key-commit" ‖ id ‖ key)`:
+    /// ChaCha20-Poly1305 does not commit to its key, so without this a sender could wrap
+    /// different keys for different recipients and show each a different plaintext.
+    pub key_commit: Digest32,
     /// The content key for each recipient.
     pub recipients: Vec<WrappedKey>,
 }
@@ -82,6 +90,26 @@ impl Header {
                 "created {} ms from the broker's clock, allowed {max_skew_ms} ms",
                 self.created_ms as i128 - now_ms as i128
             )));
+        }
+        Ok(())
+    }
+
+    /// Check the broker's rule that every listed recipient is an active node that may
+    /// receive content and may read these labels.
+    ///
+    /// # Errors
+    /// `NotPermitted` naming the first recipient that fails.
+    pub fn check_recipients(&self, roster: &Roster) -> Result<()> {
+        for w in &self.recipients {
+            let ok = roster.active(&w.node).is_ok_and(|n| {
+                n.role.receives_content() && crate::access::may_read(&n.id, &n.grants, &self.labels)
+            });
+            if !ok {
+                return Err(Error::NotPermitted(format!(
+                    "recipient {} may not receive a message labelled {}",
+                    w.node, self.labels
+                )));
+            }
         }
         Ok(())
     }
@@ -151,15 +179,14 @@ impl Envelope {
         let header: Header = cbor::decode("envelope header", &header_bytes, MAX_HEADER_BYTES)?;
         header.validate()?;
         let signature = keys.sign(&signed_message(&header_bytes, &ciphertext));
-        let mut env = Self {
+        Ok(Self {
             header_bytes,
             header,
             ciphertext,
             signature,
             hash: Digest32::default(),
-        };
-        env.hash = Digest32::of(&[&env.encode()?]);
-        Ok(env)
+        }
+        .with_hash())
     }
 
     /// Decode wire bytes of at most `max` bytes. Signatures are not checked here.
@@ -175,8 +202,9 @@ impl Envelope {
             header,
             ciphertext: wire.ciphertext,
             signature: wire.signature,
-            hash: Digest32::of(&[bytes]),
-        })
+            hash: Digest32::default(),
+        }
+        .with_hash())
     }
 
     /// Wire bytes.
@@ -214,7 +242,10 @@ impl Envelope {
         &self.signature
     }
 
-    /// SHA-256 of the wire bytes: what audit entries and receipts name.
+    /// The envelope hash: SHA-256 over its three parts, length-prefixed and
+    /// domain-separated, so that it does not depend on how the outer CBOR was written
+    /// (CBOR allows several encodings; a relay must not be able to change the hash).
+    /// Audit entries and receipts name this.
     pub fn hash(&self) -> Digest32 {
         self.hash
     }
@@ -224,22 +255,50 @@ impl Envelope {
         signed_message(&self.header_bytes, &self.ciphertext)
     }
 
-    /// Check that the sender is an active roster node and signed this envelope.
+    /// Check that the sender is an active roster node that signed this envelope and was
+    /// allowed to publish it (role, topic grant, labels it may read). Receivers check this
+    /// too, so a broker cannot inject messages even with a valid roster key of its own.
     ///
     /// # Errors
-    /// `UnknownNode`, `Revoked`, `BadSignature`.
+    /// `UnknownNode`, `Revoked`, `BadSignature`, `NotPermitted`.
     pub fn verify<'r>(&self, roster: &'r Roster) -> Result<&'r NodeEntry> {
         let sender = roster.active(&self.header.sender)?;
         sender
             .sign
             .verify("envelope", &self.signed_message(), &self.signature)?;
+        if !sender.role.publishes() {
+            return Err(Error::NotPermitted(format!(
+                "{} is a {} and may not publish",
+                sender.id, sender.role
+            )));
+        }
+        check_publish(
+            &sender.id,
+            &sender.grants,
+            &self.header.topic,
+            &self.header.labels,
+        )?;
         Ok(sender)
     }
 
     /// Replace the signature (tests build forgeries with this).
-    pub fn with_signature(mut self, signature: Signature) -> Result<Self> {
+    pub fn with_signature(mut self, signature: Signature) -> Self {
         self.signature = signature;
-        self.hash = Digest32::of(&[&self.encode()?]);
-        Ok(self)
+        self.with_hash()
+    }
+
+    fn with_hash(mut self) -> Self {
+        let mut h = sha2::Sha256::new();
+        h.update(HASH_DOMAIN);
+        for part in [
+            &self.header_bytes[..],
+            &self.ciphertext[..],
+            &self.signature.0[..],
+        ] {
+            h.update(cbor::len_prefix(part.len()));
+            h.update(part);
+        }
+        self.hash = Digest32(h.finalize().into());
+        self
     }
 }

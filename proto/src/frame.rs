@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::cbor;
 use crate::error::{Error, Result};
 use crate::ids::{MessageId, NodeId};
+use crate::payload::Precedence;
 use crate::receipt::Receipt;
 use crate::topic::TopicPattern;
 
@@ -168,11 +169,14 @@ pub enum Request {
         /// Real, exercise or both.
         filter: ExerciseFilter,
     },
-    /// Everything up to `through` (message-log index) was processed.
+    /// Every delivery of this precedence class up to `through` (message-log index) was
+    /// processed. Each class is its own ordered lane, so FLASH never waits for ROUTINE.
     Ack {
         /// Subscription name.
         name: String,
-        /// Highest index processed.
+        /// The lane acknowledged.
+        precedence: Precedence,
+        /// Highest index processed in that lane.
         through: u64,
     },
     /// Close a subscription (its cursor is kept).

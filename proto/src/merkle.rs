@@ -264,6 +264,9 @@ pub fn verify_consistency(
         };
     }
     if old == 0 {
+        if old_root != &empty_root() {
+            return fail("the empty tree has another root");
+        }
         return if proof.is_empty() {
             Ok(())
         } else {

@@ -34,6 +34,19 @@ pub enum Role {
     Broker,
 }
 
+impl Role {
+    /// May nodes of this role publish? (Brokers and auditors never do.)
+    pub fn publishes(self) -> bool {
+        matches!(self, Role::Liaison | Role::Partner)
+    }
+
+    /// Do nodes of this role get content keys? Brokers route and auditors verify sealed
+    /// envelopes; neither needs to read them.
+    pub fn receives_content(self) -> bool {
+        matches!(self, Role::Liaison | Role::Partner)
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -116,6 +129,14 @@ pub struct SignedRoster {
     pub signatures: Vec<CouncilSignature>,
 }
 
+/// Does X25519 with this key give the all-zero output for any secret (a low-order point)?
+fn is_low_order(key: &KemPublic) -> bool {
+    let probe = x25519_dalek::StaticSecret::from([0x5a; 32]);
+    !probe
+        .diffie_hellman(&x25519_dalek::PublicKey::from(key.0))
+        .was_contributory()
+}
+
 fn signed_message(body: &[u8]) -> Vec<u8> {
     cbor::signed_bytes(DOMAIN, body, &[])
 }
@@ -158,6 +179,9 @@ impl RosterBody {
             n.sign
                 .dalek()
                 .map_err(|e| Error::InvalidRoster(format!("node {}: {e}", n.id)))?;
+            if is_low_order(&n.kem) {
+                return bad(format!("node {} has a low-order x25519 key", n.id));
+            }
         }
         Ok(())
     }
@@ -219,7 +243,11 @@ impl SignedRoster {
         Ok(Digest32::of(&[&self.encode()?]))
     }
 
-    /// Verify a roster seen for the first time (trust anchored in its own council).
+    /// Verify a roster from a **trusted source** — the operator's own file — with trust
+    /// anchored in the council it names. Anyone can make a roster that passes this with a
+    /// council of their own: a roster received over the network must instead go through
+    /// [`SignedRoster::verify_update`] against one already trusted. Compare
+    /// [`Roster::council_id`] out of band when installing a roster file.
     ///
     /// # Errors
     /// See [`SignedRoster::verify_update`].
@@ -352,6 +380,16 @@ impl Roster {
         self.hash
     }
 
+    /// Fingerprint of the council (threshold and keys), for people to compare out of band.
+    pub fn council_id(&self) -> Digest32 {
+        let mut parts: Vec<&[u8]> = vec![
+            b"ewx/v1/council",
+            std::slice::from_ref(&self.body.threshold),
+        ];
+        parts.extend(self.body.council.iter().map(|m| &m.key.0[..]));
+        Digest32::of(&parts)
+    }
+
     /// A node by name, revoked or not.
     pub fn node(&self, id: &NodeId) -> Option<&NodeEntry> {
         self.by_id.get(id).map(|&i| &self.body.nodes[i])
@@ -376,14 +414,14 @@ impl Roster {
         self.by_key.get(key).map(|&i| &self.body.nodes[i])
     }
 
-    /// Every node that must get the content key for `labels`: active, not a broker, and
-    /// allowed by the read rule.
+    /// Every node that must get the content key for `labels`: active, a liaison or
+    /// partner, and allowed by the read rule.
     pub fn recipients<'a>(
         &'a self,
         labels: &'a Labels,
     ) -> impl Iterator<Item = &'a NodeEntry> + 'a {
         self.body.nodes.iter().filter(move |n| {
-            !n.revoked && n.role != Role::Broker && may_read(&n.id, &n.grants, labels)
+            !n.revoked && n.role.receives_content() && may_read(&n.id, &n.grants, labels)
         })
     }
 

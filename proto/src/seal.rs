@@ -108,6 +108,10 @@ fn wrap_key(
     okm
 }
 
+fn key_commitment(id: &MessageId, key: &[u8]) -> Digest32 {
+    Digest32::of(&[b"ewx/v1/key-commit", &id.0, key])
+}
+
 fn dh(secret: &StaticSecret, public: &KemPublic) -> Result<Zeroizing<[u8; 32]>> {
     let shared = secret.diffie_hellman(&PublicKey::from(public.0));
     if !shared.was_contributory() {
@@ -227,6 +231,7 @@ impl Sealer {
             roster_version: roster.version(),
             eph_pk: epoch.public,
             nonce,
+            key_commit: key_commitment(&id, &content_key[..]),
             recipients: wrapped,
         };
         let header_bytes = cbor::encode("envelope header", &header)?;
@@ -265,7 +270,7 @@ pub fn open(envelope: &Envelope, roster: &Roster, me: &NodeKeys) -> Result<Paylo
             .decrypt(Nonce::from_slice(&WRAP_NONCE), &wrapped.key[..])
             .map_err(|_| Error::BadWrappedKey(me.node.clone()))?,
     );
-    if content_key.len() != 32 {
+    if content_key.len() != 32 || key_commitment(&header.id, &content_key) != header.key_commit {
         return Err(Error::BadWrappedKey(me.node.clone()));
     }
     let plaintext = Zeroizing::new(

@@ -132,7 +132,7 @@ proptest! {
         let wire = env.encode().unwrap();
         let back = Envelope::decode(&wire, DEFAULT_MAX_ENVELOPE).unwrap();
         prop_assert_eq!(&back, &env);
-        prop_assert_eq!(back.hash(), Digest32::of(&[&wire]));
+        prop_assert_eq!(back.hash(), env.hash());
         prop_assert_eq!(open(&back, &roster(), &keys("PL")).unwrap(), p);
     }
 
@@ -150,7 +150,7 @@ proptest! {
     #[test]
     fn protocol_messages_round_trip(bytes in prop::collection::vec(any::<u8>(), 0..300), n in any::<u64>(), name in ".{0,20}", reason in ".{0,40}") {
         roundtrip_frame(&Request::Publish { envelope: bytes.clone() });
-        roundtrip_frame(&Request::Ack { name: name.clone(), through: n });
+        roundtrip_frame(&Request::Ack { name: name.clone(), precedence: Precedence::Routine, through: n });
         roundtrip_frame(&Request::Unsubscribe { name: name.clone() });
         roundtrip_frame(&Request::Hello { roster_version: n });
         roundtrip_frame(&Request::UpdateRoster { roster: bytes.clone() });
@@ -336,4 +336,27 @@ fn receipts_round_trip_in_audit_entries() {
         panic!("not a receipt")
     };
     r.verify(&roster()).unwrap();
+}
+
+#[test]
+fn envelope_hash_does_not_depend_on_the_outer_encoding() {
+    let env = Sealer::new(keys("UA"), EpochPolicy::default())
+        .seal(
+            &roster(),
+            bulletin("ew.air", labels(Level::Amber, "CORE"), 1),
+            NOW,
+            &mut rand::rngs::StdRng::seed_from_u64(2),
+        )
+        .unwrap();
+    let wire = env.encode().unwrap();
+    // the same envelope behind a CBOR tag, as a relay could rewrite it
+    let mut tagged = vec![0xc6];
+    tagged.extend(&wire);
+    let back = Envelope::decode(&tagged, DEFAULT_MAX_ENVELOPE).unwrap();
+    assert_eq!(back.hash(), env.hash());
+    // but any change to a signed part changes it
+    let other = env
+        .clone()
+        .with_signature(ewx_proto::keys::Signature([1; 64]));
+    assert_ne!(other.hash(), env.hash());
 }

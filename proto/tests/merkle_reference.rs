@@ -105,6 +105,9 @@ fn roots_and_inclusion_proofs_match_the_reference() {
                     .is_err()
                 );
                 assert!(verify_inclusion(&d[m], m as u64, n as u64, &proof[1..], &root).is_err());
+                let mut longer = proof.clone();
+                longer.push(d[0]);
+                assert!(verify_inclusion(&d[m], m as u64, n as u64, &longer, &root).is_err());
             }
         }
     }
@@ -152,5 +155,6 @@ fn consistency_proofs_match_the_reference() {
     }
     assert!(tree.consistency_proof(3, 2).is_err());
     assert!(verify_consistency(0, 5, &roots[0], &roots[5], &[]).is_ok());
+    assert!(verify_consistency(0, 5, &roots[3], &roots[5], &[]).is_err());
     assert!(verify_consistency(4, 4, &roots[4], &roots[5], &[]).is_err());
 }

@@ -88,6 +88,11 @@ fn updates_need_the_trusted_council_and_never_go_back() {
         only_new.verify_update(&v2).err(),
         Some(Error::ThresholdNotMet { have: 0, need: 2 })
     );
+    let only_old = signed(&rotated, &[0, 1]);
+    assert_eq!(
+        only_old.verify_update(&v2).err(),
+        Some(Error::ThresholdNotMet { have: 0, need: 2 })
+    );
     let both = signed(&rotated, &[3, 4, 0, 1]);
     assert_eq!(both.verify_update(&v2).unwrap().version(), 3);
 
@@ -166,6 +171,12 @@ fn checkpoints_sign_verify_and_cosign() {
         forged.verify_cosignatures(&r),
         Err(Error::BadSignature { .. })
     ));
+    for (who, want) in [("BROKER", "broker"), ("XX", "revoked")] {
+        let mut t = s.clone();
+        t.cosignatures.push(t.cosign(&keys(who)));
+        let err = t.verify_cosignatures(&r).unwrap_err().to_string();
+        assert!(err.contains(want), "{who}: {err}");
+    }
     let mut twice = s.clone();
     twice.cosignatures.push(twice.cosignatures[0].clone());
     assert!(matches!(
@@ -210,6 +221,7 @@ fn sample_log(n: u64) -> (Chain, Vec<Vec<u8>>) {
             Event::Delivered {
                 to: id("PL"),
                 subscription: "s0".into(),
+                precedence: ewx_proto::Precedence::Flash,
                 through_index: i,
             }
         };
@@ -256,6 +268,33 @@ fn audit_chain_replays_and_finds_the_first_bad_index() {
     assert!(matches!(
         first_bad(&swapped),
         Some(Error::AuditChain { index: 3, .. })
+    ));
+    // an entry dated before its predecessor
+    let mut c = Chain::new();
+    let (_, a) = c
+        .append(
+            NOW,
+            Event::RosterChanged {
+                version: 1,
+                hash: Digest32::default(),
+            },
+        )
+        .unwrap();
+    let (mut e, _) = c
+        .append(
+            NOW,
+            Event::RosterChanged {
+                version: 2,
+                hash: Digest32::default(),
+            },
+        )
+        .unwrap();
+    e.time_ms = NOW - 1;
+    let mut replay = Chain::new();
+    replay.push(&a).unwrap();
+    assert!(matches!(
+        replay.push(&e.encode().unwrap()),
+        Err(Error::AuditChain { index: 1, .. })
     ));
     // garbage bytes
     let mut garbage = stored.clone();

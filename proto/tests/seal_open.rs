@@ -244,8 +244,7 @@ fn forged_and_unknown_senders_are_refused() {
     // a signature from nowhere
     let bad = env
         .clone()
-        .with_signature(ewx_proto::keys::Signature([9; 64]))
-        .unwrap();
+        .with_signature(ewx_proto::keys::Signature([9; 64]));
     assert_eq!(
         open(&bad, &r, &keys("PL")),
         Err(Error::BadSignature { what: "envelope" })
@@ -307,18 +306,12 @@ fn key_epochs_reuse_then_rotate() {
 }
 
 #[test]
-fn low_order_recipient_key_is_refused_when_sealing() {
+fn a_low_order_recipient_key_never_enters_a_roster() {
+    // one bad key would make every seal for that node's labels fail: refused up front
     let mut b = body(1);
     b.nodes.iter_mut().find(|n| n.id == id("PL")).unwrap().kem = KemPublic([0; 32]);
-    let r = signed(&b, &[0, 1]).verify().unwrap();
-    let mut s = Sealer::new(keys("UA"), EpochPolicy::default());
-    let err = s.seal(
-        &r,
-        bulletin("ew.air", labels(Level::Amber, "CORE"), 1),
-        NOW,
-        &mut rng(),
-    );
-    assert!(matches!(err, Err(Error::InvalidKey(_))));
+    let err = ewx_proto::SignedRoster::new(&b).unwrap_err();
+    assert!(matches!(err, Error::InvalidRoster(m) if m.contains("low-order")));
 }
 
 #[test]
@@ -366,4 +359,91 @@ fn clock_skew_rule() {
         env.header().check_skew(NOW - 30_001, 30_000),
         Err(Error::Time(_))
     ));
+}
+
+#[test]
+fn a_wrapped_key_is_bound_to_its_message() {
+    // two messages in one epoch: PL's wrap from the first does not open the second
+    let r = roster();
+    let mut s = Sealer::new(keys("UA"), EpochPolicy::default());
+    let mut g = rng();
+    let a = s
+        .seal(
+            &r,
+            bulletin("ew.air", labels(Level::Amber, "CORE"), 1),
+            NOW,
+            &mut g,
+        )
+        .unwrap();
+    let b = s
+        .seal(
+            &r,
+            bulletin("ew.air", labels(Level::Amber, "CORE"), 2),
+            NOW,
+            &mut g,
+        )
+        .unwrap();
+    assert_eq!(a.header().eph_pk, b.header().eph_pk);
+    let moved = a.header().wrapped_for(&id("PL")).unwrap().key;
+    let t = resign(
+        &b,
+        |h| {
+            h.recipients
+                .iter_mut()
+                .find(|w| w.node == id("PL"))
+                .unwrap()
+                .key = moved
+        },
+        None,
+    );
+    assert_eq!(
+        open(&t, &r, &keys("PL")),
+        Err(Error::BadWrappedKey(id("PL")))
+    );
+}
+
+#[test]
+fn the_key_commitment_is_checked() {
+    let env = seal_core(1);
+    let t = resign(&env, |h| h.key_commit.0[0] ^= 1, None);
+    assert_eq!(
+        open(&t, &roster(), &keys("PL")),
+        Err(Error::BadWrappedKey(id("PL")))
+    );
+}
+
+#[test]
+fn receivers_refuse_what_the_sender_could_not_publish() {
+    let env = seal_core(1);
+    // the broker signs a warning of its own
+    let mut h = env.header().clone();
+    h.sender = id("BROKER");
+    let mut hb = Vec::new();
+    ciborium::into_writer(&h, &mut hb).unwrap();
+    let injected = Envelope::sign(hb, env.ciphertext().to_vec(), &keys("BROKER")).unwrap();
+    assert!(
+        matches!(open(&injected, &roster(), &keys("PL")), Err(Error::NotPermitted(m)) if m.contains("broker"))
+    );
+    // JP signs an early warning outside its publish grants
+    let t = resign(&env, |h| h.sender = id("JP"), None);
+    assert!(
+        matches!(open(&t, &roster(), &keys("PL")), Err(Error::NotPermitted(m)) if m.contains("no grant"))
+    );
+}
+
+#[test]
+fn the_broker_rule_on_listed_recipients() {
+    let env = seal_core(1);
+    env.header().check_recipients(&roster()).unwrap();
+    for n in ["JP", "XX", "BROKER", "AUDIT1", "ZZ"] {
+        let mut h = env.header().clone();
+        h.recipients.push(ewx_proto::envelope::WrappedKey {
+            node: id(n),
+            key: [0; 48],
+        });
+        assert!(
+            matches!(h.check_recipients(&roster()), Err(Error::NotPermitted(_))),
+            "{n}"
+        );
+    }
 }

@@ -1,0 +1,202 @@
+//! Broker configuration: a TOML file whose every field has a sensible default except the
+//! key and roster, plus flag overrides. Loading also reads the key and roster files, so a
+//! wrong path or a world-readable key is reported before anything listens.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ewx_proto::{NodeKeys, Roster, SignedRoster};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The TOML file, as written by an operator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// UDP address to listen on (`127.0.0.1:4870`; port 0 picks one).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory of the sled store (created if missing).
+    pub data_dir: PathBuf,
+    /// The broker's secret key file (mode 0600).
+    pub key: PathBuf,
+    /// The signed roster file (CBOR, as written by `ewx roster sign`).
+    pub roster: PathBuf,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Checkpoint cadence.
+    #[serde(default)]
+    pub checkpoint: CheckpointPolicy,
+    /// How long messages are kept.
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4870))
+}
+
+/// Limits that keep one peer from exhausting the broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Concurrent connections; more are refused at once.
+    pub max_connections: usize,
+    /// Largest frame (and envelope) in bytes.
+    pub max_frame_bytes: usize,
+    /// A connection silent this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Concurrent request streams per connection.
+    pub max_streams_per_connection: u32,
+    /// Allowed difference between a publisher's clock and the broker's.
+    pub max_clock_skew_ms: u64,
+    /// Deliveries buffered for live fan-out before a slow lane falls back to the store.
+    pub live_buffer: usize,
+    /// Publishes waiting for the writer before new ones are refused.
+    pub write_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_frame_bytes: ewx_proto::frame::DEFAULT_MAX_FRAME,
+            idle_timeout_ms: 30_000,
+            max_streams_per_connection: 64,
+            max_clock_skew_ms: 5 * 60_000,
+            live_buffer: 4096,
+            write_queue: 4096,
+        }
+    }
+}
+
+/// When the broker signs a checkpoint of the audit log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointPolicy {
+    /// After this many new audit entries…
+    pub every_entries: u64,
+    /// …or this many ms, whichever comes first (if anything is new).
+    pub interval_ms: u64,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        Self { every_entries: 1000, interval_ms: 10_000 }
+    }
+}
+
+/// Message retention. The audit log is never pruned; only envelope bodies are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Drop envelopes older than this many ms (unset: keep forever).
+    pub max_age_ms: Option<u64>,
+    /// Keep at most this many envelopes (unset: no limit).
+    pub max_messages: Option<u64>,
+}
+
+impl Config {
+    /// Parse TOML text; relative paths are taken relative to `base` (the file's folder).
+    ///
+    /// # Errors
+    /// `Config` naming the field or syntax error.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self> {
+        let mut c: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        for p in [&mut c.data_dir, &mut c.key, &mut c.roster] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Read a TOML file.
+    ///
+    /// # Errors
+    /// `File` if unreadable, `Config` if invalid.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::File { path: path.into(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Check limits are usable.
+    ///
+    /// # Errors
+    /// `Config` naming the bad value.
+    pub fn validate(&self) -> Result<()> {
+        let l = &self.limits;
+        let bad = |m: &str| Err(Error::Config(m.into()));
+        if l.max_connections == 0 {
+            return bad("limits.max_connections must be at least 1");
+        }
+        if !(1024..=64 << 20).contains(&l.max_frame_bytes) {
+            return bad("limits.max_frame_bytes must be between 1024 and 67108864");
+        }
+        if l.max_streams_per_connection == 0 || l.live_buffer == 0 || l.write_queue == 0 {
+            return bad("limits.max_streams_per_connection, live_buffer and write_queue must be at least 1");
+        }
+        if self.checkpoint.every_entries == 0 || self.checkpoint.interval_ms == 0 {
+            return bad("checkpoint.every_entries and checkpoint.interval_ms must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Read a secret key file, refusing one readable by group or others.
+///
+/// # Errors
+/// `File`, `KeyFileMode`, or `Proto` for a malformed file.
+pub fn read_key_file(path: &Path) -> Result<NodeKeys> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|source| Error::File { path: path.into(), source })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::KeyFileMode { path: path.into(), mode });
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| Error::File { path: path.into(), source })?;
+    NodeKeys::from_secret_file(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+/// Read and verify a signed roster file.
+///
+/// # Errors
+/// `File`, or `Proto` if it does not decode or verify.
+pub fn read_roster_file(path: &Path) -> Result<Roster> {
+    let bytes = std::fs::read(path).map_err(|source| Error::File { path: path.into(), source })?;
+    let signed = SignedRoster::decode(&bytes).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    signed.verify().map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = Config::from_toml("data_dir = 'd'\nkey = 'k'\nroster = 'r'\n", Path::new("/etc/ewx")).unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/ewx/d"));
+        assert_eq!(c.listen.port(), 4870);
+        assert_eq!(c.limits.max_frame_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = Config::from_toml("data_dir = 'd'\nkey = 'k'\n", Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("roster"), "{e}");
+        let e = Config::from_toml("data_dir='d'\nkey='k'\nroster='r'\nlisten='nope'", Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("listen") || e.to_string().contains("address"), "{e}");
+        let e = Config::from_toml("data_dir='d'\nkey='k'\nroster='r'\n[limits]\nmax_connections=0", Path::new("."))
+            .unwrap_err();
+        assert!(e.to_string().contains("max_connections"), "{e}");
+        let e = Config::from_toml("data_dir='d'\nkey='k'\nroster='r'\ntypo=1", Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("typo"), "{e}");
+    }
+}

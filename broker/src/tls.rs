@@ -1,0 +1,315 @@
+//! TLS 1.3 for QUIC with identities pinned to the roster: every node presents a
+//! self-signed certificate over its ed25519 identity key; the broker accepts only keys of
+//! active roster nodes, and clients accept only the broker key the roster names. No CA,
+//! no passwords. Shared by the broker and the client.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ewx_proto::keys::SignPublic;
+use ewx_proto::{NodeId, NodeKeys, Roster};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::error::{Error, Result};
+
+/// ALPN protocol id.
+pub const ALPN: &[u8] = b"ewx/1";
+/// Server name clients put in the handshake (identity comes from the pinned key instead).
+pub const SERVER_NAME: &str = "ewx-broker";
+
+/// The roster in force, shared between the TLS verifier and the broker.
+#[derive(Debug, Clone)]
+pub struct RosterCell(Arc<RwLock<Arc<Roster>>>);
+
+impl RosterCell {
+    /// Wrap a verified roster.
+    pub fn new(roster: Roster) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(roster))))
+    }
+
+    /// The roster now.
+    pub fn get(&self) -> Arc<Roster> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replace the roster.
+    pub fn set(&self, roster: Roster) {
+        let new = Arc::new(roster);
+        match self.0.write() {
+            Ok(mut g) => *g = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}
+
+/// Read one DER TLV: (tag, contents, rest).
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = match first {
+        n if n < 0x80 => (usize::from(n), rest),
+        0x81..=0x83 => {
+            let k = usize::from(first & 0x7f);
+            let (bytes, rest) = (rest.get(..k)?, rest.get(k..)?);
+            (bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), rest)
+        }
+        _ => return None,
+    };
+    Some((tag, rest.get(..len)?, rest.get(len..)?))
+}
+
+/// The ed25519 key in a certificate's SubjectPublicKeyInfo, parsed field by field (never
+/// by searching the bytes, which a crafted certificate could fool).
+pub fn ed25519_key_of(cert: &[u8]) -> Option<SignPublic> {
+    const SPKI_PREFIX: [u8; 12] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00, 0, 0];
+    let (0x30, body, []) = tlv(cert)? else { return None };
+    let (0x30, tbs, _) = tlv(body)? else { return None };
+    let mut rest = tbs;
+    if let (0xa0, _, after) = tlv(rest)? {
+        rest = after; // explicit version
+    }
+    for _ in 0..5 {
+        rest = tlv(rest)?.2; // serial, signature algorithm, issuer, validity, subject
+    }
+    let (0x30, spki, _) = tlv(rest)? else { return None };
+    if spki.len() != 42 || spki[..10] != SPKI_PREFIX[..10] {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&spki[10..]);
+    Some(SignPublic(key))
+}
+
+/// A self-signed certificate over the node's identity key, and that key for rustls.
+///
+/// # Errors
+/// `Transport` if the certificate cannot be made.
+pub fn identity(keys: &NodeKeys) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
+    let err = |e: &dyn std::fmt::Display| Error::Transport(format!("identity certificate: {e}"));
+    let pkcs8 = keys.signing_key().to_pkcs8_der().map_err(|e| err(&e))?;
+    let key_der = PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec());
+    let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key_der, &rcgen::PKCS_ED25519).map_err(|e| err(&e))?;
+    let params = rcgen::CertificateParams::new(vec![keys.node.as_str().to_ascii_lowercase()]).map_err(|e| err(&e))?;
+    let cert = params.self_signed(&key_pair).map_err(|e| err(&e))?;
+    Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(key_der)))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn algorithms() -> WebPkiSupportedAlgorithms {
+    provider().signature_verification_algorithms
+}
+
+/// Accepts a client only if its certificate key belongs to an active roster node.
+#[derive(Debug)]
+struct RosterClients {
+    roster: RosterCell,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for RosterClients {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        let key = ed25519_key_of(end_entity)
+            .ok_or(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        match self.roster.get().node_by_key(&key) {
+            Some(n) if !n.revoked => Ok(ClientCertVerified::assertion()),
+            Some(n) => {
+                tracing::warn!(node = %n.id, "refused TLS client: node is revoked");
+                Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked))
+            }
+            None => {
+                tracing::warn!(key_id = %key.key_id(), "refused TLS client: key is not in the roster");
+                Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// Accepts the server only if it presents the pinned broker key.
+#[derive(Debug)]
+struct PinnedBroker {
+    key: SignPublic,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedBroker {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        match ed25519_key_of(end_entity) {
+            Some(k) if k == self.key => Ok(ServerCertVerified::assertion()),
+            _ => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// QUIC transport limits shared by both ends.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportLimits {
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Concurrent bidirectional streams the peer may open.
+    pub max_bidi_streams: u32,
+    /// Concurrent unidirectional streams the peer may open.
+    pub max_uni_streams: u32,
+}
+
+fn transport(limits: TransportLimits) -> Result<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
+        .map_err(|e| Error::Transport(format!("idle timeout: {e}")))?;
+    t.max_idle_timeout(Some(idle));
+    t.keep_alive_interval(Some(limits.idle_timeout / 3));
+    t.max_concurrent_bidi_streams(limits.max_bidi_streams.into());
+    t.max_concurrent_uni_streams(limits.max_uni_streams.into());
+    Ok(t)
+}
+
+/// The broker's QUIC server configuration.
+///
+/// # Errors
+/// `Transport` on a TLS setup failure.
+pub fn server_config(keys: &NodeKeys, roster: RosterCell, limits: TransportLimits) -> Result<quinn::ServerConfig> {
+    let (cert, key) = identity(keys)?;
+    let verifier = Arc::new(RosterClients { roster, algs: algorithms() });
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert], key)
+        .map_err(|e| Error::Transport(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| Error::Transport(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(transport(limits)?));
+    Ok(config)
+}
+
+/// A client's QUIC configuration: its own identity, and the broker key pinned.
+///
+/// # Errors
+/// `Transport` on a TLS setup failure.
+pub fn client_config(keys: &NodeKeys, broker: SignPublic, limits: TransportLimits) -> Result<quinn::ClientConfig> {
+    let (cert, key) = identity(keys)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedBroker { key: broker, algs: algorithms() }))
+        .with_client_auth_cert(vec![cert], key)
+        .map_err(|e| Error::Transport(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| Error::Transport(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport(limits)?));
+    Ok(config)
+}
+
+/// The roster node a connection authenticated as.
+///
+/// # Errors
+/// `Transport` if the peer has no certificate, or it is not an active roster node.
+pub fn peer_node(conn: &quinn::Connection, roster: &Roster) -> Result<NodeId> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or_else(|| Error::Transport("peer presented no certificate".into()))?;
+    let key = certs
+        .first()
+        .and_then(|c| ed25519_key_of(c))
+        .ok_or_else(|| Error::Transport("peer certificate has no ed25519 key".into()))?;
+    let node = roster
+        .node_by_key(&key)
+        .ok_or_else(|| Error::Transport(format!("key {} is not in the roster", key.key_id())))?;
+    if node.revoked {
+        return Err(Error::Transport(format!("node {} is revoked", node.id)));
+    }
+    Ok(node.id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_is_read_from_the_certificate_structure() {
+        let keys = NodeKeys::from_secrets(NodeId::new("PL").unwrap(), [5; 32], [6; 32]);
+        let (cert, _) = identity(&keys).unwrap();
+        assert_eq!(ed25519_key_of(&cert), Some(keys.sign_public()));
+        // any truncation or trailing garbage is refused, never a panic
+        for cut in 0..cert.len() {
+            assert_eq!(ed25519_key_of(&cert[..cut]), None, "cut {cut}");
+        }
+        let mut longer = cert.to_vec();
+        longer.push(0);
+        assert_eq!(ed25519_key_of(&longer), None);
+    }
+}
