@@ -1,11 +1,94 @@
-//! `ewx-broker` binary (placeholder until the broker issue lands).
+//! `ewx-broker`: run the exchange's broker from a TOML configuration.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use clap::Parser;
+
+/// The ewx broker: a QUIC message broker for signed, end-to-end encrypted early-warning
+/// bulletins. Only nodes in the signed roster can connect; every publish is checked and
+/// stored durably with a hash-chained audit entry before it is acknowledged.
+///
+/// Example:
+///   ewx-broker --config keys-example/broker.toml --data-dir /var/lib/ewx
+///
+/// Signals: SIGINT/SIGTERM shut down gracefully (in-flight publishes finish, the store is
+/// synced); SIGHUP reloads the roster file (a newer version signed by the council
+/// threshold is installed and revoked nodes are disconnected).
+#[derive(Debug, Parser)]
+#[command(name = "ewx-broker", version, verbatim_doc_comment)]
+struct Args {
+    /// The TOML configuration: listen, data_dir, key, roster, [limits], [checkpoint],
+    /// [retention]. Relative paths in it are relative to the file.
+    #[arg(long, short, env = "EWX_BROKER_CONFIG")]
+    config: PathBuf,
+    /// UDP address to listen on, overriding `listen` (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory of the sled store, overriding `data_dir` (created if missing).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log format: `human` (default) or `json` (one object per line). The level comes
+    /// from RUST_LOG (default `info`).
+    #[arg(long, default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
+}
+
 fn main() -> ExitCode {
-    eprintln!(
-        "ewx-broker: the broker is not built yet (ALPN {}); see the README",
-        String::from_utf8_lossy(ewx_broker::ALPN)
-    );
-    ExitCode::from(2)
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("ewx-broker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = ewx_broker::Config::load(&args.config)?;
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(ewx_broker::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot watch SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -102,10 +102,18 @@ pub fn decode_frame<T: DeserializeOwned>(buf: &[u8], max: usize) -> Result<Decod
     match split_frame(buf, max)? {
         FrameStatus::Incomplete { needed } => Ok(Decoded::Incomplete(needed)),
         FrameStatus::Complete { body, consumed } => Ok(Decoded::Complete(
-            cbor::decode("frame", body, max)?,
+            decode_body(body, max)?,
             consumed,
         )),
     }
+}
+
+/// Decode a frame body already split off its length prefix (by a stream reader).
+///
+/// # Errors
+/// `TooLarge`, `Malformed`, `TrailingBytes`.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8], max: usize) -> Result<T> {
+    cbor::decode("frame", body, max)
 }
 
 /// Where a new subscription starts in the message log.

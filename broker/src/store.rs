@@ -1,0 +1,346 @@
+//! The durable store, in sled. One writer (see `writer`) commits batches in a single
+//! multi-tree transaction, then flushes sled and `fdatasync`s its data file, so a
+//! `PublishAck` means the envelope *and* its audit entry survive a crash or a power cut.
+//! Readers (delivery lanes, auditors) read concurrently.
+//!
+//! Trees: `log` (index → envelope), `lanes` (precedence ‖ index → ()), `ids` (message id →
+//! index), `audit` (index → entry), `senders` (node → last seq), `cursors` (node ‖ name ‖
+//! precedence → next index), `checkpoints` (size → signed checkpoint), `meta` (schema, roster).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use ewx_proto::audit::{Chain, Event};
+use ewx_proto::checkpoint::SignedCheckpoint;
+use ewx_proto::{MessageId, NodeId, Precedence};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::error::{Error, Result};
+
+/// Version of the layout above; a store with another version is refused.
+pub const SCHEMA: u32 = 1;
+
+/// What the writer needs to continue where the store left off.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The audit chain replayed and checked.
+    pub chain: Chain,
+    /// Next message-log index.
+    pub next_index: u64,
+    /// Last accepted seq per sender.
+    pub senders: HashMap<NodeId, u64>,
+    /// Size of the last checkpoint.
+    pub checkpoint_size: u64,
+    /// Hash of the last checkpoint body (zero if none).
+    pub checkpoint_hash: ewx_proto::Digest32,
+    /// The newest roster the broker accepted, if any.
+    pub roster: Option<Vec<u8>>,
+}
+
+/// One message in a batch.
+#[derive(Debug)]
+pub struct NewMessage {
+    /// Its log index.
+    pub index: u64,
+    /// Its precedence lane.
+    pub precedence: Precedence,
+    /// Its id.
+    pub id: MessageId,
+    /// The envelope as received.
+    pub bytes: Vec<u8>,
+}
+
+/// Everything one group commit writes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// New envelopes.
+    pub messages: Vec<NewMessage>,
+    /// New audit entries (index, bytes).
+    pub audit: Vec<(u64, Vec<u8>)>,
+    /// Sender seq updates.
+    pub senders: Vec<(NodeId, u64)>,
+    /// Cursor updates (key, next index).
+    pub cursors: Vec<(Vec<u8>, u64)>,
+    /// A checkpoint (size, signed bytes).
+    pub checkpoint: Option<(u64, Vec<u8>)>,
+    /// A newly accepted roster.
+    pub roster: Option<Vec<u8>>,
+}
+
+impl Batch {
+    /// Nothing to write?
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.audit.is_empty()
+            && self.cursors.is_empty()
+            && self.checkpoint.is_none()
+            && self.roster.is_none()
+    }
+}
+
+/// The sled store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    log: sled::Tree,
+    lanes: sled::Tree,
+    ids: sled::Tree,
+    audit: sled::Tree,
+    senders: sled::Tree,
+    cursors: sled::Tree,
+    checkpoints: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn be(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+fn read_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+/// Key of a durable cursor.
+pub fn cursor_key(node: &NodeId, name: &str, precedence: Precedence) -> Vec<u8> {
+    let mut k = Vec::with_capacity(node.as_str().len() + name.len() + 3);
+    k.extend_from_slice(node.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.push(precedence as u8);
+    k
+}
+
+fn lane_key(precedence: Precedence, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = precedence as u8;
+    k[1..].copy_from_slice(&be(index));
+    k
+}
+
+impl Store {
+    /// Open (or create) the store in `dir` and replay it.
+    ///
+    /// # Errors
+    /// `CorruptStore` if the schema is unknown, the audit chain is broken, or the last
+    /// checkpoint does not match the log; `Store` on I/O failure.
+    pub fn open(dir: &Path) -> Result<(Self, Recovered)> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::File { path: dir.into(), source })?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+        let t = |name: &str| db.open_tree(name);
+        let store = Self {
+            dir: dir.into(),
+            log: t("log")?,
+            lanes: t("lanes")?,
+            ids: t("ids")?,
+            audit: t("audit")?,
+            senders: t("senders")?,
+            cursors: t("cursors")?,
+            checkpoints: t("checkpoints")?,
+            meta: t("meta")?,
+            db,
+        };
+        let corrupt = |reason: String| Error::CorruptStore { path: dir.into(), reason };
+        match store.meta.get("schema")? {
+            Some(v) => match v.as_ref().try_into().map(u32::from_be_bytes) {
+                Ok(SCHEMA) => {}
+                Ok(other) => return Err(corrupt(format!("schema version {other}, this broker knows {SCHEMA}"))),
+                Err(_) => return Err(corrupt("unreadable schema version".into())),
+            },
+            None if !store.audit.is_empty() || !store.log.is_empty() => {
+                return Err(corrupt("data without a schema version".into()));
+            }
+            None => {
+                store.meta.insert("schema", &SCHEMA.to_be_bytes())?;
+                store.sync()?;
+            }
+        }
+        let recovered = store.recover().map_err(|e| match e {
+            Error::Proto(p) => corrupt(p.to_string()),
+            other => other,
+        })?;
+        Ok((store, recovered))
+    }
+
+    /// Rebuild the writer's state from disk (on start, and after a failed commit).
+    ///
+    /// # Errors
+    /// `Proto(AuditChain)` for a broken chain, `Store` on I/O failure.
+    pub fn recover(&self) -> Result<Recovered> {
+        let mut chain = Chain::new();
+        let mut next_index = 0;
+        for kv in self.audit.iter() {
+            let (k, v) = kv?;
+            if read_u64(&k) != Some(chain.len()) {
+                return Err(ewx_proto::Error::AuditChain { index: chain.len(), reason: "missing entry".into() }.into());
+            }
+            let entry = chain.push(&v)?;
+            if let Event::Published { log_index, .. } = entry.event {
+                next_index = next_index.max(log_index + 1);
+            }
+        }
+        if let Some((k, _)) = self.log.last()? {
+            next_index = next_index.max(read_u64(&k).map_or(0, |i| i + 1));
+        }
+        let mut senders = HashMap::new();
+        for kv in self.senders.iter() {
+            let (k, v) = kv?;
+            if let (Ok(node), Some(seq)) = (NodeId::new(String::from_utf8_lossy(&k)), read_u64(&v)) {
+                senders.insert(node, seq);
+            }
+        }
+        let (mut checkpoint_size, mut checkpoint_hash) = (0, ewx_proto::Digest32::default());
+        if let Some((_, v)) = self.checkpoints.last()? {
+            let signed = SignedCheckpoint::decode(&v)?;
+            let cp = signed.checkpoint()?;
+            let root = chain.tree().root_at(cp.size).map_err(|_| ewx_proto::Error::AuditChain {
+                index: chain.len(),
+                reason: format!("last checkpoint covers {} entries, the log has {}", cp.size, chain.len()),
+            })?;
+            if root != cp.root {
+                return Err(ewx_proto::Error::AuditChain {
+                    index: cp.size,
+                    reason: "the audit log does not match its last checkpoint".into(),
+                }
+                .into());
+            }
+            checkpoint_size = cp.size;
+            checkpoint_hash = signed.body_hash();
+        }
+        let roster = self.meta.get("roster")?.map(|v| v.to_vec());
+        Ok(Recovered { chain, next_index, senders, checkpoint_size, checkpoint_hash, roster })
+    }
+
+    /// Write a batch atomically and make it durable.
+    ///
+    /// # Errors
+    /// `Store` if the transaction, flush or sync fails (then nothing of it is acknowledged).
+    pub fn commit(&self, batch: &Batch) -> Result<()> {
+        let trees = (
+            &self.log,
+            &self.lanes,
+            &self.ids,
+            &self.audit,
+            &self.senders,
+            &self.cursors,
+            &self.checkpoints,
+            &self.meta,
+        );
+        let r: Result<(), TransactionError<()>> =
+            trees.transaction(|(log, lanes, ids, audit, senders, cursors, checkpoints, meta)| {
+                for m in &batch.messages {
+                    log.insert(&be(m.index), m.bytes.as_slice())?;
+                    lanes.insert(&lane_key(m.precedence, m.index), &[])?;
+                    ids.insert(&m.id.0, &be(m.index))?;
+                }
+                for (i, bytes) in &batch.audit {
+                    audit.insert(&be(*i), bytes.as_slice())?;
+                }
+                for (node, seq) in &batch.senders {
+                    senders.insert(node.as_str().as_bytes(), &be(*seq))?;
+                }
+                for (k, next) in &batch.cursors {
+                    cursors.insert(k.as_slice(), &be(*next))?;
+                }
+                if let Some((size, bytes)) = &batch.checkpoint {
+                    checkpoints.insert(&be(*size), bytes.as_slice())?;
+                }
+                if let Some(r) = &batch.roster {
+                    meta.insert("roster", r.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        r.map_err(|e| Error::Store(format!("commit failed: {e:?}")))?;
+        self.sync()
+    }
+
+    /// Flush sled (survives a process crash) and `fdatasync` its data file (survives a
+    /// power cut).
+    fn sync(&self) -> Result<()> {
+        self.db.flush()?;
+        let data = self.dir.join("db");
+        File::open(&data)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| Error::Store(format!("fdatasync {}: {e}", data.display())))
+    }
+
+    /// Up to `limit` envelopes of one precedence lane from index `from` on.
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn lane(&self, precedence: Precedence, from: u64, limit: usize) -> Result<Vec<(u64, sled::IVec)>> {
+        let mut out = Vec::new();
+        let end = lane_key(precedence, u64::MAX);
+        for kv in self.lanes.range(lane_key(precedence, from)..=end).take(limit) {
+            let (k, _) = kv?;
+            let Some(index) = read_u64(&k[1..]) else { continue };
+            // pruned by retention: skip
+            if let Some(bytes) = self.log.get(be(index))? {
+                out.push((index, bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A durable cursor (next index to deliver).
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn cursor(&self, key: &[u8]) -> Result<Option<u64>> {
+        Ok(self.cursors.get(key)?.and_then(|v| read_u64(&v)))
+    }
+
+    /// The envelope at a log index.
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn message(&self, index: u64) -> Result<Option<sled::IVec>> {
+        Ok(self.log.get(be(index))?)
+    }
+
+    /// The log index of a message id.
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn index_of(&self, id: &MessageId) -> Result<Option<u64>> {
+        Ok(self.ids.get(id.0)?.and_then(|v| read_u64(&v)))
+    }
+
+    /// Audit entries `[from, to)`.
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn audit_range(&self, from: u64, to: u64) -> Result<Vec<sled::IVec>> {
+        self.audit.range(be(from)..be(to)).map(|kv| Ok(kv?.1)).collect()
+    }
+
+    /// Every stored checkpoint, oldest first.
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn checkpoints(&self) -> Result<Vec<sled::IVec>> {
+        self.checkpoints.iter().map(|kv| Ok(kv?.1)).collect()
+    }
+
+    /// Number of stored envelopes (after retention).
+    pub fn message_count(&self) -> usize {
+        self.log.len()
+    }
+
+    /// Drop envelopes with index below `keep_from` (retention). Audit entries stay.
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn prune_below(&self, keep_from: u64) -> Result<usize> {
+        let mut n = 0;
+        for kv in self.log.range(..be(keep_from)) {
+            let (k, _) = kv?;
+            self.log.remove(k)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
