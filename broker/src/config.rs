@@ -84,7 +84,10 @@ pub struct CheckpointPolicy {
 
 impl Default for CheckpointPolicy {
     fn default() -> Self {
-        Self { every_entries: 1000, interval_ms: 10_000 }
+        Self {
+            every_entries: 1000,
+            interval_ms: 10_000,
+        }
     }
 }
 
@@ -119,7 +122,10 @@ impl Config {
     /// # Errors
     /// `File` if unreadable, `Config` if invalid.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::File { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::File {
+            path: path.into(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&text, base).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
@@ -138,7 +144,9 @@ impl Config {
             return bad("limits.max_frame_bytes must be between 1024 and 67108864");
         }
         if l.max_streams_per_connection == 0 || l.live_buffer == 0 || l.write_queue == 0 {
-            return bad("limits.max_streams_per_connection, live_buffer and write_queue must be at least 1");
+            return bad(
+                "limits.max_streams_per_connection, live_buffer and write_queue must be at least 1",
+            );
         }
         if self.checkpoint.every_entries == 0 || self.checkpoint.interval_ms == 0 {
             return bad("checkpoint.every_entries and checkpoint.interval_ms must be at least 1");
@@ -155,13 +163,22 @@ pub fn read_key_file(path: &Path) -> Result<NodeKeys> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|source| Error::File { path: path.into(), source })?;
+        let meta = std::fs::metadata(path).map_err(|source| Error::File {
+            path: path.into(),
+            source,
+        })?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(Error::KeyFileMode { path: path.into(), mode });
+            return Err(Error::KeyFileMode {
+                path: path.into(),
+                mode,
+            });
         }
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::File { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::File {
+        path: path.into(),
+        source,
+    })?;
     NodeKeys::from_secret_file(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
@@ -170,9 +187,15 @@ pub fn read_key_file(path: &Path) -> Result<NodeKeys> {
 /// # Errors
 /// `File`, or `Proto` if it does not decode or verify.
 pub fn read_roster_file(path: &Path) -> Result<Roster> {
-    let bytes = std::fs::read(path).map_err(|source| Error::File { path: path.into(), source })?;
-    let signed = SignedRoster::decode(&bytes).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    signed.verify().map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    let bytes = std::fs::read(path).map_err(|source| Error::File {
+        path: path.into(),
+        source,
+    })?;
+    let signed = SignedRoster::decode(&bytes)
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    signed
+        .verify()
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -181,7 +204,11 @@ mod tests {
 
     #[test]
     fn defaults_and_relative_paths() {
-        let c = Config::from_toml("data_dir = 'd'\nkey = 'k'\nroster = 'r'\n", Path::new("/etc/ewx")).unwrap();
+        let c = Config::from_toml(
+            "data_dir = 'd'\nkey = 'k'\nroster = 'r'\n",
+            Path::new("/etc/ewx"),
+        )
+        .unwrap();
         assert_eq!(c.data_dir, Path::new("/etc/ewx/d"));
         assert_eq!(c.listen.port(), 4870);
         assert_eq!(c.limits.max_frame_bytes, 1 << 20);
@@ -191,12 +218,23 @@ mod tests {
     fn errors_name_the_problem() {
         let e = Config::from_toml("data_dir = 'd'\nkey = 'k'\n", Path::new(".")).unwrap_err();
         assert!(e.to_string().contains("roster"), "{e}");
-        let e = Config::from_toml("data_dir='d'\nkey='k'\nroster='r'\nlisten='nope'", Path::new(".")).unwrap_err();
-        assert!(e.to_string().contains("listen") || e.to_string().contains("address"), "{e}");
-        let e = Config::from_toml("data_dir='d'\nkey='k'\nroster='r'\n[limits]\nmax_connections=0", Path::new("."))
-            .unwrap_err();
+        let e = Config::from_toml(
+            "data_dir='d'\nkey='k'\nroster='r'\nlisten='nope'",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("listen") || e.to_string().contains("address"),
+            "{e}"
+        );
+        let e = Config::from_toml(
+            "data_dir='d'\nkey='k'\nroster='r'\n[limits]\nmax_connections=0",
+            Path::new("."),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("max_connections"), "{e}");
-        let e = Config::from_toml("data_dir='d'\nkey='k'\nroster='r'\ntypo=1", Path::new(".")).unwrap_err();
+        let e = Config::from_toml("data_dir='d'\nkey='k'\nroster='r'\ntypo=1", Path::new("."))
+            .unwrap_err();
         assert!(e.to_string().contains("typo"), "{e}");
     }
 }

@@ -18,7 +18,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A secret key file is readable by group or others.
-    #[error("{path}: secret key file is readable by group or others (mode {mode:o}); run: chmod 600 {path}")]
+    #[error(
+        "{path}: secret key file is readable by group or others (mode {mode:o}); run: chmod 600 {path}"
+    )]
     KeyFileMode {
         /// The file.
         path: PathBuf,

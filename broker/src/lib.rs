@@ -58,10 +58,15 @@ impl Broker {
         let (store, recovered) = store::Store::open(&config.data_dir)?;
         // the store may hold a newer roster accepted at run time: keep the newer one
         let roster = match &recovered.roster {
-            Some(bytes) => match ewx_proto::SignedRoster::decode(bytes).and_then(|s| s.verify_update(&file_roster)) {
+            Some(bytes) => match ewx_proto::SignedRoster::decode(bytes)
+                .and_then(|s| s.verify_update(&file_roster))
+            {
                 Ok(stored) => stored,
                 Err(e) => {
-                    tracing::warn!("stored roster not used ({e}); using {}", config.roster.display());
+                    tracing::warn!(
+                        "stored roster not used ({e}); using {}",
+                        config.roster.display()
+                    );
                     file_roster
                 }
             },
@@ -84,13 +89,21 @@ impl Broker {
         let server_config = tls::server_config(&keys, roster.clone(), limits)?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .map_err(|e| Error::Transport(format!("cannot listen on {}: {e}", config.listen)))?;
-        let addr = endpoint.local_addr().map_err(|e| Error::Transport(e.to_string()))?;
+        let addr = endpoint
+            .local_addr()
+            .map_err(|e| Error::Transport(e.to_string()))?;
 
         let (live, _) = broadcast::channel(config.limits.live_buffer);
         let (tx, rx) = mpsc::channel(config.limits.write_queue);
-        let (head, writer) =
-            writer::spawn(store.clone(), recovered, keys, config.checkpoint.clone(), live.clone(), rx)
-                .map_err(|e| Error::Store(format!("cannot start the writer: {e}")))?;
+        let (head, writer) = writer::spawn(
+            store.clone(),
+            recovered,
+            keys,
+            config.checkpoint.clone(),
+            live.clone(),
+            rx,
+        )
+        .map_err(|e| Error::Store(format!("cannot start the writer: {e}")))?;
         let shared = Arc::new(Shared {
             config,
             roster,
@@ -102,10 +115,17 @@ impl Broker {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        shared.tasks.spawn(server::accept_loop(endpoint.clone(), shared.clone()));
+        shared
+            .tasks
+            .spawn(server::accept_loop(endpoint.clone(), shared.clone()));
         shared.tasks.spawn(server::ticker(shared.clone()));
         tracing::info!("listening on {addr}");
-        Ok(Self { shared, endpoint, addr, writer })
+        Ok(Self {
+            shared,
+            endpoint,
+            addr,
+            writer,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -137,10 +157,18 @@ impl Broker {
     /// `Store` if the writer thread panicked.
     pub async fn shutdown(self) -> Result<()> {
         tracing::info!("shutting down");
-        let Broker { shared, endpoint, writer, .. } = self;
+        let Broker {
+            shared,
+            endpoint,
+            writer,
+            ..
+        } = self;
         shared.cancel.cancel();
         shared.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(10), shared.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), shared.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some requests did not finish within 10 s");
         }
         endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");

@@ -52,13 +52,23 @@ fn reject(e: ProtoError) -> Rejection {
 ///
 /// # Errors
 /// The first check that fails, as a [`Rejection`].
-pub fn check_publish(node: &NodeId, bytes: &[u8], roster: &Roster, now_ms: u64, max_bytes: usize, max_skew_ms: u64) -> Result<Envelope, Rejection> {
+pub fn check_publish(
+    node: &NodeId,
+    bytes: &[u8],
+    roster: &Roster,
+    now_ms: u64,
+    max_bytes: usize,
+    max_skew_ms: u64,
+) -> Result<Envelope, Rejection> {
     let env = Envelope::decode(bytes, max_bytes).map_err(reject)?;
     let h = env.header();
     if &h.sender != node {
         return Err(Rejection::new(
             RejectReason::WrongSender,
-            format!("envelope is signed as {} but the connection is {node}", h.sender),
+            format!(
+                "envelope is signed as {} but the connection is {node}",
+                h.sender
+            ),
         ));
     }
     env.verify(roster).map_err(reject)?;
@@ -90,7 +100,10 @@ pub fn check_subscription(spec: &SubscriptionSpec, roster: &Roster) -> Result<()
     let n = roster.active(&spec.node).map_err(reject)?;
     check_subscribe(&n.id, &n.grants, &spec.pattern).map_err(reject)?;
     if spec.name.is_empty() || spec.name.len() > 64 {
-        return Err(Rejection::new(RejectReason::Malformed, "subscription name must be 1-64 bytes".into()));
+        return Err(Rejection::new(
+            RejectReason::Malformed,
+            "subscription name must be 1-64 bytes".into(),
+        ));
     }
     Ok(())
 }
@@ -99,7 +112,13 @@ pub fn check_subscription(spec: &SubscriptionSpec, roster: &Roster) -> Result<()
 pub fn deliverable(spec: &SubscriptionSpec, roster: &Roster, header: &Header) -> bool {
     roster.active(&spec.node).is_ok_and(|n| {
         spec.filter.admits(header.labels.exercise)
-            && may_deliver(&n.id, &n.grants, &spec.pattern, &header.topic, &header.labels)
+            && may_deliver(
+                &n.id,
+                &n.grants,
+                &spec.pattern,
+                &header.topic,
+                &header.labels,
+            )
     })
 }
 
@@ -119,11 +138,24 @@ pub struct RejectLimiter {
 impl RejectLimiter {
     /// `per_window` entries per `window_ms`, for the connection of `node`.
     pub fn new(node: Option<NodeId>, per_window: u32, window_ms: u64) -> Self {
-        Self { node, window_ms, per_window, window_start: 0, in_window: 0, folded: 0, last_reason: String::new() }
+        Self {
+            node,
+            window_ms,
+            per_window,
+            window_start: 0,
+            in_window: 0,
+            folded: 0,
+            last_reason: String::new(),
+        }
     }
 
     /// Record one rejection at `now_ms`; returns the audit entries to write now.
-    pub fn record(&mut self, now_ms: u64, rejection: &Rejection, envelope_hash: Option<ewx_proto::Digest32>) -> Vec<Event> {
+    pub fn record(
+        &mut self,
+        now_ms: u64,
+        rejection: &Rejection,
+        envelope_hash: Option<ewx_proto::Digest32>,
+    ) -> Vec<Event> {
         let mut out = Vec::new();
         if now_ms.saturating_sub(self.window_start) >= self.window_ms {
             out.extend(self.flush(now_ms));
@@ -153,7 +185,10 @@ impl RejectLimiter {
         }
         let e = Event::Rejected {
             from: self.node.clone(),
-            reason: format!("{} rejections folded, last: {}", self.folded, self.last_reason),
+            reason: format!(
+                "{} rejections folded, last: {}",
+                self.folded, self.last_reason
+            ),
             envelope_hash: None,
             count: self.folded,
             window_ms: now_ms.saturating_sub(self.window_start).max(1),

@@ -83,14 +83,19 @@ impl Shared {
     fn push(self: &Arc<Self>, to: Option<&NodeId>, msg: Push) {
         let conns: Vec<quinn::Connection> = {
             let c = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-            c.values().filter(|(n, _)| to.is_none_or(|t| t == n)).map(|(_, c)| c.clone()).collect()
+            c.values()
+                .filter(|(n, _)| to.is_none_or(|t| t == n))
+                .map(|(_, c)| c.clone())
+                .collect()
         };
         for conn in conns {
             let (shared, msg) = (self.clone(), msg.clone());
             self.tasks.spawn(async move {
                 let r = async {
                     let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
-                    write_msg(&mut s, &msg, shared.max_frame()).await.map_err(|e| e.to_string())?;
+                    write_msg(&mut s, &msg, shared.max_frame())
+                        .await
+                        .map_err(|e| e.to_string())?;
                     s.finish().map_err(|e| e.to_string())
                 };
                 if let Err(e) = r.await {
@@ -114,15 +119,27 @@ impl Shared {
         }
         let (version, hash) = (new.version(), new.hash());
         let (reply, done) = oneshot::channel();
-        let cmd = Command::Roster { bytes: bytes.to_vec(), event: Event::RosterChanged { version, hash }, reply };
+        let cmd = Command::Roster {
+            bytes: bytes.to_vec(),
+            event: Event::RosterChanged { version, hash },
+            reply,
+        };
         let durable = self.writer.send(cmd).await.is_ok() && done.await.unwrap_or(false);
         if !durable {
-            return Err(Rejection::new(RejectReason::StorageFull, "cannot store the roster".into()));
+            return Err(Rejection::new(
+                RejectReason::StorageFull,
+                "cannot store the roster".into(),
+            ));
         }
         self.roster.set(new);
         tracing::info!(version, "roster updated");
         self.disconnect_inactive();
-        self.push(None, Push::Roster { roster: bytes.to_vec() });
+        self.push(
+            None,
+            Push::Roster {
+                roster: bytes.to_vec(),
+            },
+        );
         Ok(version)
     }
 }
@@ -186,7 +203,11 @@ impl Session {
     async fn run(shared: Arc<Shared>, conn: quinn::Connection, node: NodeId) {
         tracing::info!("connected");
         let id = conn.stable_id();
-        shared.connections.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (node.clone(), conn.clone()));
+        shared
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (node.clone(), conn.clone()));
         let session = Arc::new(Session {
             cancel: shared.cancel.child_token(),
             limiter: Mutex::new(RejectLimiter::new(Some(node.clone()), 10, 1000)),
@@ -207,8 +228,16 @@ impl Session {
             shared.tasks.spawn(s.request(send, recv).in_current_span());
         };
         session.cancel.cancel();
-        shared.connections.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        let folded = session.limiter.lock().unwrap_or_else(|p| p.into_inner()).flush(now_ms());
+        shared
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        let folded = session
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flush(now_ms());
         if let Some(e) = folded {
             shared.audit(e).await;
         }
@@ -217,7 +246,11 @@ impl Session {
 
     async fn reject(&self, r: &Rejection, envelope_hash: Option<ewx_proto::Digest32>) {
         tracing::warn!(reason = ?r.reason, "rejected: {}", r.detail);
-        let events = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).record(now_ms(), r, envelope_hash);
+        let events = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(now_ms(), r, envelope_hash);
         for e in events {
             self.shared.audit(e).await;
         }
@@ -231,7 +264,10 @@ impl Session {
             Err(crate::Error::Proto(e)) => {
                 let r = Rejection::new(router::reason_for(&e), format!("bad request frame: {e}"));
                 self.reject(&r, None).await;
-                Response::Rejected { reason: r.reason, detail: r.detail }
+                Response::Rejected {
+                    reason: r.reason,
+                    detail: r.detail,
+                }
             }
             Err(e) => {
                 tracing::debug!("request stream failed: {e}");
@@ -248,47 +284,94 @@ impl Session {
         let result = match req {
             Request::Hello { roster_version } => Ok(self.hello(roster_version)),
             Request::Publish { envelope } => self.publish(envelope).await,
-            Request::Subscribe { name, pattern, from, filter } => {
-                let spec = SubscriptionSpec { node: self.node.clone(), name, pattern, filter };
+            Request::Subscribe {
+                name,
+                pattern,
+                from,
+                filter,
+            } => {
+                let spec = SubscriptionSpec {
+                    node: self.node.clone(),
+                    name,
+                    pattern,
+                    filter,
+                };
                 self.subscribe(spec, from).await
             }
-            Request::Ack { name, precedence, through } => self.ack(name, precedence, through).await,
+            Request::Ack {
+                name,
+                precedence,
+                through,
+            } => self.ack(name, precedence, through).await,
             Request::Unsubscribe { name } => {
-                if let Some(t) = self.subs.lock().unwrap_or_else(|p| p.into_inner()).remove(&name) {
+                if let Some(t) = self
+                    .subs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&name)
+                {
                     t.cancel();
                 }
                 Ok(Response::Done)
             }
             Request::Receipt(r) => self.receipt(r).await,
-            Request::UpdateRoster { roster } => {
-                self.shared.update_roster(&roster).await.map(|_| Response::Done).map_err(|r| (r, None))
-            }
+            Request::UpdateRoster { roster } => self
+                .shared
+                .update_roster(&roster)
+                .await
+                .map(|_| Response::Done)
+                .map_err(|r| (r, None)),
         };
         match result {
             Ok(r) => r,
             Err((r, hash)) => {
                 self.reject(&r, hash).await;
-                Response::Rejected { reason: r.reason, detail: r.detail }
+                Response::Rejected {
+                    reason: r.reason,
+                    detail: r.detail,
+                }
             }
         }
     }
 
     fn hello(&self, client_version: u64) -> Response {
         let roster = self.shared.roster.get();
-        let newer = (client_version < roster.version()).then(|| roster.signed().encode().ok()).flatten();
-        Response::Welcome { node: self.node.clone(), roster_version: roster.version(), roster: newer }
+        let newer = (client_version < roster.version())
+            .then(|| roster.signed().encode().ok())
+            .flatten();
+        Response::Welcome {
+            node: self.node.clone(),
+            roster_version: roster.version(),
+            roster: newer,
+        }
     }
 
     async fn publish(&self, bytes: Vec<u8>) -> Outcome {
         let shared = &self.shared;
         let roster = shared.roster.get();
         let limits = &shared.config.limits;
-        let env = router::check_publish(&self.node, &bytes, &roster, now_ms(), limits.max_frame_bytes, limits.max_clock_skew_ms)
-            .map_err(|r| (r, None))?;
+        let env = router::check_publish(
+            &self.node,
+            &bytes,
+            &roster,
+            now_ms(),
+            limits.max_frame_bytes,
+            limits.max_clock_skew_ms,
+        )
+        .map_err(|r| (r, None))?;
         let (id, hash) = (env.header().id, env.hash());
         let (reply, answer) = oneshot::channel();
-        let cmd = Command::Publish { envelope: Box::new(env), bytes: bytes.into(), reply };
-        let internal = || (Rejection::new(RejectReason::Internal, "broker is shutting down".into()), Some(hash));
+        let cmd = Command::Publish {
+            envelope: Box::new(env),
+            bytes: bytes.into(),
+            reply,
+        };
+        let internal = || {
+            (
+                Rejection::new(RejectReason::Internal, "broker is shutting down".into()),
+                Some(hash),
+            )
+        };
         shared.writer.send(cmd).await.map_err(|_| internal())?;
         match answer.await {
             Ok(Ok(log_index)) => Ok(Response::PublishAck { id, log_index }),
@@ -301,7 +384,11 @@ impl Session {
         let shared = &self.shared;
         if let Err(r) = router::check_subscription(&spec, &shared.roster.get()) {
             shared
-                .audit(Event::Denied { node: spec.node.clone(), pattern: spec.pattern.to_string(), reason: r.detail.clone() })
+                .audit(Event::Denied {
+                    node: spec.node.clone(),
+                    pattern: spec.pattern.to_string(),
+                    reason: r.detail.clone(),
+                })
                 .await;
             return Err((r, None));
         }
@@ -314,21 +401,37 @@ impl Session {
                 StartAt::Index(i) => i,
                 StartAt::Resume => {
                     let c = shared.store.cursor(&cursor_key(&spec.node, &spec.name, p));
-                    c.map_err(|e| (Rejection::new(RejectReason::Internal, e.to_string()), None))?.unwrap_or(head)
+                    c.map_err(|e| (Rejection::new(RejectReason::Internal, e.to_string()), None))?
+                        .unwrap_or(head)
                 }
             };
             starts.push((p, start));
         }
         shared
-            .audit(Event::Subscribed { node: spec.node.clone(), subscription: spec.name.clone(), pattern: spec.pattern.clone() })
+            .audit(Event::Subscribed {
+                node: spec.node.clone(),
+                subscription: spec.name.clone(),
+                pattern: spec.pattern.clone(),
+            })
             .await;
         let token = self.cancel.child_token();
-        if let Some(old) = self.subs.lock().unwrap_or_else(|p| p.into_inner()).insert(spec.name.clone(), token.clone()) {
+        if let Some(old) = self
+            .subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.name.clone(), token.clone())
+        {
             old.cancel();
         }
         let spec = Arc::new(spec);
         for (p, start) in starts {
-            let lane = Lane { shared: shared.clone(), conn: self.conn.clone(), spec: spec.clone(), precedence: p, next: start };
+            let lane = Lane {
+                shared: shared.clone(),
+                conn: self.conn.clone(),
+                spec: spec.clone(),
+                precedence: p,
+                next: start,
+            };
             let (name, t) = (spec.name.clone(), token.clone());
             shared.tasks.spawn(
                 async move {
@@ -340,51 +443,97 @@ impl Session {
             );
         }
         tracing::info!(sub = %spec.name, pattern = %spec.pattern, "subscribed");
-        Ok(Response::Subscribed { name: spec.name.clone(), next_index: head })
+        Ok(Response::Subscribed {
+            name: spec.name.clone(),
+            next_index: head,
+        })
     }
 
     async fn ack(&self, name: String, precedence: Precedence, through: u64) -> Outcome {
-        if !self.subs.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&name) {
-            return Err((Rejection::new(RejectReason::Malformed, format!("no open subscription named {name:?}")), None));
+        if !self
+            .subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&name)
+        {
+            return Err((
+                Rejection::new(
+                    RejectReason::Malformed,
+                    format!("no open subscription named {name:?}"),
+                ),
+                None,
+            ));
         }
         let key = cursor_key(&self.node, &name, precedence);
-        let event = Event::Delivered { to: self.node.clone(), subscription: name, precedence, through_index: through };
+        let event = Event::Delivered {
+            to: self.node.clone(),
+            subscription: name,
+            precedence,
+            through_index: through,
+        };
         let (reply, done) = oneshot::channel();
-        let cmd = Command::Ack { key, next: through.saturating_add(1), event, reply };
+        let cmd = Command::Ack {
+            key,
+            next: through.saturating_add(1),
+            event,
+            reply,
+        };
         if self.shared.writer.send(cmd).await.is_ok() && done.await.unwrap_or(false) {
             Ok(Response::Done)
         } else {
-            Err((Rejection::new(RejectReason::StorageFull, "cannot store the cursor".into()), None))
+            Err((
+                Rejection::new(RejectReason::StorageFull, "cannot store the cursor".into()),
+                None,
+            ))
         }
     }
 
     async fn receipt(&self, r: Receipt) -> Outcome {
         let fail = |reason, detail: String| Err((Rejection::new(reason, detail), None));
         if r.by != self.node {
-            return fail(RejectReason::WrongSender, format!("receipt signed as {} on a connection of {}", r.by, self.node));
+            return fail(
+                RejectReason::WrongSender,
+                format!(
+                    "receipt signed as {} on a connection of {}",
+                    r.by, self.node
+                ),
+            );
         }
         if let Err(e) = r.verify(&self.shared.roster.get()) {
             return fail(RejectReason::BadSignature, e.to_string());
         }
         let store = &self.shared.store;
-        let stored = match store.index_of(&r.id).and_then(|i| i.map(|i| store.message(i)).transpose()) {
+        let stored = match store
+            .index_of(&r.id)
+            .and_then(|i| i.map(|i| store.message(i)).transpose())
+        {
             Ok(Some(Some(bytes))) => bytes,
-            Ok(_) => return fail(RejectReason::Malformed, format!("no stored message {}", r.id)),
+            Ok(_) => {
+                return fail(
+                    RejectReason::Malformed,
+                    format!("no stored message {}", r.id),
+                );
+            }
             Err(e) => return fail(RejectReason::Internal, e.to_string()),
         };
         let env = match Envelope::decode(&stored, usize::MAX) {
             Ok(e) if e.hash() == r.envelope_hash && e.header().wrapped_for(&r.by).is_some() => e,
-            Ok(_) => return fail(RejectReason::Malformed, "receipt does not match the stored message or its recipients".into()),
+            Ok(_) => {
+                return fail(
+                    RejectReason::Malformed,
+                    "receipt does not match the stored message or its recipients".into(),
+                );
+            }
             Err(e) => return fail(RejectReason::Internal, e.to_string()),
         };
         self.shared.audit(Event::Receipt(r.clone())).await;
-        self.shared.push(Some(&env.header().sender), Push::Receipt(r));
+        self.shared
+            .push(Some(&env.header().sender), Push::Receipt(r));
         Ok(Response::Done)
     }
 }
 
 type Outcome = Result<Response, (Rejection, Option<ewx_proto::Digest32>)>;
-
 
 /// One ordered delivery lane: a subscription's messages of one precedence.
 struct Lane {
@@ -424,9 +573,16 @@ impl Lane {
         }
     }
 
-    async fn catch_up(&mut self, stream: &mut Option<quinn::SendStream>, cancel: &CancellationToken) -> crate::Result<()> {
+    async fn catch_up(
+        &mut self,
+        stream: &mut Option<quinn::SendStream>,
+        cancel: &CancellationToken,
+    ) -> crate::Result<()> {
         loop {
-            let batch = self.shared.store.lane(self.precedence, self.next, CATCH_UP_BATCH)?;
+            let batch = self
+                .shared
+                .store
+                .lane(self.precedence, self.next, CATCH_UP_BATCH)?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -436,7 +592,13 @@ impl Lane {
                 }
                 self.next = index + 1;
                 match Envelope::decode(&bytes, usize::MAX) {
-                    Ok(env) if router::deliverable(&self.spec, &self.shared.roster.get(), env.header()) => {
+                    Ok(env)
+                        if router::deliverable(
+                            &self.spec,
+                            &self.shared.roster.get(),
+                            env.header(),
+                        ) =>
+                    {
                         self.send(stream, index, &bytes).await?;
                     }
                     Ok(_) => {}
@@ -446,22 +608,39 @@ impl Lane {
         }
     }
 
-    async fn send(&self, stream: &mut Option<quinn::SendStream>, index: u64, bytes: &[u8]) -> crate::Result<()> {
+    async fn send(
+        &self,
+        stream: &mut Option<quinn::SendStream>,
+        index: u64,
+        bytes: &[u8],
+    ) -> crate::Result<()> {
         if stream.is_none() {
-            let s = self.conn.open_uni().await.map_err(|e| crate::Error::Transport(e.to_string()))?;
+            let s = self
+                .conn
+                .open_uni()
+                .await
+                .map_err(|e| crate::Error::Transport(e.to_string()))?;
             // higher precedence streams are sent first by QUIC
             let _ = s.set_priority(self.precedence as i32);
             *stream = Some(s);
         }
-        let Some(s) = stream.as_mut() else { return Ok(()) };
-        let push = Push::Delivery { name: self.spec.name.clone(), log_index: index, envelope: bytes.to_vec() };
+        let Some(s) = stream.as_mut() else {
+            return Ok(());
+        };
+        let push = Push::Delivery {
+            name: self.spec.name.clone(),
+            log_index: index,
+            envelope: bytes.to_vec(),
+        };
         write_msg(s, &push, self.shared.max_frame()).await
     }
 }
 
 /// Sends `Tick` to the writer so checkpoints are signed on time even when idle.
 pub async fn ticker(shared: Arc<Shared>) {
-    let mut every = tokio::time::interval(Duration::from_millis(shared.config.checkpoint.interval_ms.max(10)));
+    let mut every = tokio::time::interval(Duration::from_millis(
+        shared.config.checkpoint.interval_ms.max(10),
+    ));
     loop {
         tokio::select! {
             _ = shared.cancel.cancelled() => return,

@@ -128,8 +128,14 @@ impl Store {
     /// `CorruptStore` if the schema is unknown, the audit chain is broken, or the last
     /// checkpoint does not match the log; `Store` on I/O failure.
     pub fn open(dir: &Path) -> Result<(Self, Recovered)> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::File { path: dir.into(), source })?;
-        let db = sled::Config::new().path(dir).open().map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::File {
+            path: dir.into(),
+            source,
+        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
         let t = |name: &str| db.open_tree(name);
         let store = Self {
             dir: dir.into(),
@@ -143,11 +149,18 @@ impl Store {
             meta: t("meta")?,
             db,
         };
-        let corrupt = |reason: String| Error::CorruptStore { path: dir.into(), reason };
+        let corrupt = |reason: String| Error::CorruptStore {
+            path: dir.into(),
+            reason,
+        };
         match store.meta.get("schema")? {
             Some(v) => match v.as_ref().try_into().map(u32::from_be_bytes) {
                 Ok(SCHEMA) => {}
-                Ok(other) => return Err(corrupt(format!("schema version {other}, this broker knows {SCHEMA}"))),
+                Ok(other) => {
+                    return Err(corrupt(format!(
+                        "schema version {other}, this broker knows {SCHEMA}"
+                    )));
+                }
                 Err(_) => return Err(corrupt("unreadable schema version".into())),
             },
             None if !store.audit.is_empty() || !store.log.is_empty() => {
@@ -175,7 +188,11 @@ impl Store {
         for kv in self.audit.iter() {
             let (k, v) = kv?;
             if read_u64(&k) != Some(chain.len()) {
-                return Err(ewx_proto::Error::AuditChain { index: chain.len(), reason: "missing entry".into() }.into());
+                return Err(ewx_proto::Error::AuditChain {
+                    index: chain.len(),
+                    reason: "missing entry".into(),
+                }
+                .into());
             }
             let entry = chain.push(&v)?;
             if let Event::Published { log_index, .. } = entry.event {
@@ -188,7 +205,8 @@ impl Store {
         let mut senders = HashMap::new();
         for kv in self.senders.iter() {
             let (k, v) = kv?;
-            if let (Ok(node), Some(seq)) = (NodeId::new(String::from_utf8_lossy(&k)), read_u64(&v)) {
+            if let (Ok(node), Some(seq)) = (NodeId::new(String::from_utf8_lossy(&k)), read_u64(&v))
+            {
                 senders.insert(node, seq);
             }
         }
@@ -196,10 +214,17 @@ impl Store {
         if let Some((_, v)) = self.checkpoints.last()? {
             let signed = SignedCheckpoint::decode(&v)?;
             let cp = signed.checkpoint()?;
-            let root = chain.tree().root_at(cp.size).map_err(|_| ewx_proto::Error::AuditChain {
-                index: chain.len(),
-                reason: format!("last checkpoint covers {} entries, the log has {}", cp.size, chain.len()),
-            })?;
+            let root = chain
+                .tree()
+                .root_at(cp.size)
+                .map_err(|_| ewx_proto::Error::AuditChain {
+                    index: chain.len(),
+                    reason: format!(
+                        "last checkpoint covers {} entries, the log has {}",
+                        cp.size,
+                        chain.len()
+                    ),
+                })?;
             if root != cp.root {
                 return Err(ewx_proto::Error::AuditChain {
                     index: cp.size,
@@ -211,7 +236,14 @@ impl Store {
             checkpoint_hash = signed.body_hash();
         }
         let roster = self.meta.get("roster")?.map(|v| v.to_vec());
-        Ok(Recovered { chain, next_index, senders, checkpoint_size, checkpoint_hash, roster })
+        Ok(Recovered {
+            chain,
+            next_index,
+            senders,
+            checkpoint_size,
+            checkpoint_hash,
+            roster,
+        })
     }
 
     /// Write a batch atomically and make it durable.
@@ -229,8 +261,8 @@ impl Store {
             &self.checkpoints,
             &self.meta,
         );
-        let r: Result<(), TransactionError<()>> =
-            trees.transaction(|(log, lanes, ids, audit, senders, cursors, checkpoints, meta)| {
+        let r: Result<(), TransactionError<()>> = trees.transaction(
+            |(log, lanes, ids, audit, senders, cursors, checkpoints, meta)| {
                 for m in &batch.messages {
                     log.insert(&be(m.index), m.bytes.as_slice())?;
                     lanes.insert(&lane_key(m.precedence, m.index), &[])?;
@@ -252,7 +284,8 @@ impl Store {
                     meta.insert("roster", r.as_slice())?;
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
-            });
+            },
+        );
         r.map_err(|e| Error::Store(format!("commit failed: {e:?}")))?;
         self.sync()
     }
@@ -271,12 +304,23 @@ impl Store {
     ///
     /// # Errors
     /// `Store` on I/O failure.
-    pub fn lane(&self, precedence: Precedence, from: u64, limit: usize) -> Result<Vec<(u64, sled::IVec)>> {
+    pub fn lane(
+        &self,
+        precedence: Precedence,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, sled::IVec)>> {
         let mut out = Vec::new();
         let end = lane_key(precedence, u64::MAX);
-        for kv in self.lanes.range(lane_key(precedence, from)..=end).take(limit) {
+        for kv in self
+            .lanes
+            .range(lane_key(precedence, from)..=end)
+            .take(limit)
+        {
             let (k, _) = kv?;
-            let Some(index) = read_u64(&k[1..]) else { continue };
+            let Some(index) = read_u64(&k[1..]) else {
+                continue;
+            };
             // pruned by retention: skip
             if let Some(bytes) = self.log.get(be(index))? {
                 out.push((index, bytes));
@@ -314,7 +358,10 @@ impl Store {
     /// # Errors
     /// `Store` on I/O failure.
     pub fn audit_range(&self, from: u64, to: u64) -> Result<Vec<sled::IVec>> {
-        self.audit.range(be(from)..be(to)).map(|kv| Ok(kv?.1)).collect()
+        self.audit
+            .range(be(from)..be(to))
+            .map(|kv| Ok(kv?.1))
+            .collect()
     }
 
     /// Every stored checkpoint, oldest first.

@@ -59,7 +59,12 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         0x81..=0x83 => {
             let k = usize::from(first & 0x7f);
             let (bytes, rest) = (rest.get(..k)?, rest.get(k..)?);
-            (bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), rest)
+            (
+                bytes
+                    .iter()
+                    .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
+                rest,
+            )
         }
         _ => return None,
     };
@@ -69,9 +74,15 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 /// The ed25519 key in a certificate's SubjectPublicKeyInfo, parsed field by field (never
 /// by searching the bytes, which a crafted certificate could fool).
 pub fn ed25519_key_of(cert: &[u8]) -> Option<SignPublic> {
-    const SPKI_PREFIX: [u8; 12] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00, 0, 0];
-    let (0x30, body, []) = tlv(cert)? else { return None };
-    let (0x30, tbs, _) = tlv(body)? else { return None };
+    const SPKI_PREFIX: [u8; 12] = [
+        0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00, 0, 0,
+    ];
+    let (0x30, body, []) = tlv(cert)? else {
+        return None;
+    };
+    let (0x30, tbs, _) = tlv(body)? else {
+        return None;
+    };
     let mut rest = tbs;
     if let (0xa0, _, after) = tlv(rest)? {
         rest = after; // explicit version
@@ -79,7 +90,9 @@ pub fn ed25519_key_of(cert: &[u8]) -> Option<SignPublic> {
     for _ in 0..5 {
         rest = tlv(rest)?.2; // serial, signature algorithm, issuer, validity, subject
     }
-    let (0x30, spki, _) = tlv(rest)? else { return None };
+    let (0x30, spki, _) = tlv(rest)? else {
+        return None;
+    };
     if spki.len() != 42 || spki[..10] != SPKI_PREFIX[..10] {
         return None;
     }
@@ -96,8 +109,10 @@ pub fn identity(keys: &NodeKeys) -> Result<(CertificateDer<'static>, PrivateKeyD
     let err = |e: &dyn std::fmt::Display| Error::Transport(format!("identity certificate: {e}"));
     let pkcs8 = keys.signing_key().to_pkcs8_der().map_err(|e| err(&e))?;
     let key_der = PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec());
-    let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key_der, &rcgen::PKCS_ED25519).map_err(|e| err(&e))?;
-    let params = rcgen::CertificateParams::new(vec![keys.node.as_str().to_ascii_lowercase()]).map_err(|e| err(&e))?;
+    let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key_der, &rcgen::PKCS_ED25519)
+        .map_err(|e| err(&e))?;
+    let params = rcgen::CertificateParams::new(vec![keys.node.as_str().to_ascii_lowercase()])
+        .map_err(|e| err(&e))?;
     let cert = params.self_signed(&key_pair).map_err(|e| err(&e))?;
     Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(key_der)))
 }
@@ -128,17 +143,22 @@ impl ClientCertVerifier for RosterClients {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> std::result::Result<ClientCertVerified, rustls::Error> {
-        let key = ed25519_key_of(end_entity)
-            .ok_or(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let key = ed25519_key_of(end_entity).ok_or(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::BadEncoding,
+        ))?;
         match self.roster.get().node_by_key(&key) {
             Some(n) if !n.revoked => Ok(ClientCertVerified::assertion()),
             Some(n) => {
                 tracing::warn!(node = %n.id, "refused TLS client: node is revoked");
-                Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked))
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Revoked,
+                ))
             }
             None => {
                 tracing::warn!(key_id = %key.key_id(), "refused TLS client: key is not in the roster");
-                Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer,
+                ))
             }
         }
     }
@@ -149,7 +169,9 @@ impl ClientCertVerifier for RosterClients {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -184,7 +206,9 @@ impl ServerCertVerifier for PinnedBroker {
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         match ed25519_key_of(end_entity) {
             Some(k) if k == self.key => Ok(ServerCertVerified::assertion()),
-            _ => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)),
+            _ => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
         }
     }
 
@@ -194,7 +218,9 @@ impl ServerCertVerifier for PinnedBroker {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -237,9 +263,16 @@ fn transport(limits: TransportLimits) -> Result<quinn::TransportConfig> {
 ///
 /// # Errors
 /// `Transport` on a TLS setup failure.
-pub fn server_config(keys: &NodeKeys, roster: RosterCell, limits: TransportLimits) -> Result<quinn::ServerConfig> {
+pub fn server_config(
+    keys: &NodeKeys,
+    roster: RosterCell,
+    limits: TransportLimits,
+) -> Result<quinn::ServerConfig> {
     let (cert, key) = identity(keys)?;
-    let verifier = Arc::new(RosterClients { roster, algs: algorithms() });
+    let verifier = Arc::new(RosterClients {
+        roster,
+        algs: algorithms(),
+    });
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Transport(e.to_string()))?
@@ -247,7 +280,8 @@ pub fn server_config(keys: &NodeKeys, roster: RosterCell, limits: TransportLimit
         .with_single_cert(vec![cert], key)
         .map_err(|e| Error::Transport(e.to_string()))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| Error::Transport(e.to_string()))?;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| Error::Transport(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport(limits)?));
     Ok(config)
@@ -257,17 +291,25 @@ pub fn server_config(keys: &NodeKeys, roster: RosterCell, limits: TransportLimit
 ///
 /// # Errors
 /// `Transport` on a TLS setup failure.
-pub fn client_config(keys: &NodeKeys, broker: SignPublic, limits: TransportLimits) -> Result<quinn::ClientConfig> {
+pub fn client_config(
+    keys: &NodeKeys,
+    broker: SignPublic,
+    limits: TransportLimits,
+) -> Result<quinn::ClientConfig> {
     let (cert, key) = identity(keys)?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Transport(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedBroker { key: broker, algs: algorithms() }))
+        .with_custom_certificate_verifier(Arc::new(PinnedBroker {
+            key: broker,
+            algs: algorithms(),
+        }))
         .with_client_auth_cert(vec![cert], key)
         .map_err(|e| Error::Transport(e.to_string()))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| Error::Transport(e.to_string()))?;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| Error::Transport(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(Arc::new(transport(limits)?));
     Ok(config)

@@ -17,7 +17,10 @@ pub const FRAME_DEADLINE: Duration = Duration::from_secs(10);
 /// # Errors
 /// `Proto(TooLarge | Malformed | TrailingBytes)` for a bad frame, `Transport` for a
 /// broken or too slow stream.
-pub async fn read_msg<T: DeserializeOwned>(recv: &mut quinn::RecvStream, max: usize) -> Result<Option<T>> {
+pub async fn read_msg<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<T>> {
     let read = async {
         let mut prefix = [0u8; PREFIX];
         match recv.read_exact(&mut prefix).await {
@@ -29,11 +32,17 @@ pub async fn read_msg<T: DeserializeOwned>(recv: &mut quinn::RecvStream, max: us
                     reason: format!("stream ended after {n} bytes of the length prefix"),
                 }));
             }
-            Err(quinn::ReadExactError::ReadError(e)) => return Err(Error::Transport(e.to_string())),
+            Err(quinn::ReadExactError::ReadError(e)) => {
+                return Err(Error::Transport(e.to_string()));
+            }
         }
         let len = u32::from_be_bytes(prefix) as usize;
         if len > max {
-            return Err(Error::Proto(ewx_proto::Error::TooLarge { what: "frame", size: len as u64, max: max as u64 }));
+            return Err(Error::Proto(ewx_proto::Error::TooLarge {
+                what: "frame",
+                size: len as u64,
+                max: max as u64,
+            }));
         }
         let mut body = vec![0u8; len];
         recv.read_exact(&mut body).await.map_err(|e| match e {
@@ -47,14 +56,25 @@ pub async fn read_msg<T: DeserializeOwned>(recv: &mut quinn::RecvStream, max: us
     };
     tokio::time::timeout(FRAME_DEADLINE, read)
         .await
-        .map_err(|_| Error::Transport(format!("no complete frame within {}s", FRAME_DEADLINE.as_secs())))?
+        .map_err(|_| {
+            Error::Transport(format!(
+                "no complete frame within {}s",
+                FRAME_DEADLINE.as_secs()
+            ))
+        })?
 }
 
 /// Encode and write one frame.
 ///
 /// # Errors
 /// `Proto(TooLarge)` if it exceeds `max`, `Transport` if the stream is gone.
-pub async fn write_msg<T: Serialize>(send: &mut quinn::SendStream, msg: &T, max: usize) -> Result<()> {
+pub async fn write_msg<T: Serialize>(
+    send: &mut quinn::SendStream,
+    msg: &T,
+    max: usize,
+) -> Result<()> {
     let frame = encode_frame(msg, max)?;
-    send.write_all(&frame).await.map_err(|e| Error::Transport(e.to_string()))
+    send.write_all(&frame)
+        .await
+        .map_err(|e| Error::Transport(e.to_string()))
 }

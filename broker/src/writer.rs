@@ -79,7 +79,10 @@ pub struct Head {
 }
 
 enum Reply {
-    Publish(oneshot::Sender<Result<u64, Rejection>>, Result<u64, Rejection>),
+    Publish(
+        oneshot::Sender<Result<u64, Rejection>>,
+        Result<u64, Rejection>,
+    ),
     Done(oneshot::Sender<bool>),
 }
 
@@ -109,8 +112,18 @@ pub fn spawn(
     let head = Arc::new(Head::default());
     head.next_index.store(state.next_index, Ordering::Release);
     head.audit_len.store(state.chain.len(), Ordering::Release);
-    let writer = Writer { store, keys, state, policy, live, head: head.clone(), last_checkpoint: Instant::now() };
-    let thread = std::thread::Builder::new().name("ewx-writer".into()).spawn(move || writer.run(rx))?;
+    let writer = Writer {
+        store,
+        keys,
+        state,
+        policy,
+        live,
+        head: head.clone(),
+        last_checkpoint: Instant::now(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("ewx-writer".into())
+        .spawn(move || writer.run(rx))?;
     Ok((head, thread))
 }
 
@@ -149,13 +162,22 @@ impl Writer {
         }
     }
 
-    fn publish(&mut self, batch: &mut Batch, now: u64, envelope: &Envelope, bytes: Arc<[u8]>) -> Result<Arc<Stored>, Rejection> {
+    fn publish(
+        &mut self,
+        batch: &mut Batch,
+        now: u64,
+        envelope: &Envelope,
+        bytes: Arc<[u8]>,
+    ) -> Result<Arc<Stored>, Rejection> {
         let h = envelope.header();
         let last = self.state.senders.get(&h.sender).copied().unwrap_or(0);
         if h.seq <= last {
             return Err(Rejection::new(
                 RejectReason::Replay,
-                format!("seq {} from {} is not above the last accepted seq {last}", h.seq, h.sender),
+                format!(
+                    "seq {} from {} is not above the last accepted seq {last}",
+                    h.seq, h.sender
+                ),
             ));
         }
         let index = self.state.next_index;
@@ -171,26 +193,46 @@ impl Writer {
             envelope_hash: envelope.hash(),
         };
         if !self.append(batch, now, event) {
-            return Err(Rejection::new(RejectReason::Internal, "cannot write the audit entry".into()));
+            return Err(Rejection::new(
+                RejectReason::Internal,
+                "cannot write the audit entry".into(),
+            ));
         }
         self.state.next_index += 1;
         self.state.senders.insert(h.sender.clone(), h.seq);
         batch.senders.push((h.sender.clone(), h.seq));
-        batch.messages.push(NewMessage { index, precedence: h.precedence, id: h.id, bytes: bytes.to_vec() });
-        Ok(Arc::new(Stored { index, header: h.clone(), bytes }))
+        batch.messages.push(NewMessage {
+            index,
+            precedence: h.precedence,
+            id: h.id,
+            bytes: bytes.to_vec(),
+        });
+        Ok(Arc::new(Stored {
+            index,
+            header: h.clone(),
+            bytes,
+        }))
     }
 
     fn checkpoint_due(&self, tick: bool) -> bool {
         let new = self.state.chain.len() - self.state.checkpoint_size;
         new > 0
             && (new >= self.policy.every_entries
-                || tick && self.last_checkpoint.elapsed() >= Duration::from_millis(self.policy.interval_ms))
+                || tick
+                    && self.last_checkpoint.elapsed()
+                        >= Duration::from_millis(self.policy.interval_ms))
     }
 
     fn checkpoint(&mut self, batch: &mut Batch, now: u64) {
         let size = self.state.chain.len();
-        let cp = Checkpoint { size, root: self.state.chain.tree().root(), prev: self.state.checkpoint_hash, time_ms: now };
-        match SignedCheckpoint::sign(&cp, &self.keys).and_then(|s| Ok((s.encode()?, s.body_hash()))) {
+        let cp = Checkpoint {
+            size,
+            root: self.state.chain.tree().root(),
+            prev: self.state.checkpoint_hash,
+            time_ms: now,
+        };
+        match SignedCheckpoint::sign(&cp, &self.keys).and_then(|s| Ok((s.encode()?, s.body_hash())))
+        {
             Ok((bytes, hash)) => {
                 batch.checkpoint = Some((size, bytes));
                 self.state.checkpoint_size = size;
@@ -209,7 +251,11 @@ impl Writer {
         let mut tick = closing;
         for c in cmds {
             match c {
-                Command::Publish { envelope, bytes, reply } => match self.publish(&mut batch, now, &envelope, bytes) {
+                Command::Publish {
+                    envelope,
+                    bytes,
+                    reply,
+                } => match self.publish(&mut batch, now, &envelope, bytes) {
                     Ok(stored) => {
                         replies.push(Reply::Publish(reply, Ok(stored.index)));
                         live.push(stored);
@@ -219,12 +265,21 @@ impl Writer {
                 Command::Audit(event) => {
                     self.append(&mut batch, now, event);
                 }
-                Command::Ack { key, next, event, reply } => {
+                Command::Ack {
+                    key,
+                    next,
+                    event,
+                    reply,
+                } => {
                     batch.cursors.push((key, next));
                     self.append(&mut batch, now, event);
                     replies.push(Reply::Done(reply));
                 }
-                Command::Roster { bytes, event, reply } => {
+                Command::Roster {
+                    bytes,
+                    event,
+                    reply,
+                } => {
                     batch.roster = Some(bytes);
                     self.append(&mut batch, now, event);
                     replies.push(Reply::Done(reply));
@@ -248,8 +303,12 @@ impl Writer {
             }
         }
         if committed {
-            self.head.next_index.store(self.state.next_index, Ordering::Release);
-            self.head.audit_len.store(self.state.chain.len(), Ordering::Release);
+            self.head
+                .next_index
+                .store(self.state.next_index, Ordering::Release);
+            self.head
+                .audit_len
+                .store(self.state.chain.len(), Ordering::Release);
             for s in live {
                 // no live subscriber is fine; a lagging one catches up from the store
                 let _ = self.live.send(s);

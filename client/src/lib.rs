@@ -1,8 +1,17 @@
-//! # ewx-client — client library and `ewx` CLI (not yet built)
+//! # ewx-client — client library and `ewx` CLI
 //!
-//! Will hold the connection, publish/subscribe with resume, receipts, the auditor's
-//! verifier, the CLI, `demo` and `bench`. Until the client issue lands it only names the
-//! commands the CLI will offer, so `ewx --help` can say what is coming.
+//! [`Client`] connects to a broker as one roster node (mutual TLS pinned to the roster),
+//! publishes sealed envelopes, and opens subscriptions whose deliveries arrive verified
+//! end to end and decrypted — the client does not trust the broker for either.
+//!
+//! Still to come (the client issue): reconnection with backoff and automatic resume,
+//! the full CLI, the demo network and `ewx demo`.
+
+mod client;
+mod error;
+
+pub use client::{Client, Delivery, PublishAck, Subscription};
+pub use error::{Error, Result};
 
 /// Commands the `ewx` CLI will offer, with one line each.
 pub const COMMANDS: &[(&str, &str)] = &[

@@ -101,10 +101,9 @@ pub enum Decoded<T> {
 pub fn decode_frame<T: DeserializeOwned>(buf: &[u8], max: usize) -> Result<Decoded<T>> {
     match split_frame(buf, max)? {
         FrameStatus::Incomplete { needed } => Ok(Decoded::Incomplete(needed)),
-        FrameStatus::Complete { body, consumed } => Ok(Decoded::Complete(
-            decode_body(body, max)?,
-            consumed,
-        )),
+        FrameStatus::Complete { body, consumed } => {
+            Ok(Decoded::Complete(decode_body(body, max)?, consumed))
+        }
     }
 }
 

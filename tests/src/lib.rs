@@ -1,5 +1,228 @@
-//! # ewx-tests — end-to-end tests
+//! # ewx-tests — end-to-end test helpers
 //!
-//! Shared helpers for the integration tests in `tests/tests/`. Today they build a small
-//! Compact network in memory (roster, node keys) from fixed seeds; when the broker lands
-//! they will also start a real broker on `127.0.0.1:0` with a temporary sled directory.
+//! [`TestNet`] writes a small Compact network (keys from fixed seeds, a 2-of-3 council
+//! roster, a broker config) into a temporary directory; [`TestNet::start_broker`] starts a
+//! real broker on `127.0.0.1:0` with a real sled directory there; [`TestNet::client`]
+//! connects a real QUIC client as one node.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use ewx_broker::{Broker, Config};
+use ewx_client::Client;
+use ewx_proto::access::Grants;
+use ewx_proto::keys::SignPublic;
+use ewx_proto::payload::{Bulletin, Payload, Precedence};
+use ewx_proto::roster::{CouncilMember, NodeEntry, RosterBody};
+use ewx_proto::{
+    Digest32, Draft, Labels, Level, NodeId, NodeKeys, Role, Roster, SignedRoster, Topic,
+    TopicPattern,
+};
+
+/// A node name as a `NodeId`.
+pub fn id(s: &str) -> NodeId {
+    NodeId::new(s).unwrap()
+}
+
+/// Deterministic keys for a node name.
+pub fn keys(name: &str) -> NodeKeys {
+    NodeKeys::from_secrets(
+        id(name),
+        Digest32::of(&[b"test-sign", name.as_bytes()]).0,
+        Digest32::of(&[b"test-kem", name.as_bytes()]).0,
+    )
+}
+
+/// Council key `i`.
+pub fn council_key(i: u8) -> SigningKey {
+    SigningKey::from_bytes(&Digest32::of(&[b"test-council", &[i]]).0)
+}
+
+fn grants(level: Level, comps: &str, publish: &[&str], subscribe: &[&str]) -> Grants {
+    let pats = |l: &[&str]| l.iter().map(|p| TopicPattern::new(*p).unwrap()).collect();
+    Grants {
+        clearance: level,
+        compartments: Labels::parse_compartments(comps).unwrap(),
+        publish: pats(publish),
+        subscribe: pats(subscribe),
+    }
+}
+
+/// Core guarantors' grants: every military compartment up to RED.
+pub fn core() -> Grants {
+    grants(
+        Level::Red,
+        "CORE,AIR,MARITIME,CYBER,SANCTIONS,CEASEFIRE",
+        &[
+            "ew.>",
+            "exercise.>",
+            "consult.>",
+            "sanctions.>",
+            "ceasefire.>",
+        ],
+        &[">"],
+    )
+}
+
+/// The broader group's grants: sanctions only, up to AMBER.
+pub fn sanctions_only() -> Grants {
+    grants(
+        Level::Amber,
+        "SANCTIONS",
+        &["sanctions.>"],
+        &["sanctions.>", "exercise.>"],
+    )
+}
+
+/// A roster body: UA, PL, US (core), JP, KR (sanctions only), XX (core, revocable),
+/// BROKER, AUDIT1.
+pub fn roster_body(version: u64, revoked: &[&str]) -> RosterBody {
+    let node = |name: &str, role: Role, g: Grants| {
+        let k = keys(name);
+        NodeEntry {
+            id: id(name),
+            role,
+            sign: k.sign_public(),
+            kem: k.kem_public(),
+            grants: g,
+            revoked: revoked.contains(&name),
+        }
+    };
+    RosterBody {
+        v: 1,
+        network: "ewx-test".into(),
+        version,
+        issued_ms: 1_700_000_000_000,
+        valid_until_ms: None,
+        threshold: 2,
+        council: (0..3)
+            .map(|i| CouncilMember {
+                name: format!("council-{i}"),
+                key: SignPublic(council_key(i).verifying_key().to_bytes()),
+            })
+            .collect(),
+        nodes: vec![
+            node("UA", Role::Liaison, core()),
+            node("PL", Role::Liaison, core()),
+            node("US", Role::Partner, core()),
+            node("JP", Role::Partner, sanctions_only()),
+            node("KR", Role::Partner, sanctions_only()),
+            node("XX", Role::Partner, core()),
+            node("BROKER", Role::Broker, Grants::none()),
+            node("AUDIT1", Role::Auditor, Grants::none()),
+        ],
+    }
+}
+
+/// Sign a body with council keys 0 and 1.
+pub fn sign_roster(body: &RosterBody) -> SignedRoster {
+    let mut s = SignedRoster::new(body).unwrap();
+    s.sign(&council_key(0));
+    s.sign(&council_key(1));
+    s
+}
+
+/// A network on disk: keys, roster, broker config and data dir in a temp directory.
+#[derive(Debug)]
+pub struct TestNet {
+    /// The temp directory (deleted on drop).
+    pub dir: tempfile::TempDir,
+    /// The roster.
+    pub roster: Roster,
+}
+
+impl Default for TestNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestNet {
+    /// Write the network.
+    pub fn new() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let signed = sign_roster(&roster_body(1, &[]));
+        std::fs::write(dir.path().join("roster.cbor"), signed.encode().unwrap()).unwrap();
+        let key = dir.path().join("broker.key");
+        std::fs::write(&key, keys("BROKER").to_secret_file().as_bytes()).unwrap();
+        set_mode(&key, 0o600);
+        Self {
+            dir,
+            roster: signed.verify().unwrap(),
+        }
+    }
+
+    /// Where the broker keeps its store.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A broker config on 127.0.0.1:0.
+    pub fn config(&self) -> Config {
+        let text = "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'broker.key'\nroster = 'roster.cbor'\n\
+             [checkpoint]\nevery_entries = 50\ninterval_ms = 200\n";
+        Config::from_toml(text, self.dir.path()).unwrap()
+    }
+
+    /// Start a broker with [`TestNet::config`].
+    pub async fn start_broker(&self) -> Broker {
+        Broker::start(self.config()).await.unwrap()
+    }
+
+    /// Connect a client as `name`.
+    pub async fn client(&self, broker: &Broker, name: &str) -> Client {
+        Client::connect(broker.local_addr(), keys(name), self.roster.clone())
+            .await
+            .unwrap()
+    }
+}
+
+/// chmod.
+pub fn set_mode(path: &Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+/// A bulletin draft.
+pub fn bulletin(
+    topic: &str,
+    level: Level,
+    compartments: &str,
+    precedence: Precedence,
+    headline: &str,
+) -> Draft {
+    Draft {
+        topic: Topic::new(topic).unwrap(),
+        precedence,
+        labels: Labels::new(level, Labels::parse_compartments(compartments).unwrap()),
+        payload: Payload::Bulletin(Bulletin {
+            headline: headline.into(),
+            body: "assessment".into(),
+            area: None,
+            event_ms: None,
+            confidence: None,
+        }),
+        seq: 0,
+        expires_ms: None,
+        receipt: false,
+    }
+}
+
+/// The headline of a bulletin payload.
+pub fn headline(p: &Payload) -> String {
+    match p {
+        Payload::Bulletin(b) => b.headline.clone(),
+        other => format!("{other:?}"),
+    }
+}

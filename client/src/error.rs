@@ -1,0 +1,40 @@
+//! The client library's error type.
+
+use ewx_proto::frame::RejectReason;
+
+/// What can go wrong talking to a broker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection could not be made or was lost.
+    #[error("connection to {addr}: {reason}")]
+    Connect {
+        /// Broker address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The broker refused a request.
+    #[error("broker rejected the request ({reason:?}): {detail}")]
+    Rejected {
+        /// Which check failed.
+        reason: RejectReason,
+        /// The broker's explanation.
+        detail: String,
+    },
+    /// The broker answered something this client did not expect.
+    #[error("unexpected answer from the broker: {0}")]
+    Unexpected(String),
+    /// Sealing, opening or decoding failed.
+    #[error(transparent)]
+    Proto(#[from] ewx_proto::Error),
+    /// Transport setup or framing failed.
+    #[error(transparent)]
+    Transport(#[from] ewx_broker::Error),
+    /// The roster names no active broker to pin.
+    #[error("the roster names no active broker node")]
+    NoBroker,
+}
+
+/// Shorthand.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,347 @@
+//! End-to-end: a real broker on 127.0.0.1:0 with a real sled store in a temp dir, real
+//! QUIC clients for each node.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use ewx_client::{Client, Error};
+use ewx_proto::frame::{ExerciseFilter, RejectReason, StartAt};
+use ewx_proto::{Level, Precedence, TopicPattern};
+use ewx_tests::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn pat(p: &str) -> TopicPattern {
+    TopicPattern::new(p).unwrap()
+}
+
+/// Collect `n` headlines from a subscription, or fail after a deadline.
+async fn take(sub: &mut ewx_client::Subscription<'_>, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let d = tokio::time::timeout(T, sub.next())
+            .await
+            .expect("delivery in time")
+            .expect("open");
+        out.push(headline(&d.unwrap().payload));
+    }
+    out
+}
+
+/// Assert nothing more arrives within a short grace period.
+async fn nothing_more(sub: &mut ewx_client::Subscription<'_>) {
+    if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+        panic!("unexpected delivery: {:?}", d.map(|d| headline(&d.payload)));
+    }
+}
+
+fn rejected(r: Result<ewx_client::PublishAck, Error>) -> RejectReason {
+    match r {
+        Err(Error::Rejected { reason, .. }) => reason,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_decide_who_receives_what() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    let pl = net.client(&broker, "PL").await;
+    let jp = net.client(&broker, "JP").await;
+    let mut pl_sub = pl
+        .subscribe("all", pat(">"), StartAt::Latest, ExerciseFilter::All)
+        .await
+        .unwrap();
+    let mut jp_sub = jp
+        .subscribe("all", pat(">"), StartAt::Latest, ExerciseFilter::All)
+        .await
+        .unwrap();
+
+    let ack = ua
+        .publish(bulletin(
+            "ew.air.missile",
+            Level::Amber,
+            "CORE",
+            Precedence::Flash,
+            "air raid",
+        ))
+        .await
+        .unwrap();
+    ua.publish(bulletin(
+        "sanctions.snapback",
+        Level::Green,
+        "SANCTIONS",
+        Precedence::Routine,
+        "snapback",
+    ))
+    .await
+    .unwrap();
+    let mut rel = bulletin(
+        "ew.maritime",
+        Level::Red,
+        "CORE",
+        Precedence::Immediate,
+        "for UA only",
+    );
+    rel.labels.rel_to = [id("UA")].into();
+    ua.publish(rel).await.unwrap();
+    assert_eq!(ack.log_index, 0);
+
+    let mut got = take(&mut pl_sub, 2).await;
+    got.sort();
+    assert_eq!(got, ["air raid", "snapback"]);
+    assert_eq!(take(&mut jp_sub, 1).await, ["snapback"]);
+    nothing_more(&mut jp_sub).await;
+    nothing_more(&mut pl_sub).await;
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exercise_filter_and_denied_subscription() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let pl = net.client(&broker, "PL").await;
+    let us = net.client(&broker, "US").await;
+    let jp = net.client(&broker, "JP").await;
+    let mut real = us
+        .subscribe(
+            "real",
+            pat("exercise.>"),
+            StartAt::Latest,
+            ExerciseFilter::RealOnly,
+        )
+        .await
+        .unwrap();
+    let mut exer = jp
+        .subscribe(
+            "ex",
+            pat("exercise.>"),
+            StartAt::Latest,
+            ExerciseFilter::ExerciseOnly,
+        )
+        .await
+        .unwrap();
+    let mut d = bulletin(
+        "exercise.notice",
+        Level::Clear,
+        "",
+        Precedence::Routine,
+        "EXERCISE Anakonda",
+    );
+    d.labels.exercise = true;
+    pl.publish(d).await.unwrap();
+    pl.publish(bulletin(
+        "exercise.notice",
+        Level::Clear,
+        "",
+        Precedence::Routine,
+        "real movement",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(take(&mut exer, 1).await, ["EXERCISE Anakonda"]);
+    assert_eq!(take(&mut real, 1).await, ["real movement"]);
+    nothing_more(&mut exer).await;
+    nothing_more(&mut real).await;
+
+    // JP has no grant that can ever match ew.>
+    match jp
+        .subscribe("ew", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
+        .await
+    {
+        Err(Error::Rejected {
+            reason: RejectReason::NotPermitted,
+            ..
+        }) => {}
+        other => panic!("expected NotPermitted, got {other:?}"),
+    }
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_publishes_are_rejected_and_the_broker_keeps_serving() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    let pl = net.client(&broker, "PL").await;
+    let mut pl_sub = pl
+        .subscribe("s", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
+        .await
+        .unwrap();
+
+    // forged signature
+    let env = ua
+        .seal(bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Flash,
+            "x",
+        ))
+        .await
+        .unwrap();
+    let forged = env
+        .clone()
+        .with_signature(ewx_proto::keys::Signature([7; 64]));
+    assert_eq!(
+        rejected(ua.publish_envelope(&forged.encode().unwrap()).await),
+        RejectReason::BadSignature
+    );
+    // wrong sender: PL sends UA's envelope
+    assert_eq!(
+        rejected(pl.publish_envelope(&env.encode().unwrap()).await),
+        RejectReason::WrongSender
+    );
+    // accepted once, then replayed
+    ua.publish_envelope(&env.encode().unwrap()).await.unwrap();
+    assert_eq!(
+        rejected(ua.publish_envelope(&env.encode().unwrap()).await),
+        RejectReason::Replay
+    );
+    // garbage and oversize
+    assert_eq!(
+        rejected(ua.publish_envelope(b"not cbor at all").await),
+        RejectReason::Malformed
+    );
+    let big = ewx_proto::frame::encode_frame(
+        &ewx_proto::frame::Request::Publish {
+            envelope: vec![0; 2 << 20],
+        },
+        4 << 20,
+    )
+    .unwrap();
+    let r = ua.raw_request(&big).await.unwrap();
+    assert!(
+        matches!(
+            r,
+            Some(ewx_proto::frame::Response::Rejected {
+                reason: RejectReason::TooLarge,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // topic outside grants: JP cannot publish early warnings (sealing refuses; send raw)
+    let jp = net.client(&broker, "JP").await;
+    let e = jp
+        .seal(bulletin("ew.air", Level::Clear, "", Precedence::Flash, "x"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no grant"), "{e}");
+
+    // still serving: a good message goes through
+    ua.publish(bulletin(
+        "ew.air",
+        Level::Amber,
+        "CORE",
+        Precedence::Flash,
+        "still here",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(take(&mut pl_sub, 2).await, ["x", "still here"]);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_stream_gets_an_error_not_a_crash() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    // a frame whose body is not a request
+    let r = raw_request(&ua, &[0, 0, 0, 3, 0xff, 0xff, 0xff]).await;
+    assert!(
+        matches!(
+            r,
+            Some(ewx_proto::frame::Response::Rejected {
+                reason: RejectReason::Malformed,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // a 4 GiB length prefix
+    let r = raw_request(&ua, &[0xff, 0xff, 0xff, 0xff]).await;
+    assert!(
+        matches!(
+            r,
+            Some(ewx_proto::frame::Response::Rejected {
+                reason: RejectReason::TooLarge,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    ua.publish(bulletin(
+        "ew.air",
+        Level::Amber,
+        "CORE",
+        Precedence::Flash,
+        "ok",
+    ))
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+}
+
+async fn raw_request(c: &Client, bytes: &[u8]) -> Option<ewx_proto::frame::Response> {
+    c.raw_request(bytes).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_is_refused_at_the_handshake() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let stranger = ewx_proto::NodeKeys::from_secrets(id("UA"), [42; 32], [43; 32]);
+    let r = Client::connect(broker.local_addr(), stranger, net.roster.clone()).await;
+    assert!(matches!(r, Err(Error::Connect { .. })), "{r:?}");
+    // a revoked key is refused too
+    let v2 = sign_roster(&roster_body(2, &["XX"]));
+    broker.update_roster(&v2.encode().unwrap()).await.unwrap();
+    let r = Client::connect(broker.local_addr(), keys("XX"), net.roster.clone()).await;
+    assert!(matches!(r, Err(Error::Connect { .. })), "{r:?}");
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_node_is_disconnected_at_once() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let xx = net.client(&broker, "XX").await;
+    let ua = net.client(&broker, "UA").await;
+    let v2 = sign_roster(&roster_body(2, &["XX"]));
+    assert_eq!(
+        broker.update_roster(&v2.encode().unwrap()).await.unwrap(),
+        2
+    );
+    let why = tokio::time::timeout(T, xx.closed())
+        .await
+        .expect("disconnected in time");
+    assert!(why.contains("revoked"), "{why}");
+    // UA learns the new roster; its next seal no longer includes XX
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ua.roster().version(), 2);
+    let env = ua
+        .seal(bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Flash,
+            "x",
+        ))
+        .await
+        .unwrap();
+    assert!(env.header().wrapped_for(&id("XX")).is_none());
+    // an older or badly signed roster is refused
+    let old = sign_roster(&roster_body(1, &[]));
+    assert_eq!(
+        broker
+            .update_roster(&old.encode().unwrap())
+            .await
+            .unwrap_err()
+            .reason,
+        RejectReason::BadRoster
+    );
+    broker.shutdown().await.unwrap();
+}
