@@ -54,8 +54,11 @@ pub struct Limits {
     pub max_clock_skew_ms: u64,
     /// Deliveries buffered for live fan-out before a slow lane falls back to the store.
     pub live_buffer: usize,
-    /// Publishes waiting for the writer before new ones are refused.
+    /// Requests queued for the writer; beyond this, request tasks wait (backpressure).
     pub write_queue: usize,
+    /// How far (in seq units) the anti-replay floor trails a sender's highest accepted
+    /// seq. `ewx` clients use microseconds, so the default is 60 seconds.
+    pub replay_window: u64,
 }
 
 impl Default for Limits {
@@ -68,6 +71,7 @@ impl Default for Limits {
             max_clock_skew_ms: 5 * 60_000,
             live_buffer: 4096,
             write_queue: 4096,
+            replay_window: 60_000_000,
         }
     }
 }

@@ -55,7 +55,7 @@ impl Broker {
     pub async fn start(config: Config) -> Result<Self> {
         let keys = Arc::new(config::read_key_file(&config.key)?);
         let file_roster = config::read_roster_file(&config.roster)?;
-        let (store, recovered) = store::Store::open(&config.data_dir)?;
+        let (store, recovered) = store::Store::open(&config.data_dir, config.limits.replay_window)?;
         // the store may hold a newer roster accepted at run time: keep the newer one
         let roster = match &recovered.roster {
             Some(bytes) => match ewx_proto::SignedRoster::decode(bytes)
@@ -100,6 +100,7 @@ impl Broker {
             recovered,
             keys,
             config.checkpoint.clone(),
+            config.limits.replay_window,
             live.clone(),
             rx,
         )

@@ -4,7 +4,7 @@
 //! Readers (delivery lanes, auditors) read concurrently.
 //!
 //! Trees: `log` (index → envelope), `lanes` (precedence ‖ index → ()), `ids` (message id →
-//! index), `audit` (index → entry), `senders` (node → last seq), `cursors` (node ‖ name ‖
+//! index), `audit` (index → entry), `topics` (topic ‖ 0 ‖ topic seq → index), `cursors` (node ‖ name ‖
 //! precedence → next index), `checkpoints` (size → signed checkpoint), `meta` (schema, roster).
 
 use std::collections::HashMap;
@@ -13,11 +13,12 @@ use std::path::{Path, PathBuf};
 
 use ewx_proto::audit::{Chain, Event};
 use ewx_proto::checkpoint::SignedCheckpoint;
-use ewx_proto::{MessageId, NodeId, Precedence};
+use ewx_proto::{MessageId, NodeId, Precedence, Topic};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::error::{Error, Result};
+use crate::router::ReplayWindow;
 
 /// Version of the layout above; a store with another version is refused.
 pub const SCHEMA: u32 = 1;
@@ -29,8 +30,10 @@ pub struct Recovered {
     pub chain: Chain,
     /// Next message-log index.
     pub next_index: u64,
-    /// Last accepted seq per sender.
-    pub senders: HashMap<NodeId, u64>,
+    /// Anti-replay state per sender, rebuilt from the audit log.
+    pub replay: HashMap<NodeId, ReplayWindow>,
+    /// Messages so far per topic (the next per-topic sequence number).
+    pub topic_seq: HashMap<Topic, u64>,
     /// Size of the last checkpoint.
     pub checkpoint_size: u64,
     /// Hash of the last checkpoint body (zero if none).
@@ -59,8 +62,8 @@ pub struct Batch {
     pub messages: Vec<NewMessage>,
     /// New audit entries (index, bytes).
     pub audit: Vec<(u64, Vec<u8>)>,
-    /// Sender seq updates.
-    pub senders: Vec<(NodeId, u64)>,
+    /// Per-topic index entries: (topic, topic seq, log index).
+    pub topics: Vec<(Topic, u64, u64)>,
     /// Cursor updates (key, next index).
     pub cursors: Vec<(Vec<u8>, u64)>,
     /// A checkpoint (size, signed bytes).
@@ -89,7 +92,7 @@ pub struct Store {
     lanes: sled::Tree,
     ids: sled::Tree,
     audit: sled::Tree,
-    senders: sled::Tree,
+    topics: sled::Tree,
     cursors: sled::Tree,
     checkpoints: sled::Tree,
     meta: sled::Tree,
@@ -114,6 +117,14 @@ pub fn cursor_key(node: &NodeId, name: &str, precedence: Precedence) -> Vec<u8> 
     k
 }
 
+fn topic_key(topic: &Topic, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.as_str().len() + 9);
+    k.extend_from_slice(topic.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&be(seq));
+    k
+}
+
 fn lane_key(precedence: Precedence, index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = precedence as u8;
@@ -127,7 +138,7 @@ impl Store {
     /// # Errors
     /// `CorruptStore` if the schema is unknown, the audit chain is broken, or the last
     /// checkpoint does not match the log; `Store` on I/O failure.
-    pub fn open(dir: &Path) -> Result<(Self, Recovered)> {
+    pub fn open(dir: &Path, replay_width: u64) -> Result<(Self, Recovered)> {
         std::fs::create_dir_all(dir).map_err(|source| Error::File {
             path: dir.into(),
             source,
@@ -143,7 +154,7 @@ impl Store {
             lanes: t("lanes")?,
             ids: t("ids")?,
             audit: t("audit")?,
-            senders: t("senders")?,
+            topics: t("topics")?,
             cursors: t("cursors")?,
             checkpoints: t("checkpoints")?,
             meta: t("meta")?,
@@ -171,7 +182,7 @@ impl Store {
                 store.sync()?;
             }
         }
-        let recovered = store.recover().map_err(|e| match e {
+        let recovered = store.recover(replay_width).map_err(|e| match e {
             Error::Proto(p) => corrupt(p.to_string()),
             other => other,
         })?;
@@ -182,9 +193,11 @@ impl Store {
     ///
     /// # Errors
     /// `Proto(AuditChain)` for a broken chain, `Store` on I/O failure.
-    pub fn recover(&self) -> Result<Recovered> {
+    pub fn recover(&self, replay_width: u64) -> Result<Recovered> {
         let mut chain = Chain::new();
         let mut next_index = 0;
+        let mut replay: HashMap<NodeId, ReplayWindow> = HashMap::new();
+        let mut topic_seq: HashMap<Topic, u64> = HashMap::new();
         for kv in self.audit.iter() {
             let (k, v) = kv?;
             if read_u64(&k) != Some(chain.len()) {
@@ -194,21 +207,26 @@ impl Store {
                 }
                 .into());
             }
-            let entry = chain.push(&v)?;
-            if let Event::Published { log_index, .. } = entry.event {
+            if let Event::Published {
+                log_index,
+                sender,
+                seq,
+                topic,
+                ..
+            } = chain.push(&v)?.event
+            {
                 next_index = next_index.max(log_index + 1);
+                // accepted before, so accepted again; this only rebuilds the window
+                let _ =
+                    replay
+                        .entry(sender.clone())
+                        .or_default()
+                        .accept(&sender, seq, replay_width);
+                *topic_seq.entry(topic).or_default() += 1;
             }
         }
         if let Some((k, _)) = self.log.last()? {
             next_index = next_index.max(read_u64(&k).map_or(0, |i| i + 1));
-        }
-        let mut senders = HashMap::new();
-        for kv in self.senders.iter() {
-            let (k, v) = kv?;
-            if let (Ok(node), Some(seq)) = (NodeId::new(String::from_utf8_lossy(&k)), read_u64(&v))
-            {
-                senders.insert(node, seq);
-            }
         }
         let (mut checkpoint_size, mut checkpoint_hash) = (0, ewx_proto::Digest32::default());
         if let Some((_, v)) = self.checkpoints.last()? {
@@ -239,7 +257,8 @@ impl Store {
         Ok(Recovered {
             chain,
             next_index,
-            senders,
+            replay,
+            topic_seq,
             checkpoint_size,
             checkpoint_hash,
             roster,
@@ -256,13 +275,13 @@ impl Store {
             &self.lanes,
             &self.ids,
             &self.audit,
-            &self.senders,
+            &self.topics,
             &self.cursors,
             &self.checkpoints,
             &self.meta,
         );
         let r: Result<(), TransactionError<()>> = trees.transaction(
-            |(log, lanes, ids, audit, senders, cursors, checkpoints, meta)| {
+            |(log, lanes, ids, audit, topics, cursors, checkpoints, meta)| {
                 for m in &batch.messages {
                     log.insert(&be(m.index), m.bytes.as_slice())?;
                     lanes.insert(&lane_key(m.precedence, m.index), &[])?;
@@ -271,8 +290,8 @@ impl Store {
                 for (i, bytes) in &batch.audit {
                     audit.insert(&be(*i), bytes.as_slice())?;
                 }
-                for (node, seq) in &batch.senders {
-                    senders.insert(node.as_str().as_bytes(), &be(*seq))?;
+                for (topic, seq, index) in &batch.topics {
+                    topics.insert(topic_key(topic, *seq), &be(*index))?;
                 }
                 for (k, next) in &batch.cursors {
                     cursors.insert(k.as_slice(), &be(*next))?;

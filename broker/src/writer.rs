@@ -94,6 +94,7 @@ struct Writer {
     live: broadcast::Sender<Arc<Stored>>,
     head: Arc<Head>,
     last_checkpoint: Instant,
+    replay_width: u64,
 }
 
 /// Start the writer thread. It ends when every sender of its queue is dropped, after a
@@ -106,6 +107,7 @@ pub fn spawn(
     state: Recovered,
     keys: Arc<NodeKeys>,
     policy: CheckpointPolicy,
+    replay_width: u64,
     live: broadcast::Sender<Arc<Stored>>,
     rx: mpsc::Receiver<Command>,
 ) -> std::io::Result<(Arc<Head>, std::thread::JoinHandle<()>)> {
@@ -120,6 +122,7 @@ pub fn spawn(
         live,
         head: head.clone(),
         last_checkpoint: Instant::now(),
+        replay_width,
     };
     let thread = std::thread::Builder::new()
         .name("ewx-writer".into())
@@ -170,16 +173,11 @@ impl Writer {
         bytes: Arc<[u8]>,
     ) -> Result<Arc<Stored>, Rejection> {
         let h = envelope.header();
-        let last = self.state.senders.get(&h.sender).copied().unwrap_or(0);
-        if h.seq <= last {
-            return Err(Rejection::new(
-                RejectReason::Replay,
-                format!(
-                    "seq {} from {} is not above the last accepted seq {last}",
-                    h.seq, h.sender
-                ),
-            ));
-        }
+        self.state
+            .replay
+            .entry(h.sender.clone())
+            .or_default()
+            .accept(&h.sender, h.seq, self.replay_width)?;
         let index = self.state.next_index;
         let event = Event::Published {
             id: h.id,
@@ -199,8 +197,9 @@ impl Writer {
             ));
         }
         self.state.next_index += 1;
-        self.state.senders.insert(h.sender.clone(), h.seq);
-        batch.senders.push((h.sender.clone(), h.seq));
+        let topic_seq = self.state.topic_seq.entry(h.topic.clone()).or_default();
+        batch.topics.push((h.topic.clone(), *topic_seq, index));
+        *topic_seq += 1;
         batch.messages.push(NewMessage {
             index,
             precedence: h.precedence,
@@ -323,7 +322,7 @@ impl Writer {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!("store commit failed, nothing in this batch is acknowledged: {e}");
-                match self.store.recover() {
+                match self.store.recover(self.replay_width) {
                     Ok(state) => self.state = state,
                     Err(e) => tracing::error!("cannot reload state after a failed commit: {e}"),
                 }

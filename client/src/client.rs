@@ -47,7 +47,10 @@ pub struct Delivery {
     pub payload: Payload,
 }
 
-type Routes = Arc<Mutex<HashMap<String, mpsc::Sender<Result<Delivery>>>>>;
+/// Per subscription, one channel per precedence (index = `Precedence as usize`), so a full
+/// ROUTINE buffer never holds back a FLASH delivery.
+type Lanes = [mpsc::Sender<Result<Delivery>>; 4];
+type Routes = Arc<Mutex<HashMap<String, Lanes>>>;
 
 /// A live connection to the broker.
 #[derive(Debug)]
@@ -265,7 +268,11 @@ impl Client {
         from: StartAt,
         filter: ExerciseFilter,
     ) -> Result<Subscription<'_>> {
-        let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        let (txs, rxs): (Vec<_>, Vec<_>) =
+            (0..4).map(|_| mpsc::channel(SUBSCRIPTION_BUFFER)).unzip();
+        let (Ok(tx), Ok(rx)) = (<Lanes>::try_from(txs), <[_; 4]>::try_from(rxs)) else {
+            return Err(Error::Unexpected("lane setup".into()));
+        };
         self.routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -366,25 +373,29 @@ async fn route(
             log_index,
             envelope,
         } => {
-            let tx = routes
+            let lanes = routes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&name)
                 .cloned();
-            let Some(tx) = tx else { return };
-            let item = Envelope::decode(&envelope, MAX_FRAME)
-                .map_err(Error::from)
-                .and_then(|env| {
-                    let payload = ewx_proto::open(&env, &roster.get(), keys)?;
-                    Ok(Delivery {
-                        subscription: name,
-                        log_index,
-                        envelope: env,
-                        payload,
-                    })
-                });
+            let Some(lanes) = lanes else { return };
+            let (lane, item) = match Envelope::decode(&envelope, MAX_FRAME) {
+                Ok(env) => {
+                    let lane = env.header().precedence as usize;
+                    let item = ewx_proto::open(&env, &roster.get(), keys)
+                        .map(|payload| Delivery {
+                            subscription: name,
+                            log_index,
+                            envelope: env,
+                            payload,
+                        })
+                        .map_err(Error::from);
+                    (lane, item)
+                }
+                Err(e) => (Precedence::Routine as usize, Err(e.into())),
+            };
             // the subscription was dropped: nothing to do
-            let _ = tx.send(item).await;
+            let _ = lanes[lane].send(item).await;
         }
         Push::Receipt(r) => {
             if r.verify(&roster.get()).is_ok() {
@@ -408,13 +419,23 @@ async fn route(
 pub struct Subscription<'c> {
     client: &'c Client,
     name: String,
-    rx: mpsc::Receiver<Result<Delivery>>,
+    /// One receiver per precedence, lowest first.
+    rx: [mpsc::Receiver<Result<Delivery>>; 4],
 }
 
 impl Subscription<'_> {
-    /// The next delivery, or `None` when the connection is gone.
+    /// The next delivery — the highest precedence waiting first — or `None` when the
+    /// connection is gone.
     pub async fn next(&mut self) -> Option<Result<Delivery>> {
-        self.rx.recv().await
+        let [routine, priority, immediate, flash] = &mut self.rx;
+        tokio::select! {
+            biased;
+            Some(d) = flash.recv() => Some(d),
+            Some(d) = immediate.recv() => Some(d),
+            Some(d) = priority.recv() => Some(d),
+            Some(d) = routine.recv() => Some(d),
+            else => None,
+        }
     }
 
     /// Acknowledge every delivery of `precedence` up to `through`: on resume the broker
