@@ -99,8 +99,11 @@ impl Broker {
             store.clone(),
             recovered,
             keys,
-            config.checkpoint.clone(),
-            config.limits.replay_window,
+            writer::Settings {
+                checkpoint: config.checkpoint.clone(),
+                replay_width: config.limits.replay_window,
+                retention: config.retention.clone(),
+            },
             live.clone(),
             rx,
         )

@@ -396,15 +396,27 @@ impl Store {
         self.log.len()
     }
 
-    /// Drop envelopes with index below `keep_from` (retention). Audit entries stay.
+    /// Retention: drop the oldest envelopes while their index is below `keep_from` or
+    /// they were created before `min_created_ms`. Audit entries always stay (the audit log
+    /// names envelopes by hash), so the record survives its content.
     ///
     /// # Errors
     /// `Store` on I/O failure.
-    pub fn prune_below(&self, keep_from: u64) -> Result<usize> {
+    pub fn prune(&self, keep_from: u64, min_created_ms: u64) -> Result<usize> {
         let mut n = 0;
-        for kv in self.log.range(..be(keep_from)) {
-            let (k, _) = kv?;
-            self.log.remove(k)?;
+        for kv in self.log.iter() {
+            let (k, bytes) = kv?;
+            let Some(index) = read_u64(&k) else { break };
+            let env = ewx_proto::Envelope::decode(&bytes, usize::MAX).ok();
+            let created = env.as_ref().map_or(0, |e| e.header().created_ms);
+            if index >= keep_from && created >= min_created_ms {
+                break;
+            }
+            self.log.remove(&k)?;
+            if let Some(e) = env {
+                self.lanes.remove(lane_key(e.header().precedence, index))?;
+                self.ids.remove(e.header().id.0)?;
+            }
             n += 1;
         }
         Ok(n)

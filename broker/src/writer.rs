@@ -13,7 +13,7 @@ use ewx_proto::frame::RejectReason;
 use ewx_proto::{Envelope, Header, NodeKeys};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::config::CheckpointPolicy;
+use crate::config::{CheckpointPolicy, Retention};
 use crate::router::Rejection;
 use crate::store::{Batch, NewMessage, Recovered, Store};
 
@@ -95,6 +95,18 @@ struct Writer {
     head: Arc<Head>,
     last_checkpoint: Instant,
     replay_width: u64,
+    retention: Retention,
+}
+
+/// The writer's policies, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Checkpoint cadence.
+    pub checkpoint: CheckpointPolicy,
+    /// Anti-replay window width.
+    pub replay_width: u64,
+    /// Envelope retention.
+    pub retention: Retention,
 }
 
 /// Start the writer thread. It ends when every sender of its queue is dropped, after a
@@ -106,8 +118,7 @@ pub fn spawn(
     store: Store,
     state: Recovered,
     keys: Arc<NodeKeys>,
-    policy: CheckpointPolicy,
-    replay_width: u64,
+    settings: Settings,
     live: broadcast::Sender<Arc<Stored>>,
     rx: mpsc::Receiver<Command>,
 ) -> std::io::Result<(Arc<Head>, std::thread::JoinHandle<()>)> {
@@ -118,11 +129,12 @@ pub fn spawn(
         store,
         keys,
         state,
-        policy,
         live,
         head: head.clone(),
         last_checkpoint: Instant::now(),
-        replay_width,
+        replay_width: settings.replay_width,
+        retention: settings.retention,
+        policy: settings.checkpoint,
     };
     let thread = std::thread::Builder::new()
         .name("ewx-writer".into())
@@ -301,6 +313,9 @@ impl Writer {
                 Reply::Done(tx) => drop(tx.send(committed)),
             }
         }
+        if committed && tick {
+            self.apply_retention(now);
+        }
         if committed {
             self.head
                 .next_index
@@ -312,6 +327,25 @@ impl Writer {
                 // no live subscriber is fine; a lagging one catches up from the store
                 let _ = self.live.send(s);
             }
+        }
+    }
+
+    fn apply_retention(&self, now: u64) {
+        let r = &self.retention;
+        if r.max_messages.is_none() && r.max_age_ms.is_none() {
+            return;
+        }
+        let keep_from = r
+            .max_messages
+            .map_or(0, |m| self.state.next_index.saturating_sub(m));
+        let min_created = r.max_age_ms.map_or(0, |a| now.saturating_sub(a));
+        match self.store.prune(keep_from, min_created) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                pruned = n,
+                "retention: dropped old envelopes (audit entries kept)"
+            ),
+            Err(e) => tracing::warn!("retention failed: {e}"),
         }
     }
 

@@ -378,3 +378,105 @@ async fn a_corrupt_or_newer_store_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_old_envelopes_but_keeps_the_audit_log() {
+    let net = TestNet::new();
+    let mut config = net.config();
+    config.retention.max_messages = Some(5);
+    let broker = ewx_broker::Broker::start(config).await.unwrap();
+    let ua = net.client(&broker, "UA").await;
+    for i in 0..20 {
+        ua.publish(bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Routine,
+            &format!("m{i}"),
+        ))
+        .await
+        .unwrap();
+    }
+    // retention runs on the checkpoint tick (200 ms in tests)
+    let deadline = Instant::now() + T;
+    while broker.store().message(14).unwrap().is_some() {
+        assert!(Instant::now() < deadline, "retention never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(broker.store().message(15).unwrap().is_some());
+    let pl = net.client(&broker, "PL").await;
+    let mut sub = pl
+        .subscribe("s", pat("ew.>"), StartAt::Earliest, ExerciseFilter::All)
+        .await
+        .unwrap();
+    assert_eq!(
+        headline(&next(&mut sub).await.payload),
+        "m15",
+        "earliest retained message first"
+    );
+    let audit = broker.store().audit_range(0, u64::MAX).unwrap();
+    let published = audit
+        .iter()
+        .filter(|e| {
+            matches!(
+                ewx_proto::audit::Entry::decode(e).unwrap().event,
+                Event::Published { .. }
+            )
+        })
+        .count();
+    assert_eq!(published, 20, "audit entries are never pruned");
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_and_unreadable_recipients_are_rejected() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    let env = ua
+        .seal(bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Flash,
+            "x",
+        ))
+        .await
+        .unwrap();
+    let resign = |edit: &dyn Fn(&mut ewx_proto::Header)| {
+        let mut h = env.header().clone();
+        edit(&mut h);
+        let mut hb = Vec::new();
+        ewx_proto_cbor(&h, &mut hb);
+        ewx_proto::Envelope::sign(hb, env.ciphertext().to_vec(), &keys("UA"))
+            .unwrap()
+            .encode()
+            .unwrap()
+    };
+    let skewed = resign(&|h| h.created_ms -= 3_600_000);
+    let reason = |r: Result<ewx_client::PublishAck, Error>| match r {
+        Err(Error::Rejected { reason, .. }) => reason,
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    assert_eq!(
+        reason(ua.publish_envelope(&skewed).await),
+        RejectReason::ClockSkew
+    );
+    // UA lists JP (sanctions only) as a recipient of a CORE message
+    let leaky = resign(&|h| {
+        let w = h.recipients[0].clone();
+        h.recipients.push(ewx_proto::envelope::WrappedKey {
+            node: id("JP"),
+            key: w.key,
+        });
+    });
+    assert_eq!(
+        reason(ua.publish_envelope(&leaky).await),
+        RejectReason::RecipientNotPermitted
+    );
+    broker.shutdown().await.unwrap();
+}
+
+fn ewx_proto_cbor(h: &ewx_proto::Header, out: &mut Vec<u8>) {
+    ciborium::into_writer(h, out).unwrap();
+}

@@ -1,0 +1,127 @@
+//! The `ewx-broker` binary as an operator runs it: `--help`, clear errors for a bad
+//! config or a world-readable key, the `listening on ADDR` line, and a graceful SIGTERM.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ewx_proto::access::Grants;
+use ewx_proto::keys::SignPublic;
+use ewx_proto::roster::{CouncilMember, NodeEntry, RosterBody};
+use ewx_proto::{NodeId, NodeKeys, Role, SignedRoster};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ewx-broker");
+
+fn write_network(dir: &Path, key_mode: u32) {
+    let broker = NodeKeys::from_secrets(NodeId::new("BROKER").unwrap(), [1; 32], [2; 32]);
+    let council = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let body = RosterBody {
+        v: 1,
+        network: "cli-test".into(),
+        version: 1,
+        issued_ms: 0,
+        valid_until_ms: None,
+        threshold: 1,
+        council: vec![CouncilMember {
+            name: "c".into(),
+            key: SignPublic(council.verifying_key().to_bytes()),
+        }],
+        nodes: vec![NodeEntry {
+            id: broker.node.clone(),
+            role: Role::Broker,
+            sign: broker.sign_public(),
+            kem: broker.kem_public(),
+            grants: Grants::none(),
+            revoked: false,
+        }],
+    };
+    let mut roster = SignedRoster::new(&body).unwrap();
+    roster.sign(&council);
+    std::fs::write(dir.join("roster.cbor"), roster.encode().unwrap()).unwrap();
+    let key = dir.join("broker.key");
+    std::fs::write(&key, broker.to_secret_file().as_bytes()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(key_mode)).unwrap();
+    std::fs::write(
+        dir.join("broker.toml"),
+        "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'broker.key'\nroster = 'roster.cbor'\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn help_explains_the_options() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "--config",
+        "--listen",
+        "--data-dir",
+        "--log-format",
+        "SIGHUP",
+        "Example",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}:\n{text}");
+    }
+}
+
+#[test]
+fn bad_setups_fail_with_a_clear_message() {
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/broker.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/broker.toml"));
+
+    let dir = tempfile::tempdir().unwrap();
+    write_network(dir.path(), 0o644);
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("broker.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod 600"), "{err}");
+}
+
+#[test]
+fn listens_then_shuts_down_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    write_network(dir.path(), 0o600);
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("broker.toml"))
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listening = loop {
+        assert!(Instant::now() < deadline, "no 'listening on' line");
+        let line = lines.next().expect("broker exited early").unwrap();
+        if line.contains("listening on 127.0.0.1:") {
+            break line;
+        }
+    };
+    assert!(listening.starts_with('{'), "json log line: {listening}");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status:?}; log: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+    assert!(dir.path().join("data").join("db").exists(), "store created");
+}
