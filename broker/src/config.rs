@@ -50,6 +50,10 @@ pub struct Limits {
     pub idle_timeout_ms: u64,
     /// Concurrent request streams per connection.
     pub max_streams_per_connection: u32,
+    /// Bytes a peer may have in flight on one stream (QUIC stream flow control).
+    pub stream_window_bytes: u32,
+    /// Bytes a peer may have in flight on one connection, all streams together.
+    pub connection_window_bytes: u32,
     /// Allowed difference between a publisher's clock and the broker's.
     pub max_clock_skew_ms: u64,
     /// Deliveries buffered for live fan-out before a slow lane falls back to the store.
@@ -68,6 +72,8 @@ impl Default for Limits {
             max_frame_bytes: ewx_proto::frame::DEFAULT_MAX_FRAME,
             idle_timeout_ms: 30_000,
             max_streams_per_connection: 64,
+            stream_window_bytes: 2 << 20,
+            connection_window_bytes: 16 << 20,
             max_clock_skew_ms: 5 * 60_000,
             live_buffer: 4096,
             write_queue: 4096,
@@ -146,6 +152,13 @@ impl Config {
         }
         if !(1024..=64 << 20).contains(&l.max_frame_bytes) {
             return bad("limits.max_frame_bytes must be between 1024 and 67108864");
+        }
+        if (l.stream_window_bytes as usize) < l.max_frame_bytes + 1024
+            || l.connection_window_bytes < l.stream_window_bytes
+        {
+            return bad(
+                "limits.stream_window_bytes must hold one whole frame, and connection_window_bytes one stream window",
+            );
         }
         if l.max_streams_per_connection == 0 || l.live_buffer == 0 || l.write_queue == 0 {
             return bad(

@@ -85,6 +85,8 @@ impl Broker {
             idle_timeout: Duration::from_millis(config.limits.idle_timeout_ms),
             max_bidi_streams: config.limits.max_streams_per_connection,
             max_uni_streams: 0,
+            stream_window: config.limits.stream_window_bytes,
+            connection_window: config.limits.connection_window_bytes,
         };
         let server_config = tls::server_config(&keys, roster.clone(), limits)?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen)

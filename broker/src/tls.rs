@@ -246,6 +246,23 @@ pub struct TransportLimits {
     pub max_bidi_streams: u32,
     /// Concurrent unidirectional streams the peer may open.
     pub max_uni_streams: u32,
+    /// Per-stream receive window in bytes.
+    pub stream_window: u32,
+    /// Per-connection receive window in bytes.
+    pub connection_window: u32,
+}
+
+impl TransportLimits {
+    /// What a client uses: it opens request streams, the broker opens delivery streams.
+    pub fn client() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30),
+            max_bidi_streams: 0,
+            max_uni_streams: 256,
+            stream_window: 2 << 20,
+            connection_window: 64 << 20,
+        }
+    }
 }
 
 fn transport(limits: TransportLimits) -> Result<quinn::TransportConfig> {
@@ -256,6 +273,8 @@ fn transport(limits: TransportLimits) -> Result<quinn::TransportConfig> {
     t.keep_alive_interval(Some(limits.idle_timeout / 3));
     t.max_concurrent_bidi_streams(limits.max_bidi_streams.into());
     t.max_concurrent_uni_streams(limits.max_uni_streams.into());
+    t.stream_receive_window(limits.stream_window.into());
+    t.receive_window(limits.connection_window.into());
     Ok(t)
 }
 

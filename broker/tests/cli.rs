@@ -15,12 +15,30 @@ use ewx_proto::{NodeId, NodeKeys, Role, SignedRoster};
 const BIN: &str = env!("CARGO_BIN_EXE_ewx-broker");
 
 fn write_network(dir: &Path, key_mode: u32) {
-    let broker = NodeKeys::from_secrets(NodeId::new("BROKER").unwrap(), [1; 32], [2; 32]);
+    write_roster(dir, 1);
+    let broker = broker_keys();
+    let key = dir.join("broker.key");
+    std::fs::write(&key, broker.to_secret_file().as_bytes()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(key_mode)).unwrap();
+    std::fs::write(
+        dir.join("broker.toml"),
+        "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'broker.key'\nroster = 'roster.cbor'\n",
+    )
+    .unwrap();
+}
+
+fn broker_keys() -> NodeKeys {
+    NodeKeys::from_secrets(NodeId::new("BROKER").unwrap(), [1; 32], [2; 32])
+}
+
+fn write_roster(dir: &Path, version: u64) {
+    let broker = broker_keys();
     let council = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
     let body = RosterBody {
         v: 1,
         network: "cli-test".into(),
-        version: 1,
+        version,
         issued_ms: 0,
         valid_until_ms: None,
         threshold: 1,
@@ -40,15 +58,6 @@ fn write_network(dir: &Path, key_mode: u32) {
     let mut roster = SignedRoster::new(&body).unwrap();
     roster.sign(&council);
     std::fs::write(dir.join("roster.cbor"), roster.encode().unwrap()).unwrap();
-    let key = dir.join("broker.key");
-    std::fs::write(&key, broker.to_secret_file().as_bytes()).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(key_mode)).unwrap();
-    std::fs::write(
-        dir.join("broker.toml"),
-        "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'broker.key'\nroster = 'roster.cbor'\n",
-    )
-    .unwrap();
 }
 
 #[test]
@@ -90,7 +99,7 @@ fn bad_setups_fail_with_a_clear_message() {
 }
 
 #[test]
-fn listens_then_shuts_down_gracefully_on_sigterm() {
+fn listens_reloads_the_roster_on_sighup_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     write_network(dir.path(), 0o600);
     let mut child = Command::new(BIN)
@@ -112,6 +121,23 @@ fn listens_then_shuts_down_gracefully_on_sigterm() {
     };
     assert!(listening.starts_with('{'), "json log line: {listening}");
     let pid = child.id().to_string();
+    // SIGHUP installs a newer roster file
+    write_roster(dir.path(), 2);
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    loop {
+        assert!(Instant::now() < deadline, "roster not reloaded");
+        let line = lines.next().expect("broker exited early").unwrap();
+        if line.contains("roster in force") {
+            assert!(line.contains("\"version\":2"), "{line}");
+            break;
+        }
+    }
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])

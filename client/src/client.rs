@@ -87,11 +87,7 @@ impl Client {
             .find(|n| n.role == ewx_proto::Role::Broker && !n.revoked)
             .map(|n| n.sign)
             .ok_or(Error::NoBroker)?;
-        let limits = TransportLimits {
-            idle_timeout: Duration::from_secs(30),
-            max_bidi_streams: 0,
-            max_uni_streams: 256,
-        };
+        let limits = TransportLimits::client();
         let config = tls::client_config(&keys, broker_key, limits)?;
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0"

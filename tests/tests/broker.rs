@@ -345,3 +345,119 @@ async fn revoked_node_is_disconnected_at_once() {
     );
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_refused() {
+    let net = TestNet::new();
+    let mut config = net.config();
+    config.limits.max_connections = 2;
+    let broker = ewx_broker::Broker::start(config).await.unwrap();
+    let a = net.client(&broker, "UA").await;
+    let b = net.client(&broker, "PL").await;
+    let third = Client::connect(broker.local_addr(), keys("US"), net.roster.clone()).await;
+    assert!(matches!(third, Err(Error::Connect { .. })), "{third:?}");
+    // the two admitted keep working, and a slot frees when one leaves
+    a.publish(bulletin(
+        "ew.air",
+        Level::Amber,
+        "CORE",
+        Precedence::Flash,
+        "x",
+    ))
+    .await
+    .unwrap();
+    b.close().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let us = Client::connect(broker.local_addr(), keys("US"), net.roster.clone()).await;
+    assert!(us.is_ok(), "{us:?}");
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_council_signed_roster_can_be_sent_over_the_protocol() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    let xx = net.client(&broker, "XX").await;
+    // signed by one council member only: refused
+    let mut weak = ewx_proto::SignedRoster::new(&roster_body(2, &["XX"])).unwrap();
+    weak.sign(&council_key(0));
+    let r = ua
+        .request(&ewx_proto::frame::Request::UpdateRoster {
+            roster: weak.encode().unwrap(),
+        })
+        .await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::Rejected {
+                reason: RejectReason::BadRoster,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(broker.roster().version(), 1);
+    // with the threshold: installed, XX is cut off
+    let v2 = sign_roster(&roster_body(2, &["XX"]));
+    ua.request(&ewx_proto::frame::Request::UpdateRoster {
+        roster: v2.encode().unwrap(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(broker.roster().version(), 2);
+    tokio::time::timeout(T, xx.closed())
+        .await
+        .expect("XX disconnected");
+    broker.shutdown().await.unwrap();
+    // the new roster survives a restart even though the file still says version 1
+    let broker = net.start_broker().await;
+    assert_eq!(broker.roster().version(), 2);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_loses_no_acknowledged_publish() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = std::sync::Arc::new(net.client(&broker, "UA").await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..8 {
+        let ua = ua.clone();
+        tasks.spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..200 {
+                let d = bulletin(
+                    "ew.air",
+                    Level::Amber,
+                    "CORE",
+                    Precedence::Routine,
+                    &format!("{p}-{i}"),
+                );
+                match ua.publish(d).await {
+                    Ok(a) => acked.push(a.log_index),
+                    Err(_) => break, // the broker went away: later publishes are not acked
+                }
+            }
+            acked
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.shutdown().await.unwrap();
+    let mut acked = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        acked.extend(r.unwrap());
+    }
+    assert!(!acked.is_empty());
+    let (store, _) = ewx_broker::store::Store::open(&net.data_dir(), 60_000_000).unwrap();
+    for i in &acked {
+        assert!(
+            store.message(*i).unwrap().is_some(),
+            "acked message {i} lost"
+        );
+    }
+    eprintln!(
+        "{} publishes acknowledged before shutdown, all present after",
+        acked.len()
+    );
+}
