@@ -44,6 +44,13 @@ fn default_listen() -> SocketAddr {
 pub struct Limits {
     /// Concurrent connections; more are refused at once.
     pub max_connections: usize,
+    /// Concurrent connections of one node.
+    pub max_connections_per_node: usize,
+    /// Open subscriptions per connection.
+    pub max_subscriptions_per_connection: usize,
+    /// Request bytes (frame bodies) the broker holds at once over all connections;
+    /// further requests wait, and QUIC flow control holds their senders back.
+    pub request_budget_bytes: usize,
     /// Largest frame (and envelope) in bytes.
     pub max_frame_bytes: usize,
     /// A connection silent this long is closed.
@@ -69,6 +76,9 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_connections_per_node: 16,
+            max_subscriptions_per_connection: 16,
+            request_budget_bytes: 256 << 20,
             max_frame_bytes: ewx_proto::frame::DEFAULT_MAX_FRAME,
             idle_timeout_ms: 30_000,
             max_streams_per_connection: 64,
@@ -147,8 +157,16 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let l = &self.limits;
         let bad = |m: &str| Err(Error::Config(m.into()));
-        if l.max_connections == 0 {
-            return bad("limits.max_connections must be at least 1");
+        if l.max_connections == 0
+            || l.max_connections_per_node == 0
+            || l.max_subscriptions_per_connection == 0
+        {
+            return bad(
+                "limits.max_connections, max_connections_per_node and max_subscriptions_per_connection must be at least 1",
+            );
+        }
+        if l.request_budget_bytes < l.max_frame_bytes {
+            return bad("limits.request_budget_bytes must hold at least one frame");
         }
         if !(1024..=64 << 20).contains(&l.max_frame_bytes) {
             return bad("limits.max_frame_bytes must be between 1024 and 67108864");

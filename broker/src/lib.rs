@@ -111,8 +111,12 @@ impl Broker {
         )
         .map_err(|e| Error::Store(format!("cannot start the writer: {e}")))?;
         let shared = Arc::new(Shared {
+            request_budget: Arc::new(tokio::sync::Semaphore::new(wire::budget_permits(
+                config.limits.request_budget_bytes,
+            ) as usize)),
             config,
             roster,
+            roster_update: tokio::sync::Mutex::new(()),
             store,
             writer: tx,
             head,

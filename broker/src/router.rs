@@ -197,6 +197,25 @@ impl RejectLimiter {
         }
     }
 
+    /// Count one refusal at `now_ms`: `true` if it gets an audit entry of its own, and the
+    /// folded entry of the previous window if that window just closed.
+    pub fn admit(&mut self, now_ms: u64, reason: &str) -> (bool, Option<Event>) {
+        let mut flushed = None;
+        if now_ms.saturating_sub(self.window_start) >= self.window_ms {
+            flushed = self.flush(now_ms);
+            self.window_start = now_ms;
+            self.in_window = 0;
+        }
+        if self.in_window < self.per_window {
+            self.in_window += 1;
+            (true, flushed)
+        } else {
+            self.folded += 1;
+            self.last_reason = reason.to_owned();
+            (false, flushed)
+        }
+    }
+
     /// Record one rejection at `now_ms`; returns the audit entries to write now.
     pub fn record(
         &mut self,
@@ -204,24 +223,17 @@ impl RejectLimiter {
         rejection: &Rejection,
         envelope_hash: Option<ewx_proto::Digest32>,
     ) -> Vec<Event> {
-        let mut out = Vec::new();
-        if now_ms.saturating_sub(self.window_start) >= self.window_ms {
-            out.extend(self.flush(now_ms));
-            self.window_start = now_ms;
-            self.in_window = 0;
-        }
-        if self.in_window < self.per_window {
-            self.in_window += 1;
+        let reason = rejection.to_string();
+        let (own, flushed) = self.admit(now_ms, &reason);
+        let mut out: Vec<Event> = flushed.into_iter().collect();
+        if own {
             out.push(Event::Rejected {
                 from: self.node.clone(),
-                reason: rejection.to_string(),
+                reason,
                 envelope_hash,
                 count: 1,
                 window_ms: 0,
             });
-        } else {
-            self.folded += 1;
-            self.last_reason = rejection.to_string();
         }
         out
     }

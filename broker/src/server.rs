@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ewx_proto::audit::Event;
-use ewx_proto::frame::{Push, RejectReason, Request, Response, StartAt};
+use ewx_proto::frame::{Push, RejectReason, Request, Response, StartAt, decode_body};
 use ewx_proto::receipt::Receipt;
 use ewx_proto::{Envelope, NodeId, Precedence, SignedRoster};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
@@ -20,11 +20,15 @@ use crate::config::Config;
 use crate::router::{self, RejectLimiter, Rejection, SubscriptionSpec};
 use crate::store::{Store, cursor_key};
 use crate::tls::{self, RosterCell};
-use crate::wire::{read_msg, write_msg};
+use crate::wire::{Wait, read_frame, write_msg};
 use crate::writer::{Command, Head, Stored};
 
-/// Messages read from the store per catch-up step of a lane.
+/// Messages read from the store per catch-up step of a lane…
 const CATCH_UP_BATCH: usize = 256;
+/// …and bytes, so a stalled lane pins little memory.
+const CATCH_UP_BYTES: usize = 1 << 20;
+/// How long a finished response may take to reach the client before the task gives up.
+const RESPONSE_LINGER: Duration = Duration::from_secs(2);
 
 /// State every task shares.
 #[derive(Debug)]
@@ -33,6 +37,8 @@ pub struct Shared {
     pub config: Config,
     /// The roster in force.
     pub roster: RosterCell,
+    /// Serialises roster updates (verify, persist, install) so none is rolled back.
+    pub roster_update: tokio::sync::Mutex<()>,
     /// The store (for reads; writes go through the writer).
     pub store: Store,
     /// The writer's queue. Bounded: when full, request tasks wait (backpressure).
@@ -41,6 +47,8 @@ pub struct Shared {
     pub head: Arc<Head>,
     /// Live fan-out of committed messages. Bounded: a lane that lags falls back to the store.
     pub live: broadcast::Sender<Arc<Stored>>,
+    /// Request bytes held at once, in KiB permits (see `wire::read_frame`).
+    pub request_budget: Arc<Semaphore>,
     /// Open connections by QUIC id.
     pub connections: Mutex<HashMap<usize, (NodeId, quinn::Connection)>>,
     /// Cancelled on shutdown.
@@ -65,6 +73,20 @@ impl Shared {
         if self.writer.send(Command::Audit(event)).await.is_err() {
             tracing::warn!("writer gone; audit entry not written");
         }
+    }
+
+    /// Set durable cursors (and log `event`), returning once durable.
+    async fn set_cursors(&self, cursors: Vec<(Vec<u8>, u64)>, event: Option<Event>) -> bool {
+        let (reply, done) = oneshot::channel();
+        self.writer
+            .send(Command::Cursors {
+                cursors,
+                event,
+                reply,
+            })
+            .await
+            .is_ok()
+            && done.await.unwrap_or(false)
     }
 
     /// Close every connection of a node that is no longer active in the roster.
@@ -106,10 +128,12 @@ impl Shared {
     }
 
     /// Verify and install a newer roster, log it, disconnect revoked nodes, tell everyone.
+    /// Updates are serialised, so a slower, older update can never overwrite a newer one.
     ///
     /// # Errors
     /// A `BadRoster` rejection if it does not verify against the roster in force.
     pub async fn update_roster(self: &Arc<Self>, bytes: &[u8]) -> Result<u64, Rejection> {
+        let _one_at_a_time = self.roster_update.lock().await;
         let bad = |e: ewx_proto::Error| Rejection::new(RejectReason::BadRoster, e.to_string());
         let signed = SignedRoster::decode(bytes).map_err(bad)?;
         let current = self.roster.get();
@@ -141,6 +165,15 @@ impl Shared {
             },
         );
         Ok(version)
+    }
+
+    fn connections_of(&self, node: &NodeId) -> usize {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|(n, _)| n == node)
+            .count()
     }
 }
 
@@ -185,9 +218,19 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             return;
         }
     };
+    if shared.connections_of(&node) >= shared.config.limits.max_connections_per_node {
+        tracing::warn!(%remote, %node, "connection refused: {} connections of this node already", shared.config.limits.max_connections_per_node);
+        conn.close(
+            quinn::VarInt::from_u32(4),
+            b"too many connections for this node",
+        );
+        return;
+    }
     let span = tracing::info_span!("conn", node = %node, %remote);
     Session::run(shared, conn, node).instrument(span).await;
 }
+
+type Outcome = Result<Response, (Rejection, Option<ewx_proto::Digest32>)>;
 
 /// One authenticated connection.
 struct Session {
@@ -195,6 +238,8 @@ struct Session {
     conn: quinn::Connection,
     node: NodeId,
     subs: Mutex<HashMap<String, CancellationToken>>,
+    /// Highest index acked per (subscription, lane): repeated acks write nothing.
+    acked: Mutex<HashMap<(String, Precedence), u64>>,
     limiter: Mutex<RejectLimiter>,
     cancel: CancellationToken,
 }
@@ -212,6 +257,7 @@ impl Session {
             cancel: shared.cancel.child_token(),
             limiter: Mutex::new(RejectLimiter::new(Some(node.clone()), 10, 1000)),
             subs: Mutex::new(HashMap::new()),
+            acked: Mutex::new(HashMap::new()),
             shared: shared.clone(),
             conn: conn.clone(),
             node,
@@ -258,17 +304,15 @@ impl Session {
 
     async fn request(self: Arc<Self>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
         let max = self.shared.max_frame();
-        let response = match read_msg::<Request>(&mut recv, max).await {
-            Ok(Some(req)) => self.handle(req).await,
+        let budget = self.shared.request_budget.clone();
+        let response = match read_frame(&mut recv, max, Wait::Deadline, Some(&budget)).await {
+            // the permit is held until the request is answered
+            Ok(Some((body, _permit))) => match decode_body::<Request>(&body, max) {
+                Ok(req) => self.handle(req).await,
+                Err(e) => self.refuse_frame(e).await,
+            },
             Ok(None) => return,
-            Err(crate::Error::Proto(e)) => {
-                let r = Rejection::new(router::reason_for(&e), format!("bad request frame: {e}"));
-                self.reject(&r, None).await;
-                Response::Rejected {
-                    reason: r.reason,
-                    detail: r.detail,
-                }
-            }
+            Err(crate::Error::Proto(e)) => self.refuse_frame(e).await,
             Err(e) => {
                 tracing::debug!("request stream failed: {e}");
                 return;
@@ -276,8 +320,20 @@ impl Session {
         };
         if let Err(e) = write_msg(&mut send, &response, max).await {
             tracing::debug!("cannot answer: {e}");
+            return;
         }
         let _ = send.finish();
+        // wait until the client has the answer, so a shutdown right after cannot drop it
+        let _ = tokio::time::timeout(RESPONSE_LINGER, send.stopped()).await;
+    }
+
+    async fn refuse_frame(&self, e: ewx_proto::Error) -> Response {
+        let r = Rejection::new(router::reason_for(&e), format!("bad request frame: {e}"));
+        self.reject(&r, None).await;
+        Response::Rejected {
+            reason: r.reason,
+            detail: r.detail,
+        }
     }
 
     async fn handle(self: &Arc<Self>, req: Request) -> Response {
@@ -363,7 +419,7 @@ impl Session {
         let (reply, answer) = oneshot::channel();
         let cmd = Command::Publish {
             envelope: Box::new(env),
-            bytes: bytes.into(),
+            bytes,
             reply,
         };
         let internal = || {
@@ -380,40 +436,104 @@ impl Session {
         }
     }
 
+    /// Where each lane of a new subscription starts, and the cursors to write so that a
+    /// later `Resume` of a lane never acked still starts here (not at the head of then).
+    fn lane_starts(
+        &self,
+        spec: &SubscriptionSpec,
+        from: StartAt,
+        head: u64,
+    ) -> crate::Result<Vec<(Precedence, u64, bool)>> {
+        Precedence::ALL
+            .into_iter()
+            .map(|p| {
+                let explicit = match from {
+                    StartAt::Earliest => Some(0),
+                    StartAt::Latest => Some(head),
+                    StartAt::Index(i) => Some(i),
+                    StartAt::Resume => None,
+                };
+                Ok(match explicit {
+                    Some(start) => (p, start, true),
+                    None => match self
+                        .shared
+                        .store
+                        .cursor(&cursor_key(&spec.node, &spec.name, p))?
+                    {
+                        Some(c) => (p, c, false),
+                        None => (p, head, true),
+                    },
+                })
+            })
+            .collect()
+    }
+
     async fn subscribe(self: &Arc<Self>, spec: SubscriptionSpec, from: StartAt) -> Outcome {
         let shared = &self.shared;
         if let Err(r) = router::check_subscription(&spec, &shared.roster.get()) {
-            shared
-                .audit(Event::Denied {
+            let (own, folded) = self
+                .limiter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .admit(now_ms(), &r.detail);
+            if let Some(e) = folded {
+                shared.audit(e).await;
+            }
+            if own {
+                let denied = Event::Denied {
                     node: spec.node.clone(),
                     pattern: spec.pattern.to_string(),
                     reason: r.detail.clone(),
-                })
-                .await;
-            return Err((r, None));
+                };
+                shared.audit(denied).await;
+            }
+            tracing::warn!(pattern = %spec.pattern, "subscription denied: {}", r.detail);
+            // logged as `Denied` above, not as `Rejected` too
+            return Ok(Response::Rejected {
+                reason: r.reason,
+                detail: r.detail,
+            });
         }
+        let open = self.subs.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let cap = shared.config.limits.max_subscriptions_per_connection;
+        if open >= cap
+            && !self
+                .subs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&spec.name)
+        {
+            return Err((
+                Rejection::new(
+                    RejectReason::RateLimited,
+                    format!("at most {cap} subscriptions per connection"),
+                ),
+                None,
+            ));
+        }
+        let internal =
+            |e: crate::Error| (Rejection::new(RejectReason::Internal, e.to_string()), None);
         let head = shared.head.next_index.load(Ordering::Acquire);
-        let mut starts = Vec::with_capacity(4);
-        for p in Precedence::ALL {
-            let start = match from {
-                StartAt::Earliest => 0,
-                StartAt::Latest => head,
-                StartAt::Index(i) => i,
-                StartAt::Resume => {
-                    let c = shared.store.cursor(&cursor_key(&spec.node, &spec.name, p));
-                    c.map_err(|e| (Rejection::new(RejectReason::Internal, e.to_string()), None))?
-                        .unwrap_or(head)
-                }
-            };
-            starts.push((p, start));
+        let starts = self.lane_starts(&spec, from, head).map_err(internal)?;
+        let cursors: Vec<_> = starts
+            .iter()
+            .filter(|s| s.2)
+            .map(|(p, start, _)| (cursor_key(&spec.node, &spec.name, *p), *start))
+            .collect();
+        let event = Event::Subscribed {
+            node: spec.node.clone(),
+            subscription: spec.name.clone(),
+            pattern: spec.pattern.clone(),
+        };
+        if !shared.set_cursors(cursors, Some(event)).await {
+            return Err((
+                Rejection::new(
+                    RejectReason::StorageFull,
+                    "cannot store the subscription".into(),
+                ),
+                None,
+            ));
         }
-        shared
-            .audit(Event::Subscribed {
-                node: spec.node.clone(),
-                subscription: spec.name.clone(),
-                pattern: spec.pattern.clone(),
-            })
-            .await;
         let token = self.cancel.child_token();
         if let Some(old) = self
             .subs
@@ -424,7 +544,7 @@ impl Session {
             old.cancel();
         }
         let spec = Arc::new(spec);
-        for (p, start) in starts {
+        for (p, start, _) in starts {
             let lane = Lane {
                 shared: shared.clone(),
                 conn: self.conn.clone(),
@@ -434,12 +554,8 @@ impl Session {
             };
             let (name, t) = (spec.name.clone(), token.clone());
             shared.tasks.spawn(
-                async move {
-                    if let Err(e) = lane.run(t).await {
-                        tracing::debug!("lane ended: {e}");
-                    }
-                }
-                .instrument(tracing::info_span!("lane", sub = %name, precedence = %p)),
+                lane.run(t)
+                    .instrument(tracing::info_span!("lane", sub = %name, precedence = %p)),
             );
         }
         tracing::info!(sub = %spec.name, pattern = %spec.pattern, "subscribed");
@@ -450,19 +566,33 @@ impl Session {
     }
 
     async fn ack(&self, name: String, precedence: Precedence, through: u64) -> Outcome {
+        let fail = |reason, detail: String| Err((Rejection::new(reason, detail), None));
         if !self
             .subs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(&name)
         {
-            return Err((
-                Rejection::new(
-                    RejectReason::Malformed,
-                    format!("no open subscription named {name:?}"),
-                ),
-                None,
-            ));
+            return fail(
+                RejectReason::Malformed,
+                format!("no open subscription named {name:?}"),
+            );
+        }
+        if through >= self.shared.head.next_index.load(Ordering::Acquire) {
+            return fail(
+                RejectReason::Malformed,
+                format!("index {through} has not been delivered"),
+            );
+        }
+        let lane = (name.clone(), precedence);
+        let advanced = self
+            .acked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&lane)
+            .is_none_or(|&a| through > a);
+        if !advanced {
+            return Ok(Response::Done); // nothing new: no cursor write, no audit entry
         }
         let key = cursor_key(&self.node, &name, precedence);
         let event = Event::Delivered {
@@ -471,20 +601,18 @@ impl Session {
             precedence,
             through_index: through,
         };
-        let (reply, done) = oneshot::channel();
-        let cmd = Command::Ack {
-            key,
-            next: through.saturating_add(1),
-            event,
-            reply,
-        };
-        if self.shared.writer.send(cmd).await.is_ok() && done.await.unwrap_or(false) {
+        if self
+            .shared
+            .set_cursors(vec![(key, through + 1)], Some(event))
+            .await
+        {
+            self.acked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(lane, through);
             Ok(Response::Done)
         } else {
-            Err((
-                Rejection::new(RejectReason::StorageFull, "cannot store the cursor".into()),
-                None,
-            ))
+            fail(RejectReason::StorageFull, "cannot store the cursor".into())
         }
     }
 
@@ -526,14 +654,30 @@ impl Session {
             }
             Err(e) => return fail(RejectReason::Internal, e.to_string()),
         };
-        self.shared.audit(Event::Receipt(r.clone())).await;
-        self.shared
-            .push(Some(&env.header().sender), Push::Receipt(r));
+        let (reply, answer) = oneshot::channel();
+        if self
+            .shared
+            .writer
+            .send(Command::Receipt {
+                receipt: r.clone(),
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return fail(RejectReason::Internal, "broker is shutting down".into());
+        }
+        match answer.await {
+            Ok(Ok(true)) => self
+                .shared
+                .push(Some(&env.header().sender), Push::Receipt(r)),
+            Ok(Ok(false)) => {} // a duplicate: logged and forwarded once already
+            Ok(Err(rej)) => return Err((rej, None)),
+            Err(_) => return fail(RejectReason::Internal, "broker is shutting down".into()),
+        }
         Ok(Response::Done)
     }
 }
-
-type Outcome = Result<Response, (Rejection, Option<ewx_proto::Digest32>)>;
 
 /// One ordered delivery lane: a subscription's messages of one precedence.
 struct Lane {
@@ -545,21 +689,42 @@ struct Lane {
 }
 
 impl Lane {
-    async fn run(mut self, cancel: CancellationToken) -> crate::Result<()> {
-        let mut live = self.shared.live.subscribe();
+    /// Deliver until cancelled. If delivery fails while the subscription is still wanted,
+    /// the connection is closed: a silently dead lane would lose warnings, a closed
+    /// connection is seen, and the subscriber resumes from its cursor.
+    async fn run(mut self, cancel: CancellationToken) {
         let mut stream = None;
+        let result = tokio::select! {
+            _ = cancel.cancelled() => Ok(()),
+            r = self.deliver(&mut stream) => r,
+        };
+        if let Err(e) = result {
+            if !cancel.is_cancelled() {
+                tracing::warn!("delivery lane failed, closing the connection: {e}");
+                self.conn
+                    .close(quinn::VarInt::from_u32(3), b"delivery lane failed");
+            }
+        }
+    }
+
+    async fn deliver(&mut self, stream: &mut Option<quinn::SendStream>) -> crate::Result<()> {
+        let mut live = self.shared.live.subscribe();
         loop {
-            self.catch_up(&mut stream, &cancel).await?;
+            self.catch_up(stream).await?;
             loop {
-                let msg = tokio::select! {
-                    _ = cancel.cancelled() => return Ok(()),
-                    m = live.recv() => m,
-                };
-                match msg {
+                match live.recv().await {
                     Ok(m) if m.header.precedence == self.precedence && m.index >= self.next => {
                         self.next = m.index + 1;
                         if router::deliverable(&self.spec, &self.shared.roster.get(), &m.header) {
-                            self.send(&mut stream, m.index, &m.bytes).await?;
+                            match &m.bytes {
+                                Some(b) => self.send(stream, m.index, b).await?,
+                                None => match self.shared.store.message(m.index)? {
+                                    Some(b) => self.send(stream, m.index, &b).await?,
+                                    None => {
+                                        tracing::debug!(index = m.index, "pruned before delivery")
+                                    }
+                                },
+                            }
                         }
                     }
                     Ok(_) => {}
@@ -573,23 +738,23 @@ impl Lane {
         }
     }
 
-    async fn catch_up(
-        &mut self,
-        stream: &mut Option<quinn::SendStream>,
-        cancel: &CancellationToken,
-    ) -> crate::Result<()> {
+    /// Deliver stored messages of this lane from `next` up to the durable head.
+    async fn catch_up(&mut self, stream: &mut Option<quinn::SendStream>) -> crate::Result<()> {
         loop {
-            let batch = self
-                .shared
-                .store
-                .lane(self.precedence, self.next, CATCH_UP_BATCH)?;
+            let head = self.shared.head.next_index.load(Ordering::Acquire);
+            let batch = self.shared.store.lane(
+                self.precedence,
+                self.next,
+                head,
+                CATCH_UP_BATCH,
+                CATCH_UP_BYTES,
+            )?;
             if batch.is_empty() {
+                // nothing stored below the head is left for this lane
+                self.next = self.next.max(head);
                 return Ok(());
             }
             for (index, bytes) in batch {
-                if cancel.is_cancelled() {
-                    return Ok(());
-                }
                 self.next = index + 1;
                 match Envelope::decode(&bytes, usize::MAX) {
                     Ok(env)

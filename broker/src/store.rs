@@ -7,9 +7,10 @@
 //! index), `audit` (index → entry), `topics` (topic ‖ 0 ‖ topic seq → index), `cursors` (node ‖ name ‖
 //! precedence → next index), `checkpoints` (size → signed checkpoint), `meta` (schema, roster).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use ewx_proto::audit::{Chain, Event};
 use ewx_proto::checkpoint::SignedCheckpoint;
@@ -70,6 +71,8 @@ pub struct Batch {
     pub checkpoint: Option<(u64, Vec<u8>)>,
     /// A newly accepted roster.
     pub roster: Option<Vec<u8>>,
+    /// Receipts logged: (message id, recipient).
+    pub receipts: Vec<(MessageId, NodeId)>,
 }
 
 impl Batch {
@@ -80,6 +83,7 @@ impl Batch {
             && self.cursors.is_empty()
             && self.checkpoint.is_none()
             && self.roster.is_none()
+            && self.receipts.is_empty()
     }
 }
 
@@ -95,7 +99,9 @@ pub struct Store {
     topics: sled::Tree,
     cursors: sled::Tree,
     checkpoints: sled::Tree,
+    receipts: sled::Tree,
     meta: sled::Tree,
+    synced_blobs: Arc<Mutex<HashSet<std::ffi::OsString>>>,
 }
 
 fn be(n: u64) -> [u8; 8] {
@@ -114,6 +120,12 @@ pub fn cursor_key(node: &NodeId, name: &str, precedence: Precedence) -> Vec<u8> 
     k.extend_from_slice(name.as_bytes());
     k.push(0);
     k.push(precedence as u8);
+    k
+}
+
+fn receipt_key(id: &MessageId, by: &NodeId) -> Vec<u8> {
+    let mut k = id.0.to_vec();
+    k.extend_from_slice(by.as_str().as_bytes());
     k
 }
 
@@ -157,7 +169,9 @@ impl Store {
             topics: t("topics")?,
             cursors: t("cursors")?,
             checkpoints: t("checkpoints")?,
+            receipts: t("receipts")?,
             meta: t("meta")?,
+            synced_blobs: Arc::default(),
             db,
         };
         let corrupt = |reason: String| Error::CorruptStore {
@@ -189,7 +203,7 @@ impl Store {
         Ok((store, recovered))
     }
 
-    /// Rebuild the writer's state from disk (on start, and after a failed commit).
+    /// Rebuild the writer's state from disk (on start).
     ///
     /// # Errors
     /// `Proto(AuditChain)` for a broken chain, `Store` on I/O failure.
@@ -279,9 +293,10 @@ impl Store {
             &self.cursors,
             &self.checkpoints,
             &self.meta,
+            &self.receipts,
         );
         let r: Result<(), TransactionError<()>> = trees.transaction(
-            |(log, lanes, ids, audit, topics, cursors, checkpoints, meta)| {
+            |(log, lanes, ids, audit, topics, cursors, checkpoints, meta, receipts)| {
                 for m in &batch.messages {
                     log.insert(&be(m.index), m.bytes.as_slice())?;
                     lanes.insert(&lane_key(m.precedence, m.index), &[])?;
@@ -302,6 +317,9 @@ impl Store {
                 if let Some(r) = &batch.roster {
                     meta.insert("roster", r.as_slice())?;
                 }
+                for (id, by) in &batch.receipts {
+                    receipts.insert(receipt_key(id, by), &[])?;
+                }
                 Ok::<(), ConflictableTransactionError<()>>(())
             },
         );
@@ -316,10 +334,41 @@ impl Store {
         let data = self.dir.join("db");
         File::open(&data)
             .and_then(|f| f.sync_data())
-            .map_err(|e| Error::Store(format!("fdatasync {}: {e}", data.display())))
+            .map_err(|e| Error::Store(format!("fdatasync {}: {e}", data.display())))?;
+        self.sync_blobs()
     }
 
-    /// Up to `limit` envelopes of one precedence lane from index `from` on.
+    /// sled writes values too large for a log segment to files under `blobs/` without
+    /// syncing them: sync each new one, and the directory that names it.
+    fn sync_blobs(&self) -> Result<()> {
+        let dir = self.dir.join("blobs");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut new = false;
+        for e in entries.flatten() {
+            if synced.insert(e.file_name()) {
+                let path = e.path();
+                // a blob sled already removed again needs no sync
+                if let Ok(f) = File::open(&path) {
+                    f.sync_data()
+                        .map_err(|e| Error::Store(format!("fsync {}: {e}", path.display())))?;
+                }
+                new = true;
+            }
+        }
+        if new {
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::Store(format!("fsync {}: {e}", dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Envelopes of one precedence lane with index in `[from, until)`, at most `limit`
+    /// of them and about `max_bytes` in all (so a stalled reader pins little memory).
+    /// `until` is the writer's durable head: nothing not yet synced is ever read.
     ///
     /// # Errors
     /// `Store` on I/O failure.
@@ -327,14 +376,18 @@ impl Store {
         &self,
         precedence: Precedence,
         from: u64,
+        until: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<(u64, sled::IVec)>> {
         let mut out = Vec::new();
-        let end = lane_key(precedence, u64::MAX);
+        if from >= until {
+            return Ok(out);
+        }
+        let mut bytes_read = 0;
         for kv in self
             .lanes
-            .range(lane_key(precedence, from)..=end)
-            .take(limit)
+            .range(lane_key(precedence, from)..lane_key(precedence, until))
         {
             let (k, _) = kv?;
             let Some(index) = read_u64(&k[1..]) else {
@@ -342,7 +395,11 @@ impl Store {
             };
             // pruned by retention: skip
             if let Some(bytes) = self.log.get(be(index))? {
+                bytes_read += bytes.len();
                 out.push((index, bytes));
+            }
+            if out.len() >= limit || bytes_read >= max_bytes {
+                break;
             }
         }
         Ok(out)
@@ -362,6 +419,14 @@ impl Store {
     /// `Store` on I/O failure.
     pub fn message(&self, index: u64) -> Result<Option<sled::IVec>> {
         Ok(self.log.get(be(index))?)
+    }
+
+    /// Has `by` already had a receipt for `id` logged?
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn has_receipt(&self, id: &MessageId, by: &NodeId) -> Result<bool> {
+        Ok(self.receipts.contains_key(receipt_key(id, by))?)
     }
 
     /// The log index of a message id.

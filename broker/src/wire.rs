@@ -2,59 +2,55 @@
 //! length before allocating, with a deadline against slow senders) and write one.
 //! Used by the broker and by the client.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ewx_proto::frame::{PREFIX, decode_body, encode_frame};
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 
-/// How long a peer may take to send one whole request frame.
+/// How long a peer may take to send one whole frame once it has started it (and, on a
+/// request stream, to start it at all).
 pub const FRAME_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Read one frame and decode it. `Ok(None)` if the stream ended cleanly before any byte.
-///
-/// # Errors
-/// `Proto(TooLarge | Malformed | TrailingBytes)` for a bad frame, `Transport` for a
-/// broken or too slow stream.
-pub async fn read_msg<T: DeserializeOwned>(
-    recv: &mut quinn::RecvStream,
-    max: usize,
-) -> Result<Option<T>> {
-    let read = async {
-        let mut prefix = [0u8; PREFIX];
-        match recv.read_exact(&mut prefix).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-            Err(quinn::ReadExactError::FinishedEarly(n)) => {
-                return Err(Error::Proto(ewx_proto::Error::Malformed {
-                    what: "frame",
-                    reason: format!("stream ended after {n} bytes of the length prefix"),
-                }));
-            }
-            Err(quinn::ReadExactError::ReadError(e)) => {
-                return Err(Error::Transport(e.to_string()));
-            }
-        }
-        let len = u32::from_be_bytes(prefix) as usize;
-        if len > max {
-            return Err(Error::Proto(ewx_proto::Error::TooLarge {
-                what: "frame",
-                size: len as u64,
-                max: max as u64,
-            }));
-        }
-        let mut body = vec![0u8; len];
-        recv.read_exact(&mut body).await.map_err(|e| match e {
-            quinn::ReadExactError::FinishedEarly(n) => Error::Proto(ewx_proto::Error::Malformed {
-                what: "frame",
-                reason: format!("truncated: {n} of {len} bytes"),
-            }),
-            quinn::ReadExactError::ReadError(e) => Error::Transport(e.to_string()),
-        })?;
-        Ok(Some(decode_body(&body, max)?))
-    };
-    tokio::time::timeout(FRAME_DEADLINE, read)
+/// Bytes of frame bodies buffered, counted in KiB so a permit count fits in `u32`.
+pub fn budget_permits(len: usize) -> u32 {
+    u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
+}
+
+/// How a reader waits for a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A request stream: the whole frame must arrive within [`FRAME_DEADLINE`].
+    Deadline,
+    /// A long-lived delivery stream: wait as long as it takes for the next frame to
+    /// start, then apply the deadline to the rest.
+    Idle,
+}
+
+fn malformed(reason: String) -> Error {
+    Error::Proto(ewx_proto::Error::Malformed {
+        what: "frame",
+        reason,
+    })
+}
+
+async fn read_prefix(recv: &mut quinn::RecvStream) -> Result<Option<[u8; PREFIX]>> {
+    let mut prefix = [0u8; PREFIX];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => Ok(Some(prefix)),
+        Err(quinn::ReadExactError::FinishedEarly(0)) => Ok(None),
+        Err(quinn::ReadExactError::FinishedEarly(n)) => Err(malformed(format!(
+            "stream ended after {n} bytes of the length prefix"
+        ))),
+        Err(quinn::ReadExactError::ReadError(e)) => Err(Error::Transport(e.to_string())),
+    }
+}
+
+async fn deadline<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(FRAME_DEADLINE, fut)
         .await
         .map_err(|_| {
             Error::Transport(format!(
@@ -62,6 +58,72 @@ pub async fn read_msg<T: DeserializeOwned>(
                 FRAME_DEADLINE.as_secs()
             ))
         })?
+}
+
+/// Read one frame body. `Ok(None)` if the stream ended cleanly before any byte. With a
+/// `budget`, permits for the body size are taken (waiting if the broker is holding too
+/// many request bytes already) before the body is allocated, and returned with it.
+///
+/// # Errors
+/// `Proto(TooLarge | Malformed)` for a bad frame, `Transport` for a broken or too slow
+/// stream.
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+    wait: Wait,
+    budget: Option<&Arc<Semaphore>>,
+) -> Result<Option<(Vec<u8>, Option<OwnedSemaphorePermit>)>> {
+    let prefix = match wait {
+        Wait::Deadline => deadline(read_prefix(recv)).await?,
+        Wait::Idle => read_prefix(recv).await?,
+    };
+    let Some(prefix) = prefix else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > max {
+        return Err(Error::Proto(ewx_proto::Error::TooLarge {
+            what: "frame",
+            size: len as u64,
+            max: max as u64,
+        }));
+    }
+    let permit = match budget {
+        Some(b) => Some(
+            b.clone()
+                .acquire_many_owned(budget_permits(len))
+                .await
+                .map_err(|_| Error::Transport("shutting down".into()))?,
+        ),
+        None => None,
+    };
+    let body = deadline(async {
+        let mut body = vec![0u8; len];
+        recv.read_exact(&mut body).await.map_err(|e| match e {
+            quinn::ReadExactError::FinishedEarly(n) => {
+                malformed(format!("truncated: {n} of {len} bytes"))
+            }
+            quinn::ReadExactError::ReadError(e) => Error::Transport(e.to_string()),
+        })?;
+        Ok(body)
+    })
+    .await?;
+    Ok(Some((body, permit)))
+}
+
+/// Read one frame and decode it. `Ok(None)` if the stream ended cleanly before any byte.
+///
+/// # Errors
+/// As [`read_frame`], plus `Proto` if the body does not decode as a `T`.
+pub async fn read_msg<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+    wait: Wait,
+) -> Result<Option<T>> {
+    match read_frame(recv, max, wait, None).await? {
+        Some((body, _)) => Ok(Some(decode_body(&body, max)?)),
+        None => Ok(None),
+    }
 }
 
 /// Encode and write one frame.

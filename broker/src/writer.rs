@@ -1,8 +1,11 @@
 //! The single writer: every change to the store goes through one thread that batches
-//! whatever is queued (group commit), assigns log indexes, enforces per-sender sequence
-//! numbers, appends hash-chained audit entries, signs checkpoints, commits once, and only
-//! then answers the publishers and fans the new messages out to live subscribers.
+//! whatever is queued (group commit), assigns log indexes, enforces the anti-replay
+//! window and unique message ids, appends hash-chained audit entries, signs checkpoints,
+//! commits once, and only then answers the requesters and fans new messages out to live
+//! subscribers. If a commit fails the writer stops accepting writes (fail-stop): after a
+//! failed flush or fsync nothing about the disk can be trusted until a restart rechecks it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -10,7 +13,8 @@ use std::time::{Duration, Instant};
 use ewx_proto::audit::Event;
 use ewx_proto::checkpoint::{Checkpoint, SignedCheckpoint};
 use ewx_proto::frame::RejectReason;
-use ewx_proto::{Envelope, Header, NodeKeys};
+use ewx_proto::receipt::Receipt;
+use ewx_proto::{Envelope, Header, MessageId, NodeKeys};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::{CheckpointPolicy, Retention};
@@ -19,16 +23,19 @@ use crate::store::{Batch, NewMessage, Recovered, Store};
 
 /// Most commands folded into one commit.
 const MAX_BATCH: usize = 2048;
+/// Envelopes up to this size ride along in the live fan-out; larger ones are read from
+/// the store by each lane, so the fan-out ring never pins much memory.
+pub const INLINE_BYTES: usize = 16 << 10;
 
-/// A committed message, shared by every live subscriber without copying.
+/// A committed message as the live fan-out carries it.
 #[derive(Debug)]
 pub struct Stored {
     /// Log index.
     pub index: u64,
     /// Decoded header (for routing).
     pub header: Header,
-    /// Envelope bytes as received.
-    pub bytes: Arc<[u8]>,
+    /// Envelope bytes as received, if small (else read them from the store).
+    pub bytes: Option<Arc<[u8]>>,
 }
 
 /// A request to the writer.
@@ -39,22 +46,27 @@ pub enum Command {
         /// Decoded and checked envelope.
         envelope: Box<Envelope>,
         /// Its bytes as received.
-        bytes: Arc<[u8]>,
+        bytes: Vec<u8>,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<u64, Rejection>>,
     },
     /// Append an audit entry (no answer).
     Audit(Event),
-    /// Move a durable cursor and log the delivery.
-    Ack {
-        /// Cursor key.
-        key: Vec<u8>,
-        /// Next index to deliver.
-        next: u64,
-        /// The `Delivered` entry.
-        event: Event,
-        /// Answered once durable.
+    /// Set durable cursors (subscription start, acks), with an audit entry if given.
+    Cursors {
+        /// (cursor key, next index to deliver).
+        cursors: Vec<(Vec<u8>, u64)>,
+        /// E.g. `Delivered`.
+        event: Option<Event>,
+        /// `true` once durable.
         reply: oneshot::Sender<bool>,
+    },
+    /// Log a receipt unless this recipient's receipt for this message is logged already.
+    Receipt {
+        /// The verified receipt.
+        receipt: Receipt,
+        /// `Ok(true)` if newly logged, `Ok(false)` if a duplicate.
+        reply: oneshot::Sender<Result<bool, Rejection>>,
     },
     /// Persist a newly accepted roster and log it.
     Roster {
@@ -62,10 +74,10 @@ pub enum Command {
         bytes: Vec<u8>,
         /// The `RosterChanged` entry.
         event: Event,
-        /// Answered once durable.
+        /// `true` once durable.
         reply: oneshot::Sender<bool>,
     },
-    /// Time passed: sign a checkpoint if one is due.
+    /// Time passed: sign a checkpoint and apply retention if due.
     Tick,
 }
 
@@ -78,26 +90,6 @@ pub struct Head {
     pub audit_len: AtomicU64,
 }
 
-enum Reply {
-    Publish(
-        oneshot::Sender<Result<u64, Rejection>>,
-        Result<u64, Rejection>,
-    ),
-    Done(oneshot::Sender<bool>),
-}
-
-struct Writer {
-    store: Store,
-    keys: Arc<NodeKeys>,
-    state: Recovered,
-    policy: CheckpointPolicy,
-    live: broadcast::Sender<Arc<Stored>>,
-    head: Arc<Head>,
-    last_checkpoint: Instant,
-    replay_width: u64,
-    retention: Retention,
-}
-
 /// The writer's policies, from the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -107,6 +99,27 @@ pub struct Settings {
     pub replay_width: u64,
     /// Envelope retention.
     pub retention: Retention,
+}
+
+enum Reply {
+    Publish(
+        oneshot::Sender<Result<u64, Rejection>>,
+        Result<u64, Rejection>,
+    ),
+    Receipt(oneshot::Sender<Result<bool, Rejection>>, bool),
+    Done(oneshot::Sender<bool>),
+}
+
+struct Writer {
+    store: Store,
+    keys: Arc<NodeKeys>,
+    state: Recovered,
+    settings: Settings,
+    live: broadcast::Sender<Arc<Stored>>,
+    head: Arc<Head>,
+    last_checkpoint: Instant,
+    /// Set after a failed commit: every later write is refused.
+    failed: Option<String>,
 }
 
 /// Start the writer thread. It ends when every sender of its queue is dropped, after a
@@ -129,12 +142,11 @@ pub fn spawn(
         store,
         keys,
         state,
+        settings,
         live,
         head: head.clone(),
         last_checkpoint: Instant::now(),
-        replay_width: settings.replay_width,
-        retention: settings.retention,
-        policy: settings.checkpoint,
+        failed: None,
     };
     let thread = std::thread::Builder::new()
         .name("ewx-writer".into())
@@ -177,19 +189,33 @@ impl Writer {
         }
     }
 
+    fn id_taken(&self, id: &MessageId, batch_ids: &HashSet<MessageId>) -> Result<bool, Rejection> {
+        if batch_ids.contains(id) {
+            return Ok(true);
+        }
+        self.store
+            .index_of(id)
+            .map(|i| i.is_some())
+            .map_err(|e| Rejection::new(RejectReason::Internal, e.to_string()))
+    }
+
     fn publish(
         &mut self,
         batch: &mut Batch,
+        batch_ids: &mut HashSet<MessageId>,
         now: u64,
         envelope: &Envelope,
-        bytes: Arc<[u8]>,
+        bytes: Vec<u8>,
     ) -> Result<Arc<Stored>, Rejection> {
         let h = envelope.header();
-        self.state
-            .replay
-            .entry(h.sender.clone())
-            .or_default()
-            .accept(&h.sender, h.seq, self.replay_width)?;
+        if self.id_taken(&h.id, batch_ids)? {
+            return Err(Rejection::new(
+                RejectReason::Replay,
+                format!("message id {} is already in the log", h.id),
+            ));
+        }
+        let window = self.state.replay.entry(h.sender.clone()).or_default();
+        window.accept(&h.sender, h.seq, self.settings.replay_width)?;
         let index = self.state.next_index;
         let event = Event::Published {
             id: h.id,
@@ -209,29 +235,31 @@ impl Writer {
             ));
         }
         self.state.next_index += 1;
+        batch_ids.insert(h.id);
         let topic_seq = self.state.topic_seq.entry(h.topic.clone()).or_default();
         batch.topics.push((h.topic.clone(), *topic_seq, index));
         *topic_seq += 1;
+        let inline = (bytes.len() <= INLINE_BYTES).then(|| Arc::from(bytes.as_slice()));
         batch.messages.push(NewMessage {
             index,
             precedence: h.precedence,
             id: h.id,
-            bytes: bytes.to_vec(),
+            bytes,
         });
         Ok(Arc::new(Stored {
             index,
             header: h.clone(),
-            bytes,
+            bytes: inline,
         }))
     }
 
-    fn checkpoint_due(&self, tick: bool) -> bool {
+    fn checkpoint_due(&self, tick: bool, closing: bool) -> bool {
         let new = self.state.chain.len() - self.state.checkpoint_size;
+        let interval = Duration::from_millis(self.settings.checkpoint.interval_ms);
         new > 0
-            && (new >= self.policy.every_entries
-                || tick
-                    && self.last_checkpoint.elapsed()
-                        >= Duration::from_millis(self.policy.interval_ms))
+            && (closing
+                || new >= self.settings.checkpoint.every_entries
+                || tick && self.last_checkpoint.elapsed() >= interval)
     }
 
     fn checkpoint(&mut self, batch: &mut Batch, now: u64) {
@@ -254,9 +282,32 @@ impl Writer {
         }
     }
 
+    fn refuse_all(&self, cmds: Vec<Command>, why: &str) {
+        let r = || {
+            Rejection::new(
+                RejectReason::StorageFull,
+                format!("the broker's storage failed ({why}); it must be restarted"),
+            )
+        };
+        for c in cmds {
+            match c {
+                Command::Publish { reply, .. } => drop(reply.send(Err(r()))),
+                Command::Receipt { reply, .. } => drop(reply.send(Err(r()))),
+                Command::Cursors { reply, .. } | Command::Roster { reply, .. } => {
+                    let _ = reply.send(false);
+                }
+                Command::Audit(_) | Command::Tick => {}
+            }
+        }
+    }
+
     fn process(&mut self, cmds: Vec<Command>, closing: bool) {
+        if let Some(why) = self.failed.clone() {
+            return self.refuse_all(cmds, &why);
+        }
         let now = now_ms();
         let mut batch = Batch::default();
+        let mut batch_ids = HashSet::new();
         let mut replies = Vec::with_capacity(cmds.len());
         let mut live = Vec::new();
         let mut tick = closing;
@@ -266,7 +317,7 @@ impl Writer {
                     envelope,
                     bytes,
                     reply,
-                } => match self.publish(&mut batch, now, &envelope, bytes) {
+                } => match self.publish(&mut batch, &mut batch_ids, now, &envelope, bytes) {
                     Ok(stored) => {
                         replies.push(Reply::Publish(reply, Ok(stored.index)));
                         live.push(stored);
@@ -276,15 +327,26 @@ impl Writer {
                 Command::Audit(event) => {
                     self.append(&mut batch, now, event);
                 }
-                Command::Ack {
-                    key,
-                    next,
+                Command::Cursors {
+                    cursors,
                     event,
                     reply,
                 } => {
-                    batch.cursors.push((key, next));
-                    self.append(&mut batch, now, event);
+                    batch.cursors.extend(cursors);
+                    if let Some(e) = event {
+                        self.append(&mut batch, now, e);
+                    }
                     replies.push(Reply::Done(reply));
+                }
+                Command::Receipt { receipt, reply } => {
+                    let key = (receipt.id, receipt.by.clone());
+                    let dup = batch.receipts.contains(&key)
+                        || self.store.has_receipt(&key.0, &key.1).unwrap_or(false);
+                    if !dup {
+                        batch.receipts.push(key);
+                        self.append(&mut batch, now, Event::Receipt(receipt));
+                    }
+                    replies.push(Reply::Receipt(reply, !dup));
                 }
                 Command::Roster {
                     bytes,
@@ -298,40 +360,47 @@ impl Writer {
                 Command::Tick => tick = true,
             }
         }
-        if self.checkpoint_due(tick) {
+        if self.checkpoint_due(tick, closing) {
             self.checkpoint(&mut batch, now);
         }
         let committed = batch.is_empty() || self.commit(&batch);
+        let failed = || {
+            Rejection::new(
+                RejectReason::StorageFull,
+                "the broker could not store it; nothing was kept".into(),
+            )
+        };
         for r in replies {
             match r {
                 Reply::Publish(tx, Ok(i)) if committed => drop(tx.send(Ok(i))),
-                Reply::Publish(tx, Ok(_)) => drop(tx.send(Err(Rejection::new(
-                    RejectReason::StorageFull,
-                    "the broker could not store the message; retry later".into(),
-                )))),
+                Reply::Publish(tx, Ok(_)) => drop(tx.send(Err(failed()))),
                 Reply::Publish(tx, Err(e)) => drop(tx.send(Err(e))),
+                Reply::Receipt(tx, new) => {
+                    drop(tx.send(if committed { Ok(new) } else { Err(failed()) }))
+                }
                 Reply::Done(tx) => drop(tx.send(committed)),
             }
         }
-        if committed && tick {
-            self.apply_retention(now);
+        if !committed {
+            return;
         }
-        if committed {
-            self.head
-                .next_index
-                .store(self.state.next_index, Ordering::Release);
-            self.head
-                .audit_len
-                .store(self.state.chain.len(), Ordering::Release);
-            for s in live {
-                // no live subscriber is fine; a lagging one catches up from the store
-                let _ = self.live.send(s);
-            }
+        self.head
+            .next_index
+            .store(self.state.next_index, Ordering::Release);
+        self.head
+            .audit_len
+            .store(self.state.chain.len(), Ordering::Release);
+        for s in live {
+            // no live subscriber is fine; a lagging one catches up from the store
+            let _ = self.live.send(s);
+        }
+        if tick {
+            self.apply_retention(now);
         }
     }
 
     fn apply_retention(&self, now: u64) {
-        let r = &self.retention;
+        let r = &self.settings.retention;
         if r.max_messages.is_none() && r.max_age_ms.is_none() {
             return;
         }
@@ -349,17 +418,15 @@ impl Writer {
         }
     }
 
-    /// Commit; on failure reload the in-memory state from disk so nothing unacknowledged
-    /// is remembered as written.
+    /// Commit. On failure, stop: the batch may be half on disk and half in sled's memory,
+    /// and a failed fsync may have dropped dirty pages, so no later write is trusted.
+    /// Nothing in the batch is acknowledged; a restart replays and checks the store.
     fn commit(&mut self, batch: &Batch) -> bool {
         match self.store.commit(batch) {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!("store commit failed, nothing in this batch is acknowledged: {e}");
-                match self.store.recover(self.replay_width) {
-                    Ok(state) => self.state = state,
-                    Err(e) => tracing::error!("cannot reload state after a failed commit: {e}"),
-                }
+                tracing::error!("store commit failed; refusing all writes until restarted: {e}");
+                self.failed = Some(e.to_string());
                 false
             }
         }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ewx_broker::tls::{self, RosterCell, TransportLimits};
-use ewx_broker::wire::{read_msg, write_msg};
+use ewx_broker::wire::{Wait, read_msg, write_msg};
 use ewx_proto::frame::{ExerciseFilter, Push, Request, Response, StartAt};
 use ewx_proto::receipt::Receipt;
 use ewx_proto::{
@@ -169,7 +169,7 @@ impl Client {
         let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| err(&e))?;
         write_msg(&mut send, req, MAX_FRAME).await?;
         send.finish().map_err(|e| err(&e))?;
-        match read_msg::<Response>(&mut recv, MAX_FRAME).await? {
+        match read_msg::<Response>(&mut recv, MAX_FRAME, Wait::Deadline).await? {
             Some(Response::Rejected { reason, detail }) => Err(Error::Rejected { reason, detail }),
             Some(r) => Ok(r),
             None => Err(err(&"the broker closed the stream without answering")),
@@ -209,7 +209,7 @@ impl Client {
         if send.write_all(bytes).await.is_ok() {
             let _ = send.finish();
         }
-        Ok(read_msg::<Response>(&mut recv, MAX_FRAME).await?)
+        Ok(read_msg::<Response>(&mut recv, MAX_FRAME, Wait::Deadline).await?)
     }
 
     /// Seal a draft for the recipients the roster allows (its `seq` is replaced by the
@@ -333,19 +333,25 @@ impl Client {
         );
         tokio::spawn(async move {
             while let Ok(mut recv) = conn.accept_uni().await {
-                let (routes, roster, keys, receipts) = (
+                let (routes, roster, keys, receipts, conn) = (
                     routes.clone(),
                     roster.clone(),
                     keys.clone(),
                     receipts.clone(),
+                    conn.clone(),
                 );
                 tokio::spawn(async move {
                     loop {
-                        match read_msg::<Push>(&mut recv, MAX_FRAME).await {
+                        match read_msg::<Push>(&mut recv, MAX_FRAME, Wait::Idle).await {
                             Ok(Some(push)) => route(push, &routes, &roster, &keys, &receipts).await,
                             Ok(None) => break,
                             Err(e) => {
-                                tracing::debug!("push stream ended: {e}");
+                                // a broken delivery lane would silently stop a subscription:
+                                // end the connection instead, so it is seen and resumed
+                                tracing::warn!(
+                                    "delivery stream broken, closing the connection: {e}"
+                                );
+                                conn.close(quinn::VarInt::from_u32(3), b"broken delivery stream");
                                 break;
                             }
                         }

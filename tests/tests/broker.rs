@@ -461,3 +461,162 @@ async fn shutdown_loses_no_acknowledged_publish() {
         acked.len()
     );
 }
+
+/// Re-sign a sealed envelope's header after `edit`, as `signer`.
+fn resigned(
+    env: &ewx_proto::Envelope,
+    signer: &str,
+    edit: impl FnOnce(&mut ewx_proto::Header),
+) -> Vec<u8> {
+    let mut h = env.header().clone();
+    edit(&mut h);
+    let mut hb = Vec::new();
+    ciborium::into_writer(&h, &mut hb).unwrap();
+    ewx_proto::Envelope::sign(hb, env.ciphertext().to_vec(), &keys(signer))
+        .unwrap()
+        .encode()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_enforces_publish_grants_itself() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    let jp = net.client(&broker, "JP").await;
+    let env = ua
+        .seal(bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Flash,
+            "x",
+        ))
+        .await
+        .unwrap();
+    // JP signs an early warning on a topic it has no publish grant for
+    let topic = resigned(&env, "JP", |h| {
+        h.sender = id("JP");
+        h.labels = ewx_proto::Labels::new(Level::Clear, []);
+        h.recipients.retain(|w| w.node == id("UA"));
+    });
+    assert_eq!(
+        rejected(jp.publish_envelope(&topic).await),
+        RejectReason::NotPermitted
+    );
+    // JP signs a sanctions message labelled CORE, which it may not read itself
+    let labels = resigned(&env, "JP", |h| {
+        h.sender = id("JP");
+        h.topic = ewx_proto::Topic::new("sanctions.snapback").unwrap();
+        h.recipients.retain(|w| w.node == id("UA"));
+    });
+    assert_eq!(
+        rejected(jp.publish_envelope(&labels).await),
+        RejectReason::NotPermitted
+    );
+    // UA reuses the id of a stored message with a fresh seq
+    ua.publish_envelope(&env.encode().unwrap()).await.unwrap();
+    let same_id = resigned(&env, "UA", |h| h.seq += 1);
+    assert_eq!(
+        rejected(ua.publish_envelope(&same_id).await),
+        RejectReason::Replay
+    );
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kr_gets_sanctions_only_and_rel_to_reaches_the_named_node() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    let kr = net.client(&broker, "KR").await;
+    let mut kr_sub = kr
+        .subscribe("all", pat(">"), StartAt::Latest, ExerciseFilter::All)
+        .await
+        .unwrap();
+    let mut ua_sub = ua
+        .subscribe("own", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
+        .await
+        .unwrap();
+    ua.publish(bulletin(
+        "ew.air",
+        Level::Green,
+        "CORE",
+        Precedence::Flash,
+        "core",
+    ))
+    .await
+    .unwrap();
+    let mut rel = bulletin(
+        "ew.maritime",
+        Level::Red,
+        "CORE",
+        Precedence::Immediate,
+        "for UA only",
+    );
+    rel.labels.rel_to = [id("UA")].into();
+    ua.publish(rel).await.unwrap();
+    ua.publish(bulletin(
+        "sanctions.snapback",
+        Level::Amber,
+        "SANCTIONS",
+        Precedence::Routine,
+        "snapback",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(take(&mut kr_sub, 1).await, ["snapback"]);
+    nothing_more(&mut kr_sub).await;
+    let mut own = take(&mut ua_sub, 2).await;
+    own.sort();
+    assert_eq!(own, ["core", "for UA only"]);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_node_connection_cap() {
+    let net = TestNet::new();
+    let mut config = net.config();
+    config.limits.max_connections_per_node = 1;
+    let broker = ewx_broker::Broker::start(config).await.unwrap();
+    let _first = net.client(&broker, "UA").await;
+    let second = Client::connect(broker.local_addr(), keys("UA"), net.roster.clone()).await;
+    assert!(matches!(second, Err(Error::Connect { .. })), "{second:?}");
+    let _pl = net.client(&broker, "PL").await; // other nodes are not affected
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_flash_lane_still_delivers_after_a_long_pause() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    let pl = net.client(&broker, "PL").await;
+    let mut sub = pl
+        .subscribe("desk", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
+        .await
+        .unwrap();
+    ua.publish(bulletin(
+        "ew.air",
+        Level::Amber,
+        "CORE",
+        Precedence::Flash,
+        "first",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(take(&mut sub, 1).await, ["first"]);
+    // longer than the per-frame deadline: an idle delivery stream must stay open
+    tokio::time::sleep(ewx_broker::wire::FRAME_DEADLINE + Duration::from_secs(1)).await;
+    ua.publish(bulletin(
+        "ew.air",
+        Level::Amber,
+        "CORE",
+        Precedence::Flash,
+        "second",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(take(&mut sub, 1).await, ["second"]);
+    broker.shutdown().await.unwrap();
+}

@@ -480,3 +480,128 @@ async fn clock_skew_and_unreadable_recipients_are_rejected() {
 fn ewx_proto_cbor(h: &ewx_proto::Header, out: &mut Vec<u8>) {
     ciborium::into_writer(h, out).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_covers_lanes_that_were_never_acked() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    {
+        let pl = net.client(&broker, "PL").await;
+        let mut sub = pl
+            .subscribe("desk", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
+            .await
+            .unwrap();
+        ua.publish(bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Routine,
+            "routine",
+        ))
+        .await
+        .unwrap();
+        let d = next(&mut sub).await;
+        sub.ack_delivery(&d).await.unwrap(); // only the ROUTINE lane was ever acked
+        // the same ack again writes nothing new
+        sub.ack_delivery(&d).await.unwrap();
+        drop(sub);
+        pl.close().await;
+    }
+    // while PL is away: a FLASH warning and an IMMEDIATE one
+    ua.publish(bulletin(
+        "ew.air",
+        Level::Amber,
+        "CORE",
+        Precedence::Flash,
+        "flash",
+    ))
+    .await
+    .unwrap();
+    ua.publish(bulletin(
+        "ew.air",
+        Level::Amber,
+        "CORE",
+        Precedence::Immediate,
+        "immediate",
+    ))
+    .await
+    .unwrap();
+    let pl = net.client(&broker, "PL").await;
+    let mut sub = pl
+        .subscribe("desk", pat("ew.>"), StartAt::Resume, ExerciseFilter::All)
+        .await
+        .unwrap();
+    let mut got = vec![
+        headline(&next(&mut sub).await.payload),
+        headline(&next(&mut sub).await.payload),
+    ];
+    got.sort();
+    assert_eq!(got, ["flash", "immediate"]);
+    let audit = broker.store().audit_range(0, u64::MAX).unwrap();
+    let delivered = audit
+        .iter()
+        .filter(|e| {
+            matches!(
+                ewx_proto::audit::Entry::decode(e).unwrap().event,
+                Event::Delivered { .. }
+            )
+        })
+        .count();
+    assert_eq!(delivered, 1, "a repeated ack adds no audit entry");
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_is_logged_and_forwarded_once() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    let pl = net.client(&broker, "PL").await;
+    let jp = net.client(&broker, "JP").await;
+    let mut receipts = ua.receipts().unwrap();
+    let mut sub = pl
+        .subscribe("desk", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
+        .await
+        .unwrap();
+    ua.publish(bulletin(
+        "ew.air",
+        Level::Amber,
+        "CORE",
+        Precedence::Flash,
+        "warn",
+    ))
+    .await
+    .unwrap();
+    let d = next(&mut sub).await;
+    pl.send_receipt(&d.envelope).await.unwrap();
+    pl.send_receipt(&d.envelope).await.unwrap();
+    // JP was not a recipient: its receipt is refused
+    assert!(matches!(
+        jp.send_receipt(&d.envelope).await,
+        Err(Error::Rejected { .. })
+    ));
+    let r = tokio::time::timeout(T, receipts.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.by.clone(), r.id), (id("PL"), d.envelope.header().id));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), receipts.recv())
+            .await
+            .is_err(),
+        "forwarded twice"
+    );
+    let audit = broker.store().audit_range(0, u64::MAX).unwrap();
+    let logged = audit
+        .iter()
+        .filter(|e| {
+            matches!(
+                ewx_proto::audit::Entry::decode(e).unwrap().event,
+                Event::Receipt(_)
+            )
+        })
+        .count();
+    assert_eq!(logged, 1);
+    broker.shutdown().await.unwrap();
+}
