@@ -605,3 +605,122 @@ async fn a_receipt_is_logged_and_forwarded_once() {
     assert_eq!(logged, 1);
     broker.shutdown().await.unwrap();
 }
+
+/// When run with `EWX_CHILD_BROKER=<dir>`, this test is the broker process of
+/// `a_kill_9_loses_no_acknowledged_message`: it prints its address and serves forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_broker_process() {
+    let Ok(dir) = std::env::var("EWX_CHILD_BROKER") else {
+        return;
+    };
+    let text =
+        "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'broker.key'\nroster = 'roster.cbor'\n";
+    let config = ewx_broker::Config::from_toml(text, std::path::Path::new(&dir)).unwrap();
+    let broker = ewx_broker::Broker::start(config).await.unwrap();
+    println!("CHILD-LISTENING {}", broker.local_addr());
+    std::future::pending::<()>().await;
+}
+
+fn spawn_child(net: &TestNet) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_broker_process",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("EWX_CHILD_BROKER", net.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("child broker started").unwrap();
+        // libtest may print "test child_broker_process ... " on the same line first
+        if let Some((_, a)) = line.split_once("CHILD-LISTENING ") {
+            break a.trim().parse().unwrap();
+        }
+    };
+    // keep draining its output so it never blocks on a full pipe
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_loses_no_acknowledged_message() {
+    let net = TestNet::new();
+    let (mut child, addr) = spawn_child(&net);
+    let ua = Arc::new(
+        Client::connect(addr, keys("UA"), net.roster.clone())
+            .await
+            .unwrap(),
+    );
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..8 {
+        let (ua, acked) = (ua.clone(), acked.clone());
+        tasks.spawn(async move {
+            for i in 0.. {
+                let d = bulletin(
+                    "ew.air",
+                    Level::Amber,
+                    "CORE",
+                    Precedence::Routine,
+                    &format!("{p}-{i}"),
+                );
+                match ua.publish(d).await {
+                    Ok(a) => acked.lock().unwrap().push((a.log_index, a.id)),
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill().unwrap(); // SIGKILL: no shutdown, no final flush
+    child.wait().unwrap();
+    while tasks.join_next().await.is_some() {}
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 10,
+        "only {} acks before the kill",
+        acked.len()
+    );
+
+    // restart on the same store: everything acknowledged is there, once, and verifies
+    let broker = net.start_broker().await;
+    for (index, id) in &acked {
+        let bytes = broker
+            .store()
+            .message(*index)
+            .unwrap()
+            .unwrap_or_else(|| panic!("acked {index} lost"));
+        let env = ewx_proto::Envelope::decode(&bytes, usize::MAX).unwrap();
+        assert_eq!(&env.header().id, id);
+        assert_eq!(broker.store().index_of(id).unwrap(), Some(*index));
+    }
+    let mut chain = Chain::new();
+    for e in broker.store().audit_range(0, u64::MAX).unwrap() {
+        chain.push(&e).unwrap();
+    }
+    let pl = net.client(&broker, "PL").await;
+    let mut sub = pl
+        .subscribe("desk", pat("ew.>"), StartAt::Earliest, ExerciseFilter::All)
+        .await
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let max = acked.iter().map(|a| a.0).max().unwrap();
+    while seen.len() as u64 <= max {
+        assert!(
+            seen.insert(next(&mut sub).await.log_index),
+            "duplicate delivery"
+        );
+    }
+    eprintln!(
+        "kill -9 after {} acks: all present after restart, chain of {} entries verifies",
+        acked.len(),
+        chain.len()
+    );
+    broker.shutdown().await.unwrap();
+}
