@@ -10,8 +10,12 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use ewx_broker::{Broker, Config};
-use ewx_client::Client;
+use std::time::Duration;
+
+use ewx_client::{Client, Delivery, Subscription};
 use ewx_proto::access::Grants;
+use ewx_proto::audit::Event;
+use ewx_proto::frame::{ExerciseFilter, StartAt};
 use ewx_proto::keys::SignPublic;
 use ewx_proto::payload::{Bulletin, Payload, Precedence};
 use ewx_proto::roster::{CouncilMember, NodeEntry, RosterBody};
@@ -225,4 +229,80 @@ pub fn headline(p: &Payload) -> String {
         Payload::Bulletin(b) => b.headline.clone(),
         other => format!("{other:?}"),
     }
+}
+
+/// How long a test waits for any one delivery before failing.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A topic pattern.
+pub fn pat(p: &str) -> TopicPattern {
+    TopicPattern::new(p).unwrap()
+}
+
+/// Open a subscription to `pattern` (real and exercise traffic) or fail.
+pub async fn subscribe<'c>(
+    c: &'c Client,
+    name: &str,
+    pattern: &str,
+    from: StartAt,
+) -> Subscription<'c> {
+    c.subscribe(
+        name,
+        TopicPattern::new(pattern).unwrap(),
+        from,
+        ExerciseFilter::All,
+    )
+    .await
+    .unwrap()
+}
+
+/// The next delivery, verified and decrypted, or fail after [`WAIT`].
+pub async fn next(sub: &mut Subscription<'_>) -> Delivery {
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("delivery in time")
+        .expect("subscription open")
+        .unwrap()
+}
+
+/// The headlines of the next `n` deliveries.
+pub async fn take(sub: &mut Subscription<'_>, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(headline(&next(sub).await.payload));
+    }
+    out
+}
+
+/// Fail if anything more arrives within a short grace period.
+pub async fn nothing_more(sub: &mut Subscription<'_>) {
+    if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+        panic!("unexpected delivery: {:?}", d.map(|d| headline(&d.payload)));
+    }
+}
+
+/// Every audit event in a store, in order.
+pub fn audit_events(store: &ewx_broker::store::Store) -> Vec<Event> {
+    let entries = store.audit_range(0, u64::MAX).unwrap();
+    entries
+        .iter()
+        .map(|e| ewx_proto::audit::Entry::decode(e).unwrap().event)
+        .collect()
+}
+
+/// A sealed envelope with its header edited and re-signed by `signer`, as wire bytes:
+/// what a real (possibly misbehaving) node could send.
+pub fn resigned(
+    env: &ewx_proto::Envelope,
+    signer: &str,
+    edit: impl FnOnce(&mut ewx_proto::Header),
+) -> Vec<u8> {
+    let mut h = env.header().clone();
+    edit(&mut h);
+    let mut header = Vec::new();
+    ciborium::into_writer(&h, &mut header).unwrap();
+    ewx_proto::Envelope::sign(header, env.ciphertext().to_vec(), &keys(signer))
+        .unwrap()
+        .encode()
+        .unwrap()
 }

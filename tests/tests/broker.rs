@@ -6,34 +6,10 @@ use std::time::Duration;
 
 use ewx_client::{Client, Error};
 use ewx_proto::frame::{ExerciseFilter, RejectReason, StartAt};
-use ewx_proto::{Level, Precedence, TopicPattern};
+use ewx_proto::{Level, Precedence};
 use ewx_tests::*;
 
 const T: Duration = Duration::from_secs(20);
-
-fn pat(p: &str) -> TopicPattern {
-    TopicPattern::new(p).unwrap()
-}
-
-/// Collect `n` headlines from a subscription, or fail after a deadline.
-async fn take(sub: &mut ewx_client::Subscription<'_>, n: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        let d = tokio::time::timeout(T, sub.next())
-            .await
-            .expect("delivery in time")
-            .expect("open");
-        out.push(headline(&d.unwrap().payload));
-    }
-    out
-}
-
-/// Assert nothing more arrives within a short grace period.
-async fn nothing_more(sub: &mut ewx_client::Subscription<'_>) {
-    if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
-        panic!("unexpected delivery: {:?}", d.map(|d| headline(&d.payload)));
-    }
-}
 
 fn rejected(r: Result<ewx_client::PublishAck, Error>) -> RejectReason {
     match r {
@@ -49,14 +25,8 @@ async fn labels_decide_who_receives_what() {
     let ua = net.client(&broker, "UA").await;
     let pl = net.client(&broker, "PL").await;
     let jp = net.client(&broker, "JP").await;
-    let mut pl_sub = pl
-        .subscribe("all", pat(">"), StartAt::Latest, ExerciseFilter::All)
-        .await
-        .unwrap();
-    let mut jp_sub = jp
-        .subscribe("all", pat(">"), StartAt::Latest, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut pl_sub = subscribe(&pl, "all", ">", StartAt::Latest).await;
+    let mut jp_sub = subscribe(&jp, "all", ">", StartAt::Latest).await;
 
     let ack = ua
         .publish(bulletin(
@@ -165,10 +135,7 @@ async fn bad_publishes_are_rejected_and_the_broker_keeps_serving() {
     let broker = net.start_broker().await;
     let ua = net.client(&broker, "UA").await;
     let pl = net.client(&broker, "PL").await;
-    let mut pl_sub = pl
-        .subscribe("s", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut pl_sub = subscribe(&pl, "s", "ew.>", StartAt::Latest).await;
 
     // forged signature
     let env = ua
@@ -462,22 +429,6 @@ async fn shutdown_loses_no_acknowledged_publish() {
     );
 }
 
-/// Re-sign a sealed envelope's header after `edit`, as `signer`.
-fn resigned(
-    env: &ewx_proto::Envelope,
-    signer: &str,
-    edit: impl FnOnce(&mut ewx_proto::Header),
-) -> Vec<u8> {
-    let mut h = env.header().clone();
-    edit(&mut h);
-    let mut hb = Vec::new();
-    ciborium::into_writer(&h, &mut hb).unwrap();
-    ewx_proto::Envelope::sign(hb, env.ciphertext().to_vec(), &keys(signer))
-        .unwrap()
-        .encode()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_enforces_publish_grants_itself() {
     let net = TestNet::new();
@@ -530,14 +481,8 @@ async fn kr_gets_sanctions_only_and_rel_to_reaches_the_named_node() {
     let broker = net.start_broker().await;
     let ua = net.client(&broker, "UA").await;
     let kr = net.client(&broker, "KR").await;
-    let mut kr_sub = kr
-        .subscribe("all", pat(">"), StartAt::Latest, ExerciseFilter::All)
-        .await
-        .unwrap();
-    let mut ua_sub = ua
-        .subscribe("own", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut kr_sub = subscribe(&kr, "all", ">", StartAt::Latest).await;
+    let mut ua_sub = subscribe(&ua, "own", "ew.>", StartAt::Latest).await;
     ua.publish(bulletin(
         "ew.air",
         Level::Green,
@@ -592,10 +537,7 @@ async fn a_quiet_flash_lane_still_delivers_after_a_long_pause() {
     let broker = net.start_broker().await;
     let ua = net.client(&broker, "UA").await;
     let pl = net.client(&broker, "PL").await;
-    let mut sub = pl
-        .subscribe("desk", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Latest).await;
     ua.publish(bulletin(
         "ew.air",
         Level::Amber,

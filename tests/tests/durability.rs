@@ -10,22 +10,10 @@ use ewx_client::{Client, Error};
 use ewx_proto::audit::{Chain, Event};
 use ewx_proto::checkpoint::SignedCheckpoint;
 use ewx_proto::frame::{ExerciseFilter, RejectReason, StartAt};
-use ewx_proto::{Level, Precedence, TopicPattern};
+use ewx_proto::{Level, Precedence};
 use ewx_tests::*;
 
 const T: Duration = Duration::from_secs(60);
-
-fn pat(p: &str) -> TopicPattern {
-    TopicPattern::new(p).unwrap()
-}
-
-async fn next(sub: &mut ewx_client::Subscription<'_>) -> ewx_client::Delivery {
-    tokio::time::timeout(T, sub.next())
-        .await
-        .expect("delivery in time")
-        .expect("open")
-        .unwrap()
-}
 
 /// Publish `n` ROUTINE bulletins from `c` with `parallel` requests in flight.
 async fn flood(c: Arc<Client>, topic: &str, n: usize, parallel: usize) -> Vec<u64> {
@@ -83,10 +71,7 @@ async fn restart_keeps_acked_messages_cursors_and_replay_protection() {
         envs.push(env);
     }
     let pl = net.client(&broker, "PL").await;
-    let mut sub = pl
-        .subscribe("desk", pat("ew.>"), StartAt::Earliest, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Earliest).await;
     for i in 0..3 {
         let d = next(&mut sub).await;
         assert_eq!(d.log_index, i);
@@ -121,10 +106,7 @@ async fn restart_keeps_acked_messages_cursors_and_replay_protection() {
         5
     );
     let pl = net.client(&broker, "PL").await;
-    let mut sub = pl
-        .subscribe("desk", pat("ew.>"), StartAt::Resume, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Resume).await;
     let got: Vec<String> = vec![
         headline(&next(&mut sub).await.payload),
         headline(&next(&mut sub).await.payload),
@@ -141,10 +123,7 @@ async fn offline_subscriber_catches_up_without_gaps() {
     let ua = Arc::new(net.client(&broker, "UA").await);
     {
         let pl = net.client(&broker, "PL").await;
-        let mut sub = pl
-            .subscribe("desk", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
-            .await
-            .unwrap();
+        let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Latest).await;
         ua.publish(bulletin(
             "ew.air",
             Level::Amber,
@@ -161,10 +140,7 @@ async fn offline_subscriber_catches_up_without_gaps() {
     }
     let published = flood(ua.clone(), "ew.air", 300, 8).await;
     let pl = net.client(&broker, "PL").await;
-    let mut sub = pl
-        .subscribe("desk", pat("ew.>"), StartAt::Resume, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Resume).await;
     let mut got = Vec::new();
     for _ in 0..300 {
         got.push(next(&mut sub).await.log_index);
@@ -180,10 +156,7 @@ async fn flash_overtakes_a_routine_backlog_of_10000() {
     let ua = Arc::new(net.client(&broker, "UA").await);
     flood(ua.clone(), "ew.air.drone", 10_000, 32).await;
     let pl = net.client(&broker, "PL").await;
-    let mut sub = pl
-        .subscribe("desk", pat("ew.>"), StartAt::Earliest, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Earliest).await;
     // the subscriber starts draining the backlog; then the warning comes
     for _ in 0..10 {
         next(&mut sub).await;
@@ -222,14 +195,8 @@ async fn a_slow_subscriber_does_not_slow_a_fast_one() {
     let ua = Arc::new(net.client(&broker, "UA").await);
     let slow = net.client(&broker, "PL").await;
     let fast = net.client(&broker, "US").await;
-    let mut slow_sub = slow
-        .subscribe("slow", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
-        .await
-        .unwrap();
-    let mut fast_sub = fast
-        .subscribe("fast", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut slow_sub = subscribe(&slow, "slow", "ew.>", StartAt::Latest).await;
+    let mut fast_sub = subscribe(&fast, "fast", "ew.>", StartAt::Latest).await;
     const N: usize = 6000;
     let publisher = tokio::spawn(flood(ua.clone(), "ew.air", N, 16));
     // the fast one reads everything while the slow one reads nothing
@@ -258,10 +225,7 @@ async fn the_store_holds_a_verifiable_audit_chain() {
     let ua = net.client(&broker, "UA").await;
     let pl = net.client(&broker, "PL").await;
     let jp = net.client(&broker, "JP").await;
-    let mut sub = pl
-        .subscribe("desk", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Latest).await;
     let mut d = bulletin("ew.air", Level::Amber, "CORE", Precedence::Flash, "warn");
     d.receipt = true;
     let mut receipts = ua.receipts().unwrap();
@@ -405,24 +369,15 @@ async fn retention_drops_old_envelopes_but_keeps_the_audit_log() {
     }
     assert!(broker.store().message(15).unwrap().is_some());
     let pl = net.client(&broker, "PL").await;
-    let mut sub = pl
-        .subscribe("s", pat("ew.>"), StartAt::Earliest, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut sub = subscribe(&pl, "s", "ew.>", StartAt::Earliest).await;
     assert_eq!(
         headline(&next(&mut sub).await.payload),
         "m15",
         "earliest retained message first"
     );
-    let audit = broker.store().audit_range(0, u64::MAX).unwrap();
-    let published = audit
+    let published = audit_events(broker.store())
         .iter()
-        .filter(|e| {
-            matches!(
-                ewx_proto::audit::Entry::decode(e).unwrap().event,
-                Event::Published { .. }
-            )
-        })
+        .filter(|e| matches!(e, Event::Published { .. }))
         .count();
     assert_eq!(published, 20, "audit entries are never pruned");
     broker.shutdown().await.unwrap();
@@ -443,17 +398,7 @@ async fn clock_skew_and_unreadable_recipients_are_rejected() {
         ))
         .await
         .unwrap();
-    let resign = |edit: &dyn Fn(&mut ewx_proto::Header)| {
-        let mut h = env.header().clone();
-        edit(&mut h);
-        let mut hb = Vec::new();
-        ewx_proto_cbor(&h, &mut hb);
-        ewx_proto::Envelope::sign(hb, env.ciphertext().to_vec(), &keys("UA"))
-            .unwrap()
-            .encode()
-            .unwrap()
-    };
-    let skewed = resign(&|h| h.created_ms -= 3_600_000);
+    let skewed = resigned(&env, "UA", |h| h.created_ms -= 3_600_000);
     let reason = |r: Result<ewx_client::PublishAck, Error>| match r {
         Err(Error::Rejected { reason, .. }) => reason,
         other => panic!("expected a rejection, got {other:?}"),
@@ -463,7 +408,7 @@ async fn clock_skew_and_unreadable_recipients_are_rejected() {
         RejectReason::ClockSkew
     );
     // UA lists JP (sanctions only) as a recipient of a CORE message
-    let leaky = resign(&|h| {
+    let leaky = resigned(&env, "UA", |h| {
         let w = h.recipients[0].clone();
         h.recipients.push(ewx_proto::envelope::WrappedKey {
             node: id("JP"),
@@ -477,10 +422,6 @@ async fn clock_skew_and_unreadable_recipients_are_rejected() {
     broker.shutdown().await.unwrap();
 }
 
-fn ewx_proto_cbor(h: &ewx_proto::Header, out: &mut Vec<u8>) {
-    ciborium::into_writer(h, out).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_covers_lanes_that_were_never_acked() {
     let net = TestNet::new();
@@ -488,10 +429,7 @@ async fn resume_covers_lanes_that_were_never_acked() {
     let ua = net.client(&broker, "UA").await;
     {
         let pl = net.client(&broker, "PL").await;
-        let mut sub = pl
-            .subscribe("desk", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
-            .await
-            .unwrap();
+        let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Latest).await;
         ua.publish(bulletin(
             "ew.air",
             Level::Amber,
@@ -528,25 +466,16 @@ async fn resume_covers_lanes_that_were_never_acked() {
     .await
     .unwrap();
     let pl = net.client(&broker, "PL").await;
-    let mut sub = pl
-        .subscribe("desk", pat("ew.>"), StartAt::Resume, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Resume).await;
     let mut got = vec![
         headline(&next(&mut sub).await.payload),
         headline(&next(&mut sub).await.payload),
     ];
     got.sort();
     assert_eq!(got, ["flash", "immediate"]);
-    let audit = broker.store().audit_range(0, u64::MAX).unwrap();
-    let delivered = audit
+    let delivered = audit_events(broker.store())
         .iter()
-        .filter(|e| {
-            matches!(
-                ewx_proto::audit::Entry::decode(e).unwrap().event,
-                Event::Delivered { .. }
-            )
-        })
+        .filter(|e| matches!(e, Event::Delivered { .. }))
         .count();
     assert_eq!(delivered, 1, "a repeated ack adds no audit entry");
     broker.shutdown().await.unwrap();
@@ -560,10 +489,7 @@ async fn a_receipt_is_logged_and_forwarded_once() {
     let pl = net.client(&broker, "PL").await;
     let jp = net.client(&broker, "JP").await;
     let mut receipts = ua.receipts().unwrap();
-    let mut sub = pl
-        .subscribe("desk", pat("ew.>"), StartAt::Latest, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Latest).await;
     ua.publish(bulletin(
         "ew.air",
         Level::Amber,
@@ -592,15 +518,9 @@ async fn a_receipt_is_logged_and_forwarded_once() {
             .is_err(),
         "forwarded twice"
     );
-    let audit = broker.store().audit_range(0, u64::MAX).unwrap();
-    let logged = audit
+    let logged = audit_events(broker.store())
         .iter()
-        .filter(|e| {
-            matches!(
-                ewx_proto::audit::Entry::decode(e).unwrap().event,
-                Event::Receipt(_)
-            )
-        })
+        .filter(|e| matches!(e, Event::Receipt(_)))
         .count();
     assert_eq!(logged, 1);
     broker.shutdown().await.unwrap();
@@ -705,10 +625,7 @@ async fn a_kill_9_loses_no_acknowledged_message() {
         chain.push(&e).unwrap();
     }
     let pl = net.client(&broker, "PL").await;
-    let mut sub = pl
-        .subscribe("desk", pat("ew.>"), StartAt::Earliest, ExerciseFilter::All)
-        .await
-        .unwrap();
+    let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Earliest).await;
     let mut seen = std::collections::BTreeSet::new();
     let max = acked.iter().map(|a| a.0).max().unwrap();
     while seen.len() as u64 <= max {
