@@ -31,6 +31,17 @@ pub enum Error {
     /// Transport setup or framing failed.
     #[error(transparent)]
     Transport(#[from] ewx_broker::Error),
+    /// A delivered message failed verification or decryption (tampered, or not for us).
+    #[error("message at log index {log_index} could not be opened: {reason}")]
+    Undeliverable {
+        /// Its log index.
+        log_index: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Automatic acks could not be sent (the connection is down).
+    #[error("acknowledgements could not be sent: {0}")]
+    AckPending(String),
     /// The roster names no active broker to pin.
     #[error("the roster names no active broker node")]
     NoBroker,

@@ -9,9 +9,11 @@
 
 mod client;
 mod error;
+mod subscription;
 
-pub use client::{Client, Delivery, PublishAck, Subscription};
+pub use client::{Client, PublishAck};
 pub use error::{Error, Result};
+pub use subscription::{Delivery, Subscription, SubscriptionOptions};
 
 /// Commands the `ewx` CLI will offer, with one line each.
 pub const COMMANDS: &[(&str, &str)] = &[

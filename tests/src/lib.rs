@@ -245,7 +245,7 @@ pub async fn subscribe<'c>(
     name: &str,
     pattern: &str,
     from: StartAt,
-) -> Subscription<'c> {
+) -> Subscription {
     c.subscribe(
         name,
         TopicPattern::new(pattern).unwrap(),
@@ -257,7 +257,7 @@ pub async fn subscribe<'c>(
 }
 
 /// The next delivery, verified and decrypted, or fail after [`WAIT`].
-pub async fn next(sub: &mut Subscription<'_>) -> Delivery {
+pub async fn next(sub: &mut Subscription) -> Delivery {
     tokio::time::timeout(WAIT, sub.next())
         .await
         .expect("delivery in time")
@@ -266,7 +266,7 @@ pub async fn next(sub: &mut Subscription<'_>) -> Delivery {
 }
 
 /// The headlines of the next `n` deliveries.
-pub async fn take(sub: &mut Subscription<'_>, n: usize) -> Vec<String> {
+pub async fn take(sub: &mut Subscription, n: usize) -> Vec<String> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         out.push(headline(&next(sub).await.payload));
@@ -275,7 +275,7 @@ pub async fn take(sub: &mut Subscription<'_>, n: usize) -> Vec<String> {
 }
 
 /// Fail if anything more arrives within a short grace period.
-pub async fn nothing_more(sub: &mut Subscription<'_>) {
+pub async fn nothing_more(sub: &mut Subscription) {
     if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
         panic!("unexpected delivery: {:?}", d.map(|d| headline(&d.payload)));
     }

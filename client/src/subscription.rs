@@ -1,0 +1,213 @@
+//! A subscription as the application sees it: deliveries verified and decrypted, highest
+//! precedence first, each handed out once even across reconnects, with acks batched
+//! (one `Ack` per lane every 64 deliveries or 200 ms, never one per message) and signed
+//! receipts sent for messages that ask for one.
+
+use std::time::Duration;
+
+use ewx_proto::frame::{ExerciseFilter, Request, StartAt};
+use ewx_proto::{Envelope, Payload, Precedence};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+
+/// Acks are sent after this many deliveries of a lane…
+const ACK_EVERY: usize = 64;
+/// …or this long after the first unacked one.
+const ACK_AFTER: Duration = Duration::from_millis(200);
+
+/// A delivered message: checked end to end (signature, sender's rights) and decrypted.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Subscription it came on.
+    pub subscription: String,
+    /// Broker log index (what acks name).
+    pub log_index: u64,
+    /// The envelope as the sender signed it.
+    pub envelope: Envelope,
+    /// The decrypted content.
+    pub payload: Payload,
+}
+
+/// What a lane carries: a delivery, or why the message at an index could not be opened.
+pub(crate) type Item = std::result::Result<Delivery, (u64, Error)>;
+/// One sender per precedence (index = `Precedence as usize`), so a full ROUTINE buffer
+/// never holds back a FLASH delivery.
+pub(crate) type Lanes = [mpsc::Sender<Item>; 4];
+
+/// How a subscription starts and behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriptionOptions {
+    /// Where to start (`Resume` continues after the last ack of this name).
+    pub from: StartAt,
+    /// Real, exercise or both.
+    pub filter: ExerciseFilter,
+    /// Acknowledge deliveries automatically once handed out (batched).
+    pub auto_ack: bool,
+    /// Send a signed receipt for every delivery whose sender asked for one.
+    pub auto_receipt: bool,
+}
+
+impl Default for SubscriptionOptions {
+    /// Resume, all traffic, automatic acks and receipts.
+    fn default() -> Self {
+        Self {
+            from: StartAt::Resume,
+            filter: ExerciseFilter::All,
+            auto_ack: true,
+            auto_receipt: true,
+        }
+    }
+}
+
+/// An open subscription.
+#[derive(Debug)]
+pub struct Subscription {
+    client: Client,
+    name: String,
+    /// One receiver per precedence, lowest first.
+    rx: [mpsc::Receiver<Item>; 4],
+    opts: SubscriptionOptions,
+    /// Highest index handed out per lane (drops redeliveries after a resume).
+    handed: [Option<u64>; 4],
+    /// Highest index handed out but not yet acked, per lane, and since when.
+    pending: [Option<(u64, usize, Instant)>; 4],
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        client: Client,
+        name: String,
+        rx: [mpsc::Receiver<Item>; 4],
+        opts: SubscriptionOptions,
+    ) -> Self {
+        Self {
+            client,
+            name,
+            rx,
+            opts,
+            handed: [None; 4],
+            pending: [None; 4],
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next delivery — the highest precedence waiting first — or `None` when the
+    /// client has given up. A message that fails verification or decryption comes as
+    /// `Err(Error::Undeliverable)` (and is acked like any other: it will not get better).
+    pub async fn next(&mut self) -> Option<Result<Delivery>> {
+        loop {
+            let deadline = self.pending.iter().flatten().map(|p| p.2 + ACK_AFTER).min();
+            let item = {
+                let [routine, priority, immediate, flash] = &mut self.rx;
+                tokio::select! {
+                    biased;
+                    Some(d) = flash.recv() => Some(d),
+                    Some(d) = immediate.recv() => Some(d),
+                    Some(d) = priority.recv() => Some(d),
+                    Some(d) = routine.recv() => Some(d),
+                    _ = sleep_until(deadline), if deadline.is_some() => None,
+                    _ = self.client.inner.dead.cancelled() => return None,
+                }
+            };
+            let Some(item) = item else {
+                self.flush_acks(false).await;
+                continue;
+            };
+            let (lane, index) = match &item {
+                Ok(d) => (d.envelope.header().precedence as usize, d.log_index),
+                Err((i, _)) => (Precedence::Routine as usize, *i),
+            };
+            if self.handed[lane].is_some_and(|h| index <= h) {
+                continue; // redelivered after a resume: already handed out
+            }
+            self.handed[lane] = Some(index);
+            if self.opts.auto_ack {
+                let p = self.pending[lane].get_or_insert((index, 0, Instant::now()));
+                p.0 = index;
+                p.1 += 1;
+                if p.1 >= ACK_EVERY {
+                    self.flush_acks(true).await;
+                }
+            }
+            return Some(match item {
+                Ok(d) => {
+                    if self.opts.auto_receipt && d.envelope.header().receipt {
+                        if let Err(e) = self.client.send_receipt(&d.envelope).await {
+                            tracing::warn!(id = %d.envelope.header().id, "receipt not sent: {e}");
+                        }
+                    }
+                    Ok(d)
+                }
+                Err((log_index, e)) => Err(Error::Undeliverable {
+                    log_index,
+                    reason: e.to_string(),
+                }),
+            });
+        }
+    }
+
+    /// Send the pending acks (`only_full`: just the lanes that reached [`ACK_EVERY`] or
+    /// their deadline).
+    async fn flush_acks(&mut self, only_full: bool) {
+        for (lane, p) in Precedence::ALL.into_iter().zip(0..4) {
+            let Some((through, count, since)) = self.pending[p] else {
+                continue;
+            };
+            if only_full && count < ACK_EVERY && since.elapsed() < ACK_AFTER {
+                continue;
+            }
+            match self.ack(lane, through).await {
+                Ok(()) => self.pending[p] = None,
+                Err(e) => tracing::debug!("ack not sent yet: {e}"),
+            }
+        }
+    }
+
+    /// Acknowledge every delivery of `precedence` up to `through`: on resume the broker
+    /// starts after it.
+    ///
+    /// # Errors
+    /// `Rejected` or `Connect`.
+    pub async fn ack(&self, precedence: Precedence, through: u64) -> Result<()> {
+        let req = Request::Ack {
+            name: self.name.clone(),
+            precedence,
+            through,
+        };
+        self.client.request(&req).await.map(|_| ())
+    }
+
+    /// Acknowledge one delivery (its lane, its index).
+    ///
+    /// # Errors
+    /// As [`Subscription::ack`].
+    pub async fn ack_delivery(&self, d: &Delivery) -> Result<()> {
+        self.ack(d.envelope.header().precedence, d.log_index).await
+    }
+
+    /// Send every pending automatic ack now (e.g. before closing).
+    ///
+    /// # Errors
+    /// `AckPending` if an ack could not be sent.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.flush_acks(false).await;
+        if self.pending.iter().any(Option::is_some) {
+            return Err(Error::AckPending("the broker is not reachable".into()));
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
