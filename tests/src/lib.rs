@@ -240,12 +240,7 @@ pub fn pat(p: &str) -> TopicPattern {
 }
 
 /// Open a subscription to `pattern` (real and exercise traffic) or fail.
-pub async fn subscribe<'c>(
-    c: &'c Client,
-    name: &str,
-    pattern: &str,
-    from: StartAt,
-) -> Subscription {
+pub async fn subscribe(c: &Client, name: &str, pattern: &str, from: StartAt) -> Subscription {
     c.subscribe(
         name,
         TopicPattern::new(pattern).unwrap(),
