@@ -535,6 +535,8 @@ impl Inner {
                         match read_msg::<Push>(&mut recv, MAX_FRAME, Wait::Idle).await {
                             Ok(Some(push)) => inner.route(push).await,
                             Ok(None) => break,
+                            // the connection is gone: the supervisor reconnects or gives up
+                            Err(_) if conn.close_reason().is_some() => break,
                             Err(e) => {
                                 // a broken delivery lane would silently stop a subscription:
                                 // end the connection instead, so it is resumed

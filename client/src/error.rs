@@ -42,9 +42,30 @@ pub enum Error {
     /// Automatic acks could not be sent (the connection is down).
     #[error("acknowledgements could not be sent: {0}")]
     AckPending(String),
+    /// A file could not be read or written.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// A file's content is wrong (with what to do about it).
+    #[error("{0}")]
+    File(String),
     /// The roster names no active broker to pin.
     #[error("the roster names no active broker node")]
     NoBroker,
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &std::path::Path, e: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            reason: e.to_string(),
+        }
+    }
 }
 
 /// Shorthand.

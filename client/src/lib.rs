@@ -8,7 +8,10 @@
 //! the full CLI, the demo network and `ewx demo`.
 
 mod client;
+pub mod demo;
 mod error;
+pub mod files;
+pub mod network;
 mod subscription;
 
 pub use client::{Client, PublishAck};

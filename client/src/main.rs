@@ -1,28 +1,28 @@
-//! `ewx` command line (placeholder until the client issue lands).
+//! `ewx`: the command line of the Compact early-warning exchange. It parses flags into a
+//! validated request and calls `ewx-client`; all logic lives in the library.
+
+mod cli;
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
 fn main() -> ExitCode {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        None | Some("-h" | "--help" | "help") => {
-            println!(
-                "ewx — the Compact early-warning exchange\n\nUsage: ewx <COMMAND>\n\nCommands (not yet built):"
-            );
-            for (name, what) in ewx_client::COMMANDS {
-                println!("  {name:<10} {what}");
-            }
-            ExitCode::SUCCESS
-        }
-        Some(cmd) if ewx_client::COMMANDS.iter().any(|(n, _)| *n == cmd) => {
-            eprintln!(
-                "ewx {cmd}: not yet — the broker and client issues have not landed; see the README"
-            );
-            ExitCode::from(2)
-        }
-        Some(other) => {
-            eprintln!("ewx: unknown command {other:?}; run 'ewx --help'");
-            ExitCode::from(2)
+    let args = cli::Args::parse();
+    // the demo tells its own story; the broker's warnings about the forgery it plays
+    // would only repeat it
+    let default = if args.is_demo() { "error" } else { "warn" };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ewx: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

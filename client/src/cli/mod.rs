@@ -1,0 +1,248 @@
+//! Flags, and the dispatch from a parsed command to the library.
+
+mod net;
+mod render;
+mod roster;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+/// ewx — the Compact early-warning exchange.
+///
+/// Signed, end-to-end encrypted early-warning bulletins and exercise notifications between
+/// Ukraine and its guarantors, over QUIC, with per-partner access labels and an auditable
+/// log. Run `ewx demo` to see it work; `ewx <command> --help` explains each command.
+#[derive(Debug, Parser)]
+#[command(name = "ewx", version)]
+pub struct Args {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the broker is and who we are. Flags win over environment variables, which win
+/// over the profile directory.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Conn {
+    /// Broker address, e.g. 127.0.0.1:4870.
+    #[arg(long, global = true, env = "EWX_BROKER")]
+    broker: Option<SocketAddr>,
+    /// This node's secret key file (mode 0600).
+    #[arg(long, global = true, env = "EWX_KEY")]
+    key: Option<PathBuf>,
+    /// The signed roster file.
+    #[arg(long, global = true, env = "EWX_ROSTER")]
+    roster: Option<PathBuf>,
+    /// A node profile directory holding `node.key`, `roster.cbor` and a `broker` file
+    /// with the address.
+    #[arg(long, global = true, env = "EWX_PROFILE")]
+    profile: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a node's keys: an ed25519 identity key and an x25519 key for content keys.
+    ///
+    /// Writes DIR/NODE.key (secret, mode 0600) and DIR/NODE.pub (give it to the council).
+    ///
+    /// Example: ewx keygen --node PL --out keys/
+    Keygen {
+        /// Node name: 1-16 of A-Z, 0-9, '-'.
+        #[arg(long)]
+        node: String,
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Create, edit, sign, verify and show rosters.
+    #[command(subcommand)]
+    Roster(roster::RosterCmd),
+    /// Seal, sign and publish a message; prints its id and log index.
+    ///
+    /// The payload is read from --file or stdin: JSON for the typed kinds, a STIX 2.1
+    /// bundle for a bulletin, or plain text for a bulletin (first line = headline).
+    ///
+    /// Example: echo '{"headline":"Air raid","body":"Take shelter"}' |
+    ///   ewx publish --topic ew.air.missile --level AMBER --compartments CORE --precedence FLASH
+    Publish(net::PublishArgs),
+    /// Receive, verify and decrypt messages as they arrive.
+    ///
+    /// Example: ewx subscribe 'ew.air.>' --from earliest --count 10 --json
+    Subscribe(net::SubscribeArgs),
+    /// Show the connection: broker, roster version, keys, this node's grants.
+    ///
+    /// Example: ewx status --profile ~/.ewx/PL
+    Status,
+    /// Run the demo Compact network on loopback and check every expectation.
+    ///
+    /// Starts an embedded broker with a temporary store and the demo keys, plays an air
+    /// raid warning, an exercise notice, a consultation request with receipts, a sanctions
+    /// snapback, a forgery and a denied read, then prints a table and verifies the audit
+    /// log. Exits non-zero if any expectation failed.
+    ///
+    /// Example: ewx demo
+    Demo {
+        /// Instead, write the demo network (keys, roster, broker.toml) into DIR.
+        #[arg(long, value_name = "DIR")]
+        write_network: Option<PathBuf>,
+    },
+}
+
+impl Args {
+    /// Is this `ewx demo`?
+    pub fn is_demo(&self) -> bool {
+        matches!(self.command, Command::Demo { .. })
+    }
+}
+
+/// A resolved connection: address, keys and roster, ready to connect.
+pub struct Resolved {
+    broker: SocketAddr,
+    key: PathBuf,
+    roster: PathBuf,
+}
+
+impl Conn {
+    fn profile_file(&self, file: &str) -> Option<PathBuf> {
+        self.profile
+            .as_ref()
+            .map(|p| p.join(file))
+            .filter(|p| p.exists())
+    }
+
+    /// The roster file from --roster, EWX_ROSTER or the profile.
+    fn roster_file(&self) -> Result<PathBuf> {
+        self.roster.clone().or_else(|| self.profile_file("roster.cbor")).context(
+            "no roster file: pass --roster FILE, set EWX_ROSTER, or use --profile DIR with DIR/roster.cbor",
+        )
+    }
+
+    fn resolve(&self) -> Result<Resolved> {
+        let broker = match self.broker {
+            Some(b) => b,
+            None => {
+                let f = self.profile_file("broker").context(
+                    "no broker address: pass --broker ADDR, set EWX_BROKER, or use --profile DIR with a DIR/broker file",
+                )?;
+                let text = std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?;
+                text.trim().parse().with_context(|| {
+                    format!("{}: not an address like 127.0.0.1:4870", f.display())
+                })?
+            }
+        };
+        let key = self.key.clone().or_else(|| self.profile_file("node.key")).context(
+            "no key file: pass --key FILE, set EWX_KEY, or use --profile DIR with DIR/node.key (see ewx keygen)",
+        )?;
+        Ok(Resolved {
+            broker,
+            key,
+            roster: self.roster_file()?,
+        })
+    }
+}
+
+impl Resolved {
+    async fn connect(&self) -> Result<ewx_client::Client> {
+        let keys = ewx_client::files::read_keys(&self.key)?;
+        let roster = ewx_client::files::read_roster(&self.roster)?;
+        let node = keys.node.clone();
+        ewx_client::Client::connect(self.broker, keys, roster)
+            .await
+            .with_context(|| format!("connecting to {} as {node} (is the broker running, and is {node} in its roster?)", self.broker))
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Run one command.
+///
+/// # Errors
+/// Anything that went wrong, with what to do about it.
+pub fn run(args: Args) -> Result<ExitCode> {
+    match args.command {
+        Command::Keygen { node, out } => keygen(&node, &out).map(|()| ExitCode::SUCCESS),
+        Command::Roster(cmd) => roster::run(cmd, &args.conn).map(|()| ExitCode::SUCCESS),
+        Command::Publish(p) => {
+            let conn = args.conn.resolve()?;
+            runtime()?
+                .block_on(net::publish(&conn, p))
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Subscribe(s) => {
+            let conn = args.conn.resolve()?;
+            runtime()?
+                .block_on(net::subscribe(&conn, s))
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            let conn = args.conn.resolve()?;
+            runtime()?
+                .block_on(net::status(&conn))
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            write_network: Some(dir),
+        } => {
+            ewx_client::network::write(&dir)?;
+            println!(
+                "wrote the demo network (DEMO KEYS ONLY) to {}",
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            write_network: None,
+        } => demo(),
+    }
+}
+
+fn keygen(node: &str, out: &Path) -> Result<()> {
+    let id = ewx_proto::NodeId::new(node)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (secret, public) = (out.join(format!("{id}.key")), out.join(format!("{id}.pub")));
+    if secret.exists() {
+        bail!(
+            "{} exists; refusing to overwrite a secret key (move it away first)",
+            secret.display()
+        );
+    }
+    let keys = ewx_proto::NodeKeys::generate(id, &mut rand::rngs::OsRng);
+    ewx_client::files::write_secret(&secret, keys.to_secret_file().as_bytes())?;
+    ewx_client::files::write_public(&public, ewx_client::files::public_text(&keys).as_bytes())?;
+    println!("node     {}", keys.node);
+    println!("key id   {}", keys.sign_public().key_id());
+    println!("{}", keys.sign_public().to_text());
+    println!("{}", keys.kem_public().to_text());
+    println!("secret   {} (mode 0600; never share it)", secret.display());
+    println!(
+        "public   {} (send it to the roster council)",
+        public.display()
+    );
+    Ok(())
+}
+
+fn demo() -> Result<ExitCode> {
+    let report = runtime()?.block_on(ewx_client::demo::run())?;
+    print!("{}", report.text);
+    if report.failures.is_empty() {
+        println!("\nall expectations held");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("\nFAILED expectations:");
+        for f in &report.failures {
+            println!("  - {f}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}

@@ -1,0 +1,204 @@
+//! How things look on a terminal and in JSON lines. Exercise traffic is always framed by
+//! an EXERCISE banner, first and last, so it can never be mistaken for a real warning.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use ewx_client::Delivery;
+use ewx_proto::{Compartment, Payload, SignedRoster};
+
+const EXERCISE: &str = "===== EXERCISE EXERCISE EXERCISE =====";
+
+/// `YYYY-MM-DD HH:MM:SSZ` for ms since the Unix epoch (proleptic Gregorian, UTC).
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn body(p: &Payload) -> String {
+    match p {
+        Payload::Bulletin(b) => format!("{}\n  {}", b.headline, b.body),
+        Payload::ExerciseNotice(e) => format!(
+            "{}: {} ({} troops, {} tanks, {} aircraft) in {}, {} to {}",
+            e.name,
+            e.purpose,
+            e.troops,
+            e.tanks,
+            e.aircraft,
+            e.area,
+            utc(e.start_ms),
+            utc(e.end_ms)
+        ),
+        Payload::ConsultationRequest(c) => format!(
+            "CONSULTATION REQUEST {}: {}\n  consult by {}, decide by {}",
+            c.case_id,
+            c.summary,
+            utc(c.consult_by_ms),
+            utc(c.decide_by_ms)
+        ),
+        Payload::ConsultationResponse(r) => {
+            format!("CONSULTATION {} {:?}: {}", r.case_id, r.stance, r.statement)
+        }
+        Payload::SanctionsTrigger(s) => format!(
+            "SANCTIONS {}: {} from {}",
+            s.regime,
+            s.measure,
+            utc(s.effective_ms)
+        ),
+        Payload::CeasefireReport(c) => format!(
+            "CEASEFIRE BREACH {} at {}: {}",
+            c.area,
+            utc(c.observed_ms),
+            c.description
+        ),
+        Payload::Stix(json) => format!("STIX 2.1 bundle ({} bytes)", json.len()),
+    }
+}
+
+/// Human form of a delivery.
+pub fn human(d: &Delivery) -> String {
+    let h = d.envelope.header();
+    let mut out = String::new();
+    if h.labels.exercise {
+        let _ = writeln!(out, "{EXERCISE}");
+    }
+    let _ = writeln!(
+        out,
+        "[{}] {}  #{}  {} -> {}  {}",
+        h.precedence,
+        utc(h.created_ms),
+        d.log_index,
+        h.sender,
+        h.topic,
+        h.labels
+    );
+    let _ = writeln!(out, "  {}", body(&d.payload));
+    if h.labels.exercise {
+        let _ = writeln!(out, "{EXERCISE}");
+    }
+    out
+}
+
+/// One JSON object for a delivery.
+pub fn json(d: &Delivery) -> serde_json::Value {
+    let h = d.envelope.header();
+    serde_json::json!({
+        "log_index": d.log_index,
+        "id": h.id.to_string(),
+        "sender": h.sender.as_str(),
+        "seq": h.seq,
+        "topic": h.topic.as_str(),
+        "kind": h.kind.as_str(),
+        "precedence": h.precedence.as_str(),
+        "labels": {
+            "level": h.labels.level.as_str(),
+            "compartments": h.labels.compartments.iter().map(Compartment::as_str).collect::<Vec<_>>(),
+            "rel_to": h.labels.rel_to.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            "exercise": h.labels.exercise,
+        },
+        "exercise": h.labels.exercise,
+        "created_ms": h.created_ms,
+        "envelope_hash": d.envelope.hash().to_string(),
+        "payload": serde_json::to_value(&d.payload).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// The roster as a table.
+pub fn roster_table(draft: &SignedRoster) -> Result<String> {
+    let b = draft.body()?;
+    let verified = draft.verify();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "roster {:?} version {} issued {}",
+        b.network,
+        b.version,
+        utc(b.issued_ms)
+    );
+    let _ = writeln!(
+        out,
+        "signatures: {} of {} needed — {}",
+        draft.signatures.len(),
+        b.threshold,
+        match &verified {
+            Ok(_) => "valid".to_string(),
+            Err(e) => format!("NOT VALID: {e}"),
+        }
+    );
+    for m in &b.council {
+        let signed = draft.signatures.iter().any(|s| s.key == m.key);
+        let _ = writeln!(
+            out,
+            "  council {:<12} key {}  {}",
+            m.name,
+            m.key.key_id(),
+            if signed { "signed" } else { "-" }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<8} {:<8} {:<13} {:<44} {:<16} publish / subscribe",
+        "node", "role", "clearance", "compartments", "key id"
+    );
+    for n in &b.nodes {
+        let comps: Vec<&str> = n
+            .grants
+            .compartments
+            .iter()
+            .map(Compartment::as_str)
+            .collect();
+        let pubs: Vec<&str> = n.grants.publish.iter().map(|p| p.as_str()).collect();
+        let subs: Vec<&str> = n.grants.subscribe.iter().map(|p| p.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "{:<8} {:<8} {:<13} {:<44} {:<16} {} / {}{}",
+            n.id.as_str(),
+            n.role.to_string(),
+            n.grants.clearance.as_str(),
+            if comps.is_empty() {
+                "-".to_string()
+            } else {
+                comps.join(",")
+            },
+            n.sign.key_id().to_string(),
+            if pubs.is_empty() {
+                "-".to_string()
+            } else {
+                pubs.join(" ")
+            },
+            if subs.is_empty() {
+                "-".to_string()
+            } else {
+                subs.join(" ")
+            },
+            if n.revoked { "  REVOKED" } else { "" }
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(super::utc(1_795_591_849_902), "2026-11-25 07:30:49Z");
+    }
+}
