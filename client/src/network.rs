@@ -166,6 +166,15 @@ every_entries = 100
 interval_ms = 2000
 ";
 
+/// First line of every secret file of the demo network.
+pub const DEMO_MARK: &str = "# DEMO KEY of the ewx example network: published, NOT secret; never use it for real traffic\n";
+
+fn demo_secret(k: &NodeKeys) -> Vec<u8> {
+    let mut text = DEMO_MARK.to_string();
+    text.push_str(&k.to_secret_file());
+    text.into_bytes()
+}
+
 /// Write the network into `dir`: `roster.cbor`, `keys/<NODE>.key` and `.pub`,
 /// `council/<NAME>.key` (secret files mode 0600) and `broker.toml`.
 ///
