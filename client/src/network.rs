@@ -167,7 +167,8 @@ interval_ms = 2000
 ";
 
 /// First line of every secret file of the demo network.
-pub const DEMO_MARK: &str = "# DEMO KEY of the ewx example network: published, NOT secret; never use it for real traffic\n";
+pub const DEMO_MARK: &str =
+    "# DEMO KEY of the ewx example network: published, NOT secret; never use it for real traffic\n";
 
 fn demo_secret(k: &NodeKeys) -> Vec<u8> {
     let mut text = DEMO_MARK.to_string();
@@ -188,10 +189,7 @@ pub fn write(dir: &Path) -> Result<()> {
     crate::files::write_public(&dir.join("broker.toml"), BROKER_TOML.as_bytes())?;
     for n in CORE.iter().chain(&BROADER).chain(&[AUDITOR, BROKER]) {
         let k = demo_keys(n)?;
-        crate::files::write_secret(
-            &dir.join("keys").join(format!("{n}.key")),
-            k.to_secret_file().as_bytes(),
-        )?;
+        crate::files::write_secret(&dir.join("keys").join(format!("{n}.key")), &demo_secret(&k))?;
         crate::files::write_public(
             &dir.join("keys").join(format!("{n}.pub")),
             crate::files::public_text(&k).as_bytes(),
@@ -201,7 +199,7 @@ pub fn write(dir: &Path) -> Result<()> {
         let k = demo_keys(c)?;
         crate::files::write_secret(
             &dir.join("council").join(format!("{c}.key")),
-            k.to_secret_file().as_bytes(),
+            &demo_secret(&k),
         )?;
     }
     Ok(())
