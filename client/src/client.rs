@@ -117,6 +117,11 @@ impl Client {
         Ok(Self { inner })
     }
 
+    /// The broker's address.
+    pub fn broker_addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
     /// The roster this client trusts now.
     pub fn roster(&self) -> Arc<Roster> {
         self.inner.roster.get()

@@ -173,24 +173,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         Command::Keygen { node, out } => keygen(&node, &out).map(|()| ExitCode::SUCCESS),
         Command::Roster(cmd) => roster::run(cmd, &args.conn).map(|()| ExitCode::SUCCESS),
-        Command::Publish(p) => {
-            let conn = args.conn.resolve()?;
-            runtime()?
-                .block_on(net::publish(&conn, p))
-                .map(|()| ExitCode::SUCCESS)
-        }
-        Command::Subscribe(s) => {
-            let conn = args.conn.resolve()?;
-            runtime()?
-                .block_on(net::subscribe(&conn, s))
-                .map(|()| ExitCode::SUCCESS)
-        }
-        Command::Status => {
-            let conn = args.conn.resolve()?;
-            runtime()?
-                .block_on(net::status(&conn))
-                .map(|()| ExitCode::SUCCESS)
-        }
+        Command::Publish(p) => with_client(&args.conn, |c| net::publish(c, p)),
+        Command::Subscribe(s) => with_client(&args.conn, |c| net::subscribe(c, s)),
+        Command::Status => with_client(&args.conn, net::status),
         Command::Demo {
             write_network: Some(dir),
         } => {
@@ -205,6 +190,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
             write_network: None,
         } => demo(),
     }
+}
+
+/// Connect, run `f`, and close the connection whatever `f` returned.
+fn with_client<F, Fut>(conn: &Conn, f: F) -> Result<ExitCode>
+where
+    F: FnOnce(ewx_client::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let resolved = conn.resolve()?;
+    runtime()?.block_on(async {
+        let client = resolved.connect().await?;
+        let result = f(client.clone()).await;
+        client.close().await;
+        result.map(|()| ExitCode::SUCCESS)
+    })
 }
 
 fn keygen(node: &str, out: &Path) -> Result<()> {

@@ -14,7 +14,9 @@ use ewx_proto::payload::{
 use ewx_proto::{Draft, Kind, Labels, Level, NodeId, Payload, Precedence, Topic, TopicPattern};
 use serde::Deserialize;
 
-use super::{Resolved, render};
+use ewx_client::Client;
+
+use super::render;
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -147,7 +149,7 @@ fn payload(kind: Kind, text: &str) -> Result<Payload> {
     })
 }
 
-pub async fn publish(conn: &Resolved, a: PublishArgs) -> Result<()> {
+pub async fn publish(client: Client, a: PublishArgs) -> Result<()> {
     let kind: Kind = a.kind.parse()?;
     let mut labels = Labels::new(
         a.level.parse::<Level>()?,
@@ -182,7 +184,6 @@ pub async fn publish(conn: &Resolved, a: PublishArgs) -> Result<()> {
         expires_ms: None,
         receipt: a.receipt,
     };
-    let client = conn.connect().await?;
     let env = client
         .seal(draft)
         .await
@@ -194,11 +195,10 @@ pub async fn publish(conn: &Resolved, a: PublishArgs) -> Result<()> {
         ack.log_index,
         env.header().recipients.len()
     );
-    client.close().await;
     Ok(())
 }
 
-pub async fn subscribe(conn: &Resolved, a: SubscribeArgs) -> Result<()> {
+pub async fn subscribe(client: Client, a: SubscribeArgs) -> Result<()> {
     let from = match a.from.as_str() {
         "earliest" => StartAt::Earliest,
         "latest" => StartAt::Latest,
@@ -212,7 +212,6 @@ pub async fn subscribe(conn: &Resolved, a: SubscribeArgs) -> Result<()> {
         (_, true) => ExerciseFilter::ExerciseOnly,
         _ => ExerciseFilter::All,
     };
-    let client = conn.connect().await?;
     let opts = SubscriptionOptions {
         from,
         filter,
@@ -240,12 +239,10 @@ pub async fn subscribe(conn: &Resolved, a: SubscribeArgs) -> Result<()> {
         }
     }
     sub.flush().await?;
-    client.close().await;
     Ok(())
 }
 
-pub async fn status(conn: &Resolved) -> Result<()> {
-    let client = conn.connect().await?;
+pub async fn status(client: Client) -> Result<()> {
     let roster = client.roster();
     let me = roster.active(&client.keys().node)?;
     let broker = roster
@@ -255,7 +252,7 @@ pub async fn status(conn: &Resolved) -> Result<()> {
         .find(|n| n.role == ewx_proto::Role::Broker);
     println!(
         "connected  {} as {} ({}, key id {})",
-        conn.broker,
+        client.broker_addr(),
         me.id,
         me.role,
         me.sign.key_id()
@@ -290,6 +287,5 @@ pub async fn status(conn: &Resolved) -> Result<()> {
         "subscribe  {}",
         list(g.subscribe.iter().map(|p| p.as_str()).collect())
     );
-    client.close().await;
     Ok(())
 }
