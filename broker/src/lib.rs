@@ -34,6 +34,14 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Wall-clock time in ms since the Unix epoch (0 if the clock is before 1970): the one
+/// clock the broker, the client and the CLI read.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The ALPN this broker speaks.
 pub const ALPN: &[u8] = tls::ALPN;
 

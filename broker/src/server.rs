@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
+use crate::now_ms;
 use crate::router::{self, RejectLimiter, Rejection, SubscriptionSpec};
 use crate::store::{Store, cursor_key};
 use crate::tls::{self, RosterCell};
@@ -55,12 +56,6 @@ pub struct Shared {
     pub cancel: CancellationToken,
     /// Every spawned task, awaited on shutdown.
     pub tasks: TaskTracker,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Shared {

@@ -18,6 +18,7 @@ use ewx_proto::{Envelope, Header, MessageId, NodeKeys};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::{CheckpointPolicy, Retention};
+use crate::now_ms;
 use crate::router::Rejection;
 use crate::store::{Batch, NewMessage, Recovered, Store};
 
@@ -152,12 +153,6 @@ pub fn spawn(
         .name("ewx-writer".into())
         .spawn(move || writer.run(rx))?;
     Ok((head, thread))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Writer {

@@ -3,6 +3,7 @@
 //! connection drops, the client reconnects with backoff and resumes every subscription
 //! from its durable cursor; a node the broker revoked or does not know is not retried.
 
+use ewx_broker::now_ms;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,12 +73,6 @@ pub(crate) struct Inner {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Client {

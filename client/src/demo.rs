@@ -4,6 +4,7 @@
 //! an offline verification of the audit log. The report says whether every expectation
 //! held, so the command can exit non-zero when one did not.
 
+use ewx_broker::now_ms;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -37,12 +38,6 @@ struct Seen {
     exercise: usize,
     flash_latency: Option<Duration>,
     denied: Vec<String>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn draft(

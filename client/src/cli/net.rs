@@ -1,5 +1,6 @@
 //! `ewx publish`, `ewx subscribe`, `ewx status`: the commands that talk to a broker.
 
+use ewx_broker::now_ms;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -81,12 +82,6 @@ struct ConsultationInput {
     case_id: String,
     summary: String,
     attack_ms: u64,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Turn input text into the payload for `kind`.

@@ -2,6 +2,7 @@
 //! a time (k of n). Editing a signed roster starts the next version and drops the old
 //! signatures, which no longer cover it.
 
+use ewx_broker::now_ms;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -214,12 +215,6 @@ fn init(network: &str, council: &[PathBuf], threshold: u8, out: &Path) -> Result
         out.display()
     );
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Apply `change` to the body and write the result back as an unsigned draft.
