@@ -103,6 +103,7 @@ impl Broker {
             .local_addr()
             .map_err(|e| Error::Transport(e.to_string()))?;
 
+        let logged_roster = recovered.logged_roster;
         let (live, _) = broadcast::channel(config.limits.live_buffer);
         let (tx, rx) = mpsc::channel(config.limits.write_queue);
         let (head, writer) = writer::spawn(
@@ -133,6 +134,28 @@ impl Broker {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
+        // the audit log records every roster in force, starting with this one
+        let current = shared.roster.get();
+        if logged_roster != Some(current.hash()) {
+            let (reply, done) = tokio::sync::oneshot::channel();
+            let event = ewx_proto::audit::Event::RosterChanged {
+                version: current.version(),
+                hash: current.hash(),
+            };
+            let bytes = current.signed().encode()?;
+            let sent = shared
+                .writer
+                .send(writer::Command::Roster {
+                    bytes,
+                    event,
+                    reply,
+                })
+                .await
+                .is_ok();
+            if !sent || !done.await.unwrap_or(false) {
+                return Err(Error::Store("cannot record the roster in force".into()));
+            }
+        }
         shared
             .tasks
             .spawn(server::accept_loop(endpoint.clone(), shared.clone()));

@@ -366,6 +366,14 @@ impl Session {
                 Ok(Response::Done)
             }
             Request::Receipt(r) => self.receipt(r).await,
+            Request::AuditHead
+            | Request::AuditEntries { .. }
+            | Request::GetEnvelope { .. }
+            | Request::GetRoster { .. }
+            | Request::Checkpoints { .. }
+            | Request::InclusionProof { .. }
+            | Request::ConsistencyProof { .. }
+            | Request::Cosign { .. } => self.audit_request(req).await.map_err(|r| (r, None)),
             Request::UpdateRoster { roster } => self
                 .shared
                 .update_roster(&roster)
@@ -671,6 +679,182 @@ impl Session {
             Err(_) => return fail(RejectReason::Internal, "broker is shutting down".into()),
         }
         Ok(Response::Done)
+    }
+}
+
+/// Most audit entries or checkpoints sent in one answer.
+const AUDIT_PAGE: usize = 1024;
+
+impl Session {
+    fn is_auditor(&self) -> bool {
+        self.shared
+            .roster
+            .get()
+            .active(&self.node)
+            .is_ok_and(|n| n.role == ewx_proto::Role::Auditor)
+    }
+
+    /// Audit data: auditors see everything; every node sees checkpoints, consistency
+    /// proofs and rosters (what witnesses need), and the entries, envelopes and inclusion
+    /// proofs of its own messages and receipts.
+    async fn audit_request(&self, req: Request) -> Result<Response, Rejection> {
+        let store = &self.shared.store;
+        let internal = |e: crate::Error| Rejection::new(RejectReason::Internal, e.to_string());
+        let denied = |what: &str| {
+            Rejection::new(
+                RejectReason::NotPermitted,
+                format!("{what} is for auditors (or about your own messages)"),
+            )
+        };
+        let audit_len = self.shared.head.audit_len.load(Ordering::Acquire);
+        match req {
+            Request::AuditHead => Ok(Response::AuditHead {
+                entries: audit_len,
+                next_log_index: self.shared.head.next_index.load(Ordering::Acquire),
+            }),
+            Request::AuditEntries { from, limit } => {
+                if !self.is_auditor() {
+                    return Err(denied("the audit log"));
+                }
+                let to = from
+                    .saturating_add(u64::from(limit).min(AUDIT_PAGE as u64))
+                    .min(audit_len);
+                let entries = store.audit_range(from, to).map_err(internal)?;
+                Ok(Response::AuditEntries {
+                    from,
+                    entries: entries
+                        .iter()
+                        .map(|e| serde_bytes::ByteBuf::from(e.to_vec()))
+                        .collect(),
+                })
+            }
+            Request::GetEnvelope { log_index } => {
+                let bytes = store.message(log_index).map_err(internal)?;
+                if !self.is_auditor() {
+                    let mine = bytes
+                        .as_ref()
+                        .and_then(|b| Envelope::decode(b, usize::MAX).ok())
+                        .is_some_and(|e| e.header().sender == self.node);
+                    if !mine {
+                        return Err(denied("that envelope"));
+                    }
+                }
+                Ok(Response::Bytes {
+                    bytes: bytes.map(|b| b.to_vec()),
+                })
+            }
+            Request::GetRoster { version } => Ok(Response::Bytes {
+                bytes: store.roster(version).map_err(internal)?.map(|b| b.to_vec()),
+            }),
+            Request::Checkpoints { from_size } => {
+                let cps = store
+                    .checkpoints_from(from_size, AUDIT_PAGE)
+                    .map_err(internal)?;
+                Ok(Response::Checkpoints {
+                    checkpoints: cps
+                        .iter()
+                        .map(|c| serde_bytes::ByteBuf::from(c.to_vec()))
+                        .collect(),
+                })
+            }
+            Request::InclusionProof { index, size } => {
+                if !self.is_auditor() && !self.entry_is_mine(index).map_err(internal)? {
+                    return Err(denied("that inclusion proof"));
+                }
+                self.proof(|t| t.inclusion_proof(index, size))
+            }
+            Request::ConsistencyProof { old, new } => self.proof(|t| t.consistency_proof(old, new)),
+            Request::Cosign { size, cosignature } => self.cosign(size, cosignature).await,
+            _ => Err(Rejection::new(
+                RejectReason::Malformed,
+                "not an audit request".into(),
+            )),
+        }
+    }
+
+    fn proof(
+        &self,
+        f: impl FnOnce(&ewx_proto::merkle::MerkleTree) -> ewx_proto::Result<Vec<ewx_proto::Digest32>>,
+    ) -> Result<Response, Rejection> {
+        let tree = self
+            .shared
+            .head
+            .tree
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        f(&tree)
+            .map(|hashes| Response::Proof { hashes })
+            .map_err(|e| Rejection::new(RejectReason::Malformed, e.to_string()))
+    }
+
+    fn entry_is_mine(&self, index: u64) -> crate::Result<bool> {
+        let Some(bytes) = self
+            .shared
+            .store
+            .audit_range(index, index.saturating_add(1))?
+            .pop()
+        else {
+            return Ok(false);
+        };
+        Ok(
+            match ewx_proto::audit::Entry::decode(&bytes).map(|e| e.event) {
+                Ok(Event::Published { sender, .. }) => sender == self.node,
+                Ok(Event::Receipt(r)) => r.by == self.node,
+                _ => false,
+            },
+        )
+    }
+
+    async fn cosign(
+        &self,
+        size: u64,
+        cosignature: ewx_proto::checkpoint::Cosignature,
+    ) -> Result<Response, Rejection> {
+        let bad = |reason, detail: String| Err(Rejection::new(reason, detail));
+        if cosignature.witness != self.node {
+            return bad(
+                RejectReason::WrongSender,
+                format!(
+                    "co-signature of {} on a connection of {}",
+                    cosignature.witness, self.node
+                ),
+            );
+        }
+        let stored = match self.shared.store.checkpoint(size) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return bad(
+                    RejectReason::Malformed,
+                    format!("no checkpoint of size {size}"),
+                );
+            }
+            Err(e) => return bad(RejectReason::Internal, e.to_string()),
+        };
+        let mut cp = ewx_proto::checkpoint::SignedCheckpoint::decode(&stored)
+            .map_err(|e| Rejection::new(RejectReason::Internal, e.to_string()))?;
+        cp.cosignatures = vec![cosignature.clone()];
+        if let Err(e) = cp.verify_cosignatures(&self.shared.roster.get()) {
+            return bad(RejectReason::BadSignature, e.to_string());
+        }
+        let (reply, answer) = oneshot::channel();
+        if self
+            .shared
+            .writer
+            .send(Command::Cosign {
+                size,
+                cosignature,
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return bad(RejectReason::Internal, "broker is shutting down".into());
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(Response::Done),
+            Ok(Err(r)) => Err(r),
+            Err(_) => bad(RejectReason::Internal, "broker is shutting down".into()),
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! Trees: `log` (index → envelope), `lanes` (precedence ‖ index → ()), `ids` (message id →
 //! index), `audit` (index → entry), `topics` (topic ‖ 0 ‖ topic seq → index), `cursors` (node ‖ name ‖
-//! precedence → next index), `checkpoints` (size → signed checkpoint), `meta` (schema, roster).
+//! precedence → next index), `checkpoints` (size → signed checkpoint), `rosters` (version →
+//! signed roster, every roster ever in force), `receipts`, `meta` (schema, newest roster).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -41,6 +42,8 @@ pub struct Recovered {
     pub checkpoint_hash: ewx_proto::Digest32,
     /// The newest roster the broker accepted, if any.
     pub roster: Option<Vec<u8>>,
+    /// Hash of the roster named by the last `RosterChanged` entry.
+    pub logged_roster: Option<ewx_proto::Digest32>,
 }
 
 /// One message in a batch.
@@ -69,8 +72,10 @@ pub struct Batch {
     pub cursors: Vec<(Vec<u8>, u64)>,
     /// A checkpoint (size, signed bytes).
     pub checkpoint: Option<(u64, Vec<u8>)>,
-    /// A newly accepted roster.
-    pub roster: Option<Vec<u8>>,
+    /// Checkpoints rewritten with new witness co-signatures (size, bytes).
+    pub cosigned: Vec<(u64, Vec<u8>)>,
+    /// A newly accepted roster: (version, signed bytes).
+    pub roster: Option<(u64, Vec<u8>)>,
     /// Receipts logged: (message id, recipient).
     pub receipts: Vec<(MessageId, NodeId)>,
 }
@@ -84,6 +89,7 @@ impl Batch {
             && self.checkpoint.is_none()
             && self.roster.is_none()
             && self.receipts.is_empty()
+            && self.cosigned.is_empty()
     }
 }
 
@@ -100,6 +106,7 @@ pub struct Store {
     cursors: sled::Tree,
     checkpoints: sled::Tree,
     receipts: sled::Tree,
+    rosters: sled::Tree,
     meta: sled::Tree,
     synced_blobs: Arc<Mutex<HashSet<std::ffi::OsString>>>,
 }
@@ -170,6 +177,7 @@ impl Store {
             cursors: t("cursors")?,
             checkpoints: t("checkpoints")?,
             receipts: t("receipts")?,
+            rosters: t("rosters")?,
             meta: t("meta")?,
             synced_blobs: Arc::default(),
             db,
@@ -203,6 +211,80 @@ impl Store {
         Ok((store, recovered))
     }
 
+    /// Open a store for reading only what is there — no schema write, no recovery, no
+    /// checks: the auditor's view of a copied data directory, broken or not.
+    ///
+    /// # Errors
+    /// `Store` if sled cannot open it.
+    pub fn open_for_audit(dir: &Path) -> Result<Self> {
+        if !dir.join("db").exists() {
+            return Err(Error::Store(format!(
+                "{}: no broker store here",
+                dir.display()
+            )));
+        }
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+        let t = |name: &str| db.open_tree(name);
+        Ok(Self {
+            dir: dir.into(),
+            log: t("log")?,
+            lanes: t("lanes")?,
+            ids: t("ids")?,
+            audit: t("audit")?,
+            topics: t("topics")?,
+            cursors: t("cursors")?,
+            checkpoints: t("checkpoints")?,
+            receipts: t("receipts")?,
+            rosters: t("rosters")?,
+            meta: t("meta")?,
+            synced_blobs: Arc::default(),
+            db,
+        })
+    }
+
+    /// A roster that was in force, by version.
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn roster(&self, version: u64) -> Result<Option<sled::IVec>> {
+        Ok(self.rosters.get(be(version))?)
+    }
+
+    /// The signed checkpoint of `size` entries.
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn checkpoint(&self, size: u64) -> Result<Option<sled::IVec>> {
+        Ok(self.checkpoints.get(be(size))?)
+    }
+
+    /// Signed checkpoints of `from_size` entries and more, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn checkpoints_from(&self, from_size: u64, limit: usize) -> Result<Vec<sled::IVec>> {
+        self.checkpoints
+            .range(be(from_size)..)
+            .take(limit)
+            .map(|kv| Ok(kv?.1))
+            .collect()
+    }
+
+    /// Number of audit entries stored (keys are dense from 0 in a sound store).
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn audit_len(&self) -> Result<u64> {
+        Ok(self
+            .audit
+            .last()?
+            .and_then(|(k, _)| read_u64(&k))
+            .map_or(0, |i| i + 1))
+    }
+
     /// Rebuild the writer's state from disk (on start).
     ///
     /// # Errors
@@ -212,6 +294,7 @@ impl Store {
         let mut next_index = 0;
         let mut replay: HashMap<NodeId, ReplayWindow> = HashMap::new();
         let mut topic_seq: HashMap<Topic, u64> = HashMap::new();
+        let mut logged_roster = None;
         for kv in self.audit.iter() {
             let (k, v) = kv?;
             if read_u64(&k) != Some(chain.len()) {
@@ -221,13 +304,16 @@ impl Store {
                 }
                 .into());
             }
-            if let Event::Published {
+            let event = chain.push(&v)?.event;
+            if let Event::RosterChanged { hash, .. } = event {
+                logged_roster = Some(hash);
+            } else if let Event::Published {
                 log_index,
                 sender,
                 seq,
                 topic,
                 ..
-            } = chain.push(&v)?.event
+            } = event
             {
                 next_index = next_index.max(log_index + 1);
                 // accepted before, so accepted again; this only rebuilds the window
@@ -270,6 +356,7 @@ impl Store {
         let roster = self.meta.get("roster")?.map(|v| v.to_vec());
         Ok(Recovered {
             chain,
+            logged_roster,
             next_index,
             replay,
             topic_seq,
@@ -294,9 +381,10 @@ impl Store {
             &self.checkpoints,
             &self.meta,
             &self.receipts,
+            &self.rosters,
         );
         let r: Result<(), TransactionError<()>> = trees.transaction(
-            |(log, lanes, ids, audit, topics, cursors, checkpoints, meta, receipts)| {
+            |(log, lanes, ids, audit, topics, cursors, checkpoints, meta, receipts, rosters)| {
                 for m in &batch.messages {
                     log.insert(&be(m.index), m.bytes.as_slice())?;
                     lanes.insert(&lane_key(m.precedence, m.index), &[])?;
@@ -314,8 +402,12 @@ impl Store {
                 if let Some((size, bytes)) = &batch.checkpoint {
                     checkpoints.insert(&be(*size), bytes.as_slice())?;
                 }
-                if let Some(r) = &batch.roster {
+                if let Some((version, r)) = &batch.roster {
                     meta.insert("roster", r.as_slice())?;
+                    rosters.insert(&be(*version), r.as_slice())?;
+                }
+                for (size, bytes) in &batch.cosigned {
+                    checkpoints.insert(&be(*size), bytes.as_slice())?;
                 }
                 for (id, by) in &batch.receipts {
                     receipts.insert(receipt_key(id, by), &[])?;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ewx_proto::audit::Event;
-use ewx_proto::checkpoint::{Checkpoint, SignedCheckpoint};
+use ewx_proto::checkpoint::{Checkpoint, Cosignature, SignedCheckpoint};
 use ewx_proto::frame::RejectReason;
 use ewx_proto::receipt::Receipt;
 use ewx_proto::{Envelope, Header, MessageId, NodeKeys};
@@ -78,6 +78,15 @@ pub enum Command {
         /// `true` once durable.
         reply: oneshot::Sender<bool>,
     },
+    /// Add a witness's (already verified) co-signature to a stored checkpoint.
+    Cosign {
+        /// The checkpoint's size.
+        size: u64,
+        /// The co-signature.
+        cosignature: Cosignature,
+        /// `Ok` once durable (also if this witness had co-signed already).
+        reply: oneshot::Sender<Result<(), Rejection>>,
+    },
     /// Time passed: sign a checkpoint and apply retention if due.
     Tick,
 }
@@ -89,6 +98,8 @@ pub struct Head {
     pub next_index: AtomicU64,
     /// Audit entries durable.
     pub audit_len: AtomicU64,
+    /// The Merkle tree of the durable audit entries, for proofs.
+    pub tree: std::sync::RwLock<ewx_proto::merkle::MerkleTree>,
 }
 
 /// The writer's policies, from the configuration.
@@ -109,6 +120,10 @@ enum Reply {
     ),
     Receipt(oneshot::Sender<Result<bool, Rejection>>, bool),
     Done(oneshot::Sender<bool>),
+    Cosign(
+        oneshot::Sender<Result<(), Rejection>>,
+        Result<(), Rejection>,
+    ),
 }
 
 struct Writer {
@@ -136,7 +151,10 @@ pub fn spawn(
     live: broadcast::Sender<Arc<Stored>>,
     rx: mpsc::Receiver<Command>,
 ) -> std::io::Result<(Arc<Head>, std::thread::JoinHandle<()>)> {
-    let head = Arc::new(Head::default());
+    let head = Arc::new(Head {
+        tree: std::sync::RwLock::new(state.chain.tree().clone()),
+        ..Head::default()
+    });
     head.next_index.store(state.next_index, Ordering::Release);
     head.audit_len.store(state.chain.len(), Ordering::Release);
     let writer = Writer {
@@ -288,6 +306,7 @@ impl Writer {
             match c {
                 Command::Publish { reply, .. } => drop(reply.send(Err(r()))),
                 Command::Receipt { reply, .. } => drop(reply.send(Err(r()))),
+                Command::Cosign { reply, .. } => drop(reply.send(Err(r()))),
                 Command::Cursors { reply, .. } | Command::Roster { reply, .. } => {
                     let _ = reply.send(false);
                 }
@@ -343,12 +362,24 @@ impl Writer {
                     }
                     replies.push(Reply::Receipt(reply, !dup));
                 }
+                Command::Cosign {
+                    size,
+                    cosignature,
+                    reply,
+                } => {
+                    let r = self.cosign(&mut batch, size, cosignature);
+                    replies.push(Reply::Cosign(reply, r));
+                }
                 Command::Roster {
                     bytes,
                     event,
                     reply,
                 } => {
-                    batch.roster = Some(bytes);
+                    let version = match &event {
+                        Event::RosterChanged { version, .. } => *version,
+                        _ => 0,
+                    };
+                    batch.roster = Some((version, bytes));
                     self.append(&mut batch, now, event);
                     replies.push(Reply::Done(reply));
                 }
@@ -374,6 +405,7 @@ impl Writer {
                     drop(tx.send(if committed { Ok(new) } else { Err(failed()) }))
                 }
                 Reply::Done(tx) => drop(tx.send(committed)),
+                Reply::Cosign(tx, r) => drop(tx.send(if committed { r } else { Err(failed()) })),
             }
         }
         if !committed {
@@ -382,6 +414,12 @@ impl Writer {
         self.head
             .next_index
             .store(self.state.next_index, Ordering::Release);
+        {
+            let mut tree = self.head.tree.write().unwrap_or_else(|p| p.into_inner());
+            for (_, bytes) in &batch.audit {
+                tree.push(ewx_proto::merkle::leaf_hash(bytes));
+            }
+        }
         self.head
             .audit_len
             .store(self.state.chain.len(), Ordering::Release);
@@ -392,6 +430,45 @@ impl Writer {
         if tick {
             self.apply_retention(now);
         }
+    }
+
+    fn cosign(
+        &mut self,
+        batch: &mut Batch,
+        size: u64,
+        cosignature: Cosignature,
+    ) -> Result<(), Rejection> {
+        let bad = |reason, detail: String| Err(Rejection::new(reason, detail));
+        // a checkpoint co-signed earlier in this batch, or the stored one
+        let stored = match batch.cosigned.iter().rposition(|(s, _)| *s == size) {
+            Some(i) => batch.cosigned.remove(i).1,
+            None => match self.store.checkpoint(size) {
+                Ok(Some(b)) => b.to_vec(),
+                Ok(None) => {
+                    return bad(
+                        RejectReason::Malformed,
+                        format!("no checkpoint of size {size}"),
+                    );
+                }
+                Err(e) => return bad(RejectReason::Internal, e.to_string()),
+            },
+        };
+        let mut cp = match SignedCheckpoint::decode(&stored) {
+            Ok(cp) => cp,
+            Err(e) => return bad(RejectReason::Internal, e.to_string()),
+        };
+        if !cp
+            .cosignatures
+            .iter()
+            .any(|c| c.witness == cosignature.witness)
+        {
+            cp.cosignatures.push(cosignature);
+        }
+        match cp.encode() {
+            Ok(bytes) => batch.cosigned.push((size, bytes)),
+            Err(e) => return bad(RejectReason::Internal, e.to_string()),
+        }
+        Ok(())
     }
 
     fn apply_retention(&self, now: u64) {

@@ -199,7 +199,56 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         roster: Vec<u8>,
     },
+    /// Audit data: how long the log is, how many checkpoints there are.
+    AuditHead,
+    /// Audit entries `[from, from + limit)` (auditors only).
+    AuditEntries {
+        /// First index.
+        from: u64,
+        /// At most this many (the broker may send fewer).
+        limit: u32,
+    },
+    /// The stored envelope at a message-log index (auditors, or its sender).
+    GetEnvelope {
+        /// Message-log index.
+        log_index: u64,
+    },
+    /// A roster version the broker has had in force.
+    GetRoster {
+        /// Its version.
+        version: u64,
+    },
+    /// Signed checkpoints of size `from_size` and above.
+    Checkpoints {
+        /// Smallest size wanted.
+        from_size: u64,
+    },
+    /// Proof that audit entry `index` is in the tree of `size` entries (auditors, or
+    /// for an entry about one's own message).
+    InclusionProof {
+        /// Audit entry index.
+        index: u64,
+        /// Tree size.
+        size: u64,
+    },
+    /// Proof that the tree of `old` entries is a prefix of the tree of `new` entries.
+    ConsistencyProof {
+        /// Older size.
+        old: u64,
+        /// Newer size.
+        new: u64,
+    },
+    /// A witness's co-signature over the checkpoint of `size` entries.
+    Cosign {
+        /// The checkpoint's size.
+        size: u64,
+        /// The co-signature.
+        cosignature: crate::checkpoint::Cosignature,
+    },
 }
+
+/// Wire bytes of several stored items (audit entries or signed checkpoints).
+pub type Blobs = Vec<serde_bytes::ByteBuf>;
 
 /// Why the broker refused something; mirrors the acceptance checks in DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -259,8 +308,38 @@ pub enum Response {
         /// Index of the first message it can deliver.
         next_index: u64,
     },
-    /// Done (ack, unsubscribe, receipt, roster update).
+    /// Done (ack, unsubscribe, receipt, roster update, cosignature).
     Done,
+    /// Answer to `AuditHead`.
+    AuditHead {
+        /// Audit entries durable.
+        entries: u64,
+        /// Next message-log index.
+        next_log_index: u64,
+    },
+    /// Answer to `AuditEntries`: entries from `from` on, in order.
+    AuditEntries {
+        /// Index of the first.
+        from: u64,
+        /// Entry bytes as stored.
+        entries: Blobs,
+    },
+    /// Answer to `GetEnvelope` / `GetRoster`: the bytes, if the broker still has them.
+    Bytes {
+        /// The stored bytes (absent: pruned by retention, or never existed).
+        #[serde(with = "serde_bytes")]
+        bytes: Option<Vec<u8>>,
+    },
+    /// Answer to `Checkpoints`: signed checkpoints, oldest first.
+    Checkpoints {
+        /// Signed checkpoint bytes.
+        checkpoints: Blobs,
+    },
+    /// Answer to a proof request.
+    Proof {
+        /// The proof's hashes.
+        hashes: Vec<crate::ids::Digest32>,
+    },
     /// Refused.
     Rejected {
         /// The check that failed.
