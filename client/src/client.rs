@@ -376,7 +376,9 @@ impl Inner {
     }
 
     fn give_up(&self, reason: String) {
-        *self.dead_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+        if !self.dead.is_cancelled() {
+            *self.dead_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+        }
         self.dead.cancel();
         self.conn.send_replace(None);
     }
@@ -479,6 +481,9 @@ impl Inner {
                 r = conn.closed() => r,
             };
             self.conn.send_replace(None);
+            if self.dead.is_cancelled() || matches!(reason, quinn::ConnectionError::LocallyClosed) {
+                return self.give_up(reason.to_string());
+            }
             if let quinn::ConnectionError::ApplicationClosed(ref c) = reason {
                 if FINAL_CLOSE_CODES
                     .iter()

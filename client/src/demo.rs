@@ -10,13 +10,11 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ewx_proto::audit::{Chain, Event};
-use ewx_proto::checkpoint::SignedCheckpoint;
 use ewx_proto::frame::{ExerciseFilter, RejectReason, StartAt};
 use ewx_proto::payload::{
     Bulletin, ConsultationRequest, ConsultationResponse, ExerciseNotice, SanctionsTrigger, Stance,
 };
-use ewx_proto::{Draft, Kind, Labels, Level, NodeId, Payload, Precedence, Topic, TopicPattern};
+use ewx_proto::{Draft, Kind, Labels, Level, Payload, Precedence, Topic, TopicPattern};
 
 use crate::error::{Error, Result};
 use crate::network::{self, BROADER, CORE};
@@ -455,63 +453,23 @@ pub async fn run() -> Result<Report> {
         guarantors.len()
     );
 
-    match verify_store(&dir.path().join("data"), &roster) {
-        Ok(summary) => {
-            let _ = writeln!(text, "  audit log: {summary}");
+    match crate::audit::verify_store(&dir.path().join("data"), roster.clone(), 0, &mut |_, _| {}) {
+        Ok(s) => {
+            let _ = writeln!(
+                text,
+                "  audit log: verified: {} entries, {} envelopes signed by their senders, {} receipts, {} signed checkpoints, root {}",
+                s.entries,
+                s.envelopes,
+                s.receipts,
+                s.checkpoints,
+                s.root.short()
+            );
         }
-        Err(e) => {
-            let _ = writeln!(text, "  audit log: FAILED: {e}");
-            failures.push(format!("audit verification: {e}"));
+        Err(Ok(f)) => {
+            let _ = writeln!(text, "  audit log: FAILED: {f}");
+            failures.push(format!("audit verification: {f}"));
         }
+        Err(Err(e)) => failures.push(format!("audit verification could not run: {e}")),
     }
     Ok(Report { text, failures })
-}
-
-/// Offline check of a broker store: the hash chain, the last checkpoint (signature, size,
-/// root) and every published envelope's signature and sender rights under the roster.
-fn verify_store(data: &std::path::Path, roster: &ewx_proto::Roster) -> Result<String> {
-    let (store, _) = ewx_broker::store::Store::open(data, 60_000_000)?;
-    let mut chain = Chain::new();
-    let mut published = 0;
-    for bytes in store.audit_range(0, u64::MAX)? {
-        let entry = chain.push(&bytes)?;
-        if let Event::Published {
-            log_index,
-            envelope_hash,
-            ..
-        } = entry.event
-        {
-            let env_bytes = store
-                .message(log_index)?
-                .ok_or_else(|| Error::File(format!("envelope {log_index} missing")))?;
-            let env = ewx_proto::Envelope::decode(&env_bytes, usize::MAX)?;
-            env.verify(roster)?;
-            if env.hash() != envelope_hash {
-                return Err(Error::File(format!(
-                    "envelope {log_index} does not match its audit entry"
-                )));
-            }
-            published += 1;
-        }
-    }
-    let checkpoints = store.checkpoints()?;
-    let broker_key = roster.active(&NodeId::new(network::BROKER)?)?.sign;
-    let last = SignedCheckpoint::decode(
-        checkpoints
-            .last()
-            .ok_or_else(|| Error::File("no checkpoint".into()))?,
-    )?;
-    let cp = last.verify(&broker_key)?;
-    if cp.size != chain.len() || cp.root != chain.tree().root() {
-        return Err(Error::File(
-            "the last checkpoint does not cover the log".into(),
-        ));
-    }
-    Ok(format!(
-        "verified: {} entries, {} envelopes signed by their senders, {} signed checkpoints, root {}",
-        chain.len(),
-        published,
-        checkpoints.len(),
-        cp.root.short()
-    ))
 }

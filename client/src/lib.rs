@@ -7,6 +7,7 @@
 //! Still to come (the client issue): reconnection with backoff and automatic resume,
 //! the full CLI, the demo network and `ewx demo`.
 
+pub mod audit;
 mod client;
 pub mod demo;
 mod error;

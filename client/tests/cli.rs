@@ -391,6 +391,59 @@ fn keygen_roster_broker_publish_subscribe_round_trip() {
         "{human}"
     );
     rt.block_on(broker.shutdown()).unwrap();
+
+    // the auditor's view of the store: sound, then tampered
+    let v = ok(
+        p,
+        &[
+            "audit",
+            "verify",
+            "--store",
+            "data",
+            "--roster",
+            "roster.cbor",
+        ],
+    );
+    assert!(v.lines().last().unwrap().starts_with("verified:"), "{v}");
+    let id = msgs[0]["id"].as_str().unwrap().to_string();
+    let receipts = ok(
+        p,
+        &[
+            "audit",
+            "receipts",
+            &id,
+            "--store",
+            "data",
+            "--roster",
+            "roster.cbor",
+        ],
+    );
+    assert!(receipts.contains("at log index 0"), "{receipts}");
+    {
+        let db = sled::open(p.join("data")).unwrap();
+        db.open_tree("audit")
+            .unwrap()
+            .remove(3u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let out = ewx(
+        p,
+        &[
+            "audit",
+            "verify",
+            "--store",
+            "data",
+            "--roster",
+            "roster.cbor",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("first bad index: 3"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]

@@ -302,3 +302,44 @@ impl Envelope {
         self
     }
 }
+
+/// Verify many envelopes at once, each against the roster given with it: the publish
+/// rules one by one, the signatures as one ed25519 batch (about twice as fast), falling
+/// back to one by one only to name the first bad envelope.
+///
+/// # Errors
+/// The position in `items` of the first envelope that fails, and why.
+pub fn verify_batch(items: &[(&Envelope, &Roster)]) -> std::result::Result<(), (usize, Error)> {
+    let mut messages = Vec::with_capacity(items.len());
+    let mut signatures = Vec::with_capacity(items.len());
+    let mut keys = Vec::with_capacity(items.len());
+    for (i, (env, roster)) in items.iter().enumerate() {
+        let fail = |e: Error| (i, e);
+        let h = env.header();
+        let sender = roster.active(&h.sender).map_err(fail)?;
+        if !sender.role.publishes() {
+            return Err(fail(Error::NotPermitted(format!(
+                "{} is a {} and may not publish",
+                sender.id, sender.role
+            ))));
+        }
+        check_publish(&sender.id, &sender.grants, &h.topic, &h.labels).map_err(fail)?;
+        keys.push(sender.sign.dalek().map_err(fail)?);
+        messages.push(env.signed_message());
+        signatures.push(ed25519_dalek::Signature::from_bytes(&env.signature().0));
+    }
+    let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    if ed25519_dalek::verify_batch(&refs, &signatures, &keys).is_ok() {
+        return Ok(());
+    }
+    for (i, (env, roster)) in items.iter().enumerate() {
+        env.verify(roster).map_err(|e| (i, e))?;
+    }
+    // the batch failed but each one verifies: only possible with non-canonical inputs
+    Err((
+        0,
+        Error::BadSignature {
+            what: "envelope batch",
+        },
+    ))
+}

@@ -42,7 +42,7 @@ pub mod seal;
 pub mod topic;
 
 pub use access::{Grants, may_read};
-pub use envelope::{Envelope, Header};
+pub use envelope::{Envelope, Header, verify_batch};
 pub use error::{Error, Result};
 pub use ids::{Digest32, MessageId, NodeId};
 pub use keys::NodeKeys;

@@ -1,5 +1,6 @@
 //! Flags, and the dispatch from a parsed command to the library.
 
+mod audit;
 mod net;
 mod render;
 mod roster;
@@ -78,6 +79,9 @@ enum Command {
     ///
     /// Example: ewx status --profile ~/.ewx/PL
     Status,
+    /// Verify the audit log (online or from a store copy) and list receipts.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Run the demo Compact network on loopback and check every expectation.
     ///
     /// Starts an embedded broker with a temporary store and the demo keys, plays an air
@@ -173,6 +177,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         Command::Keygen { node, out } => keygen(&node, &out).map(|()| ExitCode::SUCCESS),
         Command::Roster(cmd) => roster::run(cmd, &args.conn).map(|()| ExitCode::SUCCESS),
+        Command::Audit(cmd) => audit::run(cmd, &args.conn),
         Command::Publish(p) => with_client(&args.conn, |c| net::publish(c, p)),
         Command::Subscribe(s) => with_client(&args.conn, |c| net::subscribe(c, s)),
         Command::Status => with_client(&args.conn, net::status),

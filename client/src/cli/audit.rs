@@ -1,0 +1,133 @@
+//! `ewx audit …`: verify a broker's log without trusting the broker, and list who
+//! received a message.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use ewx_client::audit::{self, Failure, Summary};
+use ewx_client::files;
+use ewx_proto::MessageId;
+
+use super::{Conn, render, runtime};
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Verify the whole audit log: hash chain, Merkle roots, checkpoint signatures and
+    /// consistency, every envelope's signature and sender rights, every receipt.
+    ///
+    /// Online (as an auditor node, with --broker/--key) or offline with --store on a copy
+    /// of a broker's data directory. The roster you trust comes from --roster. Exits 0
+    /// with a summary whose last line starts `verified:`, or 1 with
+    /// `first bad index: N (reason)`.
+    ///
+    /// Example: ewx audit verify --store /backup/ewx-data --roster roster.cbor
+    Verify {
+        /// A copy of the broker's data directory (offline).
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Require at least this many witness co-signatures on the last checkpoint.
+        #[arg(long, default_value_t = 0)]
+        min_witnesses: usize,
+    },
+    /// List who received and acknowledged a message (verified receipts) and when.
+    ///
+    /// Example: ewx audit receipts 9f1c0d…e2 --store /backup/ewx-data --roster roster.cbor
+    Receipts {
+        /// Message id (32 hex digits, as `ewx publish` prints it).
+        id: String,
+        /// A copy of the broker's data directory.
+        #[arg(long)]
+        store: PathBuf,
+    },
+}
+
+fn report(
+    result: std::result::Result<Summary, std::result::Result<Failure, ewx_client::Error>>,
+) -> Result<ExitCode> {
+    match result {
+        Ok(summary) => {
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Ok(failure)) => {
+            println!("{failure}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(Err(e)) => Err(e).context("the log could not be read"),
+    }
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} entries {wide_bar} {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+pub fn run(cmd: AuditCmd, conn: &Conn) -> Result<ExitCode> {
+    let anchor = files::read_roster(&conn.roster_file()?)?;
+    match cmd {
+        AuditCmd::Verify {
+            store: Some(dir),
+            min_witnesses,
+        } => {
+            let bar = progress_bar();
+            let result = audit::verify_store(&dir, anchor, min_witnesses, &mut |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            });
+            bar.finish_and_clear();
+            report(result)
+        }
+        AuditCmd::Verify {
+            store: None,
+            min_witnesses,
+        } => {
+            let resolved = conn.resolve()?;
+            runtime()?.block_on(async {
+                let client = resolved.connect().await?;
+                let bar = progress_bar();
+                let result =
+                    audit::verify_online(&client, anchor, min_witnesses, &mut |done, total| {
+                        bar.set_length(total);
+                        bar.set_position(done);
+                    })
+                    .await;
+                bar.finish_and_clear();
+                client.close().await;
+                report(result)
+            })
+        }
+        AuditCmd::Receipts { id, store } => {
+            let id: MessageId = id.parse()?;
+            let (log_index, receipts) = audit::receipts_in_store(&store, &id)?;
+            println!(
+                "message {id} at log index {log_index}: {} receipts",
+                receipts.len()
+            );
+            let mut bad = 0;
+            for r in &receipts {
+                let ok = r.verify(&anchor).is_ok();
+                bad += usize::from(!ok);
+                println!(
+                    "  {:<8} {}  {}",
+                    r.by.as_str(),
+                    render::utc(r.time_ms),
+                    if ok {
+                        "signature valid"
+                    } else {
+                        "SIGNATURE INVALID"
+                    }
+                );
+            }
+            if bad > 0 {
+                bail!("{bad} receipts do not verify");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

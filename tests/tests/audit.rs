@@ -1,0 +1,254 @@
+//! Auditing end to end: a real broker's log verified online by the auditor node and
+//! offline from a copied store, and every kind of tampering with a copy caught at the
+//! right index.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use ewx_client::Error;
+use ewx_client::audit::{Failure, verify_online, verify_store};
+use ewx_proto::frame::{RejectReason, Request, Response, StartAt};
+use ewx_proto::{Level, Precedence};
+use ewx_tests::*;
+
+/// A store with traffic: publishes, deliveries, a receipt, a rejection, checkpoints.
+async fn busy_store(net: &TestNet) {
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    let pl = net.client(&broker, "PL").await;
+    let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Latest).await;
+    for i in 0..40 {
+        let mut d = bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Routine,
+            &format!("m{i}"),
+        );
+        d.receipt = i == 3;
+        ua.publish(d).await.unwrap();
+    }
+    for _ in 0..40 {
+        let d = next(&mut sub).await;
+        if d.envelope.header().receipt {
+            pl.send_receipt(&d.envelope).await.unwrap();
+        }
+        sub.ack_delivery(&d).await.unwrap();
+    }
+    assert!(ua.publish_envelope(b"junk").await.is_err());
+    pl.close().await;
+    ua.close().await;
+    broker.shutdown().await.unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Copy the store, change the copy with `tamper`, verify it offline.
+fn tampered(
+    net: &TestNet,
+    tamper: impl FnOnce(&sled::Db),
+) -> Result<ewx_client::audit::Summary, Failure> {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&net.data_dir(), copy.path());
+    {
+        let db = sled::open(copy.path()).unwrap();
+        tamper(&db);
+        db.flush().unwrap();
+    }
+    verify_store(copy.path(), net.roster.clone(), 0, &mut |_, _| {}).map_err(|e| e.unwrap())
+}
+
+fn key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sound_log_verifies_offline_and_online() {
+    let net = TestNet::new();
+    busy_store(&net).await;
+    let offline = verify_store(&net.data_dir(), net.roster.clone(), 0, &mut |_, _| {}).unwrap();
+    assert_eq!(offline.envelopes, 40);
+    assert_eq!(offline.receipts, 1);
+    assert!(
+        offline.checkpoints >= 1 && offline.unsigned_tail == 0,
+        "{offline}"
+    );
+    assert!(
+        offline
+            .to_string()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("verified:")
+    );
+
+    let broker = net.start_broker().await;
+    let auditor = net.client(&broker, "AUDIT1").await;
+    let online = verify_online(&auditor, net.roster.clone(), 0, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(online.envelopes, 40);
+    assert!(online.entries >= offline.entries);
+    // witnesses required but absent: refused, naming the checkpoint
+    let r = verify_online(&auditor, net.roster.clone(), 1, &mut |_, _| {}).await;
+    assert!(
+        matches!(&r, Err(Ok(f)) if f.reason.contains("witness")),
+        "{r:?}"
+    );
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_data_is_for_auditors_except_ones_own() {
+    let net = TestNet::new();
+    busy_store(&net).await;
+    let broker = net.start_broker().await;
+    let pl = net.client(&broker, "PL").await;
+    let ua = net.client(&broker, "UA").await;
+    let r = pl
+        .request(&Request::AuditEntries { from: 0, limit: 10 })
+        .await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::Rejected {
+                reason: RejectReason::NotPermitted,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // anyone gets checkpoints and consistency proofs (witnesses need them)
+    let Response::Checkpoints { checkpoints } = pl
+        .request(&Request::Checkpoints { from_size: 0 })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(!checkpoints.is_empty());
+    assert!(matches!(
+        pl.request(&Request::ConsistencyProof { old: 1, new: 5 })
+            .await
+            .unwrap(),
+        Response::Proof { .. }
+    ));
+    // UA's first publish is audit entry 1 (entry 0 is the roster): UA may prove it, PL may not
+    let events = audit_events(broker.store());
+    let first_publish = events
+        .iter()
+        .position(|e| matches!(e, ewx_proto::audit::Event::Published { .. }))
+        .unwrap() as u64;
+    assert!(matches!(
+        ua.request(&Request::InclusionProof {
+            index: first_publish,
+            size: 10
+        })
+        .await
+        .unwrap(),
+        Response::Proof { .. }
+    ));
+    assert!(
+        pl.request(&Request::InclusionProof {
+            index: first_publish,
+            size: 10
+        })
+        .await
+        .is_err()
+    );
+    assert!(
+        pl.request(&Request::GetEnvelope { log_index: 0 })
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        ua.request(&Request::GetEnvelope { log_index: 0 })
+            .await
+            .unwrap(),
+        Response::Bytes { bytes: Some(_) }
+    ));
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_tampering_is_caught_at_the_right_index() {
+    let net = TestNet::new();
+    busy_store(&net).await;
+    let audit_len = verify_store(&net.data_dir(), net.roster.clone(), 0, &mut |_, _| {})
+        .unwrap()
+        .entries;
+    let at = |f: Result<_, Failure>| f.map(|_| ()).unwrap_err();
+
+    // an entry edited (and re-encoded so it still decodes)
+    let f = at(tampered(&net, |db| {
+        let audit = db.open_tree("audit").unwrap();
+        let mut e = ewx_proto::audit::Entry::decode(&audit.get(key(7)).unwrap().unwrap()).unwrap();
+        e.time_ms += 1;
+        audit.insert(key(7), e.encode().unwrap()).unwrap();
+    }));
+    assert_eq!(f.index, 7, "{f}");
+    assert!(f.reason.contains("altered"), "{f}");
+
+    // an entry deleted
+    let f = at(tampered(&net, |db| {
+        db.open_tree("audit").unwrap().remove(key(12)).unwrap();
+    }));
+    assert_eq!(f.index, 12, "{f}");
+    assert!(f.reason.contains("missing"), "{f}");
+
+    // two entries swapped
+    let f = at(tampered(&net, |db| {
+        let audit = db.open_tree("audit").unwrap();
+        let (a, b) = (
+            audit.get(key(20)).unwrap().unwrap(),
+            audit.get(key(21)).unwrap().unwrap(),
+        );
+        audit.insert(key(20), b).unwrap();
+        audit.insert(key(21), a).unwrap();
+    }));
+    assert_eq!(f.index, 20, "{f}");
+
+    // the tail cut off
+    let f = at(tampered(&net, |db| {
+        let audit = db.open_tree("audit").unwrap();
+        for i in audit_len - 5..audit_len {
+            audit.remove(key(i)).unwrap();
+        }
+    }));
+    assert_eq!(f.index, audit_len - 5, "{f}");
+    assert!(f.reason.contains("missing"), "{f}");
+
+    // a checkpoint's signature swapped for another checkpoint's
+    let f = at(tampered(&net, |db| {
+        let cps = db.open_tree("checkpoints").unwrap();
+        let all: Vec<_> = cps.iter().map(|kv| kv.unwrap()).collect();
+        assert!(all.len() >= 2, "need two checkpoints");
+        let first = ewx_proto::checkpoint::SignedCheckpoint::decode(&all[0].1).unwrap();
+        let mut last =
+            ewx_proto::checkpoint::SignedCheckpoint::decode(&all[all.len() - 1].1).unwrap();
+        last.signature = first.signature;
+        cps.insert(&all[all.len() - 1].0, last.encode().unwrap())
+            .unwrap();
+    }));
+    assert_eq!(f.index, audit_len, "{f}");
+    assert!(f.reason.contains("bad signature"), "{f}");
+
+    // an envelope replaced by another one
+    let f = at(tampered(&net, |db| {
+        let log = db.open_tree("log").unwrap();
+        let other = log.get(key(9)).unwrap().unwrap();
+        log.insert(key(10), other).unwrap();
+    }));
+    assert!(f.reason.contains("does not match its audit entry"), "{f}");
+}
