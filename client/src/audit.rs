@@ -601,3 +601,116 @@ pub fn receipts_in_store(
         published.ok_or_else(|| Error::File(format!("message {id} is not in this log")))?;
     Ok((log_index, receipts))
 }
+
+/// What a witness concluded about the broker's newest checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Witnessed {
+    /// Consistent with everything seen before: co-signed (and sent to the broker).
+    Cosigned {
+        /// Size of the checkpoint co-signed.
+        size: u64,
+    },
+    /// Nothing new since the last checkpoint seen.
+    UpToDate {
+        /// Its size.
+        size: u64,
+    },
+    /// The broker has no checkpoint yet.
+    NoCheckpoint,
+    /// The broker showed a history that is not an extension of the one seen before.
+    Fork {
+        /// What does not fit.
+        reason: String,
+    },
+}
+
+/// One round of witnessing: fetch the broker's newest checkpoint, check its signature and
+/// that it extends `seen` (the last checkpoint this witness accepted, as stored bytes) by a
+/// consistency proof, co-sign it and send the co-signature. Returns the outcome and the
+/// checkpoint to remember.
+///
+/// # Errors
+/// If the broker cannot be reached or sends something unreadable.
+pub async fn witness_once(
+    client: &Client,
+    seen: Option<&[u8]>,
+) -> Result<(Witnessed, Option<Vec<u8>>)> {
+    let roster = client.roster();
+    let broker = roster
+        .body()
+        .nodes
+        .iter()
+        .find(|n| n.role == Role::Broker)
+        .map(|n| n.sign)
+        .ok_or(Error::NoBroker)?;
+    let old = match seen {
+        Some(b) => {
+            let s = SignedCheckpoint::decode(b)?;
+            Some((s.verify(&broker)?, b.to_vec()))
+        }
+        None => None,
+    };
+    let from_size = old.as_ref().map_or(0, |(c, _)| c.size);
+    let Response::Checkpoints { checkpoints } =
+        client.request(&Request::Checkpoints { from_size }).await?
+    else {
+        return Err(Error::Unexpected("no checkpoint list".into()));
+    };
+    let Some(newest) = checkpoints.last().map(|b| b.to_vec()) else {
+        return match old {
+            Some((c, _)) => Ok((
+                Witnessed::Fork {
+                    reason: format!(
+                        "the broker no longer has the checkpoint of size {} seen before",
+                        c.size
+                    ),
+                },
+                seen.map(<[u8]>::to_vec),
+            )),
+            None => Ok((Witnessed::NoCheckpoint, None)),
+        };
+    };
+    let signed = SignedCheckpoint::decode(&newest)?;
+    let new = signed.verify(&broker)?;
+    if let Some((old, old_bytes)) = &old {
+        if new.size == old.size {
+            if new.root != old.root {
+                return Ok((
+                    Witnessed::Fork {
+                        reason: format!("two different roots for size {}", new.size),
+                    },
+                    Some(old_bytes.clone()),
+                ));
+            }
+            return Ok((
+                Witnessed::UpToDate { size: new.size },
+                Some(old_bytes.clone()),
+            ));
+        }
+        let Response::Proof { hashes } = client
+            .request(&Request::ConsistencyProof {
+                old: old.size,
+                new: new.size,
+            })
+            .await?
+        else {
+            return Err(Error::Unexpected("no proof".into()));
+        };
+        if let Err(e) = verify_consistency(old.size, new.size, &old.root, &new.root, &hashes) {
+            return Ok((
+                Witnessed::Fork {
+                    reason: e.to_string(),
+                },
+                Some(old_bytes.clone()),
+            ));
+        }
+    }
+    let cosignature = signed.cosign(client.keys());
+    client
+        .request(&Request::Cosign {
+            size: new.size,
+            cosignature,
+        })
+        .await?;
+    Ok((Witnessed::Cosigned { size: new.size }, Some(newest)))
+}

@@ -252,3 +252,71 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
     }));
     assert!(f.reason.contains("does not match its audit entry"), "{f}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witnesses_cosign_a_growing_log_and_detect_a_fork() {
+    use ewx_client::audit::{Witnessed, witness_once};
+    let net = TestNet::new();
+    busy_store(&net).await;
+    let broker = net.start_broker().await;
+    let (pl, jp) = (
+        net.client(&broker, "PL").await,
+        net.client(&broker, "JP").await,
+    );
+    let (out, pl_seen) = witness_once(&pl, None).await.unwrap();
+    assert!(matches!(out, Witnessed::Cosigned { .. }), "{out:?}");
+    let (out, jp_seen) = witness_once(&jp, None).await.unwrap();
+    assert!(matches!(out, Witnessed::Cosigned { .. }), "{out:?}");
+    // more traffic, a new checkpoint: consistent, co-signed again
+    let ua = net.client(&broker, "UA").await;
+    for i in 0..60 {
+        ua.publish(bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Routine,
+            &format!("n{i}"),
+        ))
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (out, pl_seen) = witness_once(&pl, pl_seen.as_deref()).await.unwrap();
+    assert!(matches!(out, Witnessed::Cosigned { .. }), "{out:?}");
+    let (out, _) = witness_once(&jp, jp_seen.as_deref()).await.unwrap();
+    assert!(matches!(out, Witnessed::Cosigned { .. }), "{out:?}");
+    let auditor = net.client(&broker, "AUDIT1").await;
+    let summary = verify_online(&auditor, net.roster.clone(), 2, &mut |_, _| {}).await;
+    ua.close().await;
+    auditor.close().await;
+    pl.close().await;
+    jp.close().await;
+    broker.shutdown().await.unwrap();
+    // the log is sound and its last checkpoint carries both witnesses
+    let summary = summary.unwrap();
+    assert_eq!(summary.witnesses, vec![id("PL"), id("JP")]);
+    let offline = verify_store(&net.data_dir(), net.roster.clone(), 2, &mut |_, _| {}).unwrap();
+    assert_eq!(offline.witnesses.len(), 2);
+
+    // the same broker identity shows PL a different history (another store)
+    let other = TestNet::new();
+    let forked = other.start_broker().await;
+    let ua2 = other.client(&forked, "UA").await;
+    for i in 0..200 {
+        ua2.publish(bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Routine,
+            &format!("other {i}"),
+        ))
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let pl2 = other.client(&forked, "PL").await;
+    let (out, kept) = witness_once(&pl2, pl_seen.as_deref()).await.unwrap();
+    assert!(matches!(out, Witnessed::Fork { .. }), "{out:?}");
+    assert_eq!(kept, pl_seen, "a fork never replaces what the witness saw");
+    forked.shutdown().await.unwrap();
+}

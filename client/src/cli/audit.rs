@@ -131,3 +131,41 @@ pub fn run(cmd: AuditCmd, conn: &Conn) -> Result<ExitCode> {
         }
     }
 }
+
+/// `ewx witness`: co-sign the broker's checkpoints after checking each one extends the
+/// last one this node saw; a fork is reported and never co-signed.
+pub fn witness(conn: &Conn, state: &std::path::Path, interval: Option<u64>) -> Result<ExitCode> {
+    let resolved = conn.resolve()?;
+    runtime()?.block_on(async {
+        let client = resolved.connect().await?;
+        let result = async {
+            loop {
+                let seen = match std::fs::read(state) {
+                    Ok(b) => Some(b),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(e).with_context(|| format!("reading {}", state.display())),
+                };
+                let (outcome, keep) = audit::witness_once(&client, seen.as_deref()).await?;
+                if let Some(b) = keep {
+                    files::write_public(state, &b)?;
+                }
+                match outcome {
+                    audit::Witnessed::Cosigned { size } => println!("co-signed the checkpoint of {size} entries"),
+                    audit::Witnessed::UpToDate { size } => println!("nothing new since the checkpoint of {size} entries"),
+                    audit::Witnessed::NoCheckpoint => println!("the broker has no checkpoint yet"),
+                    audit::Witnessed::Fork { reason } => {
+                        println!("FORK DETECTED: the broker shows a history that does not extend the one seen before: {reason}");
+                        return Ok(ExitCode::from(2));
+                    }
+                }
+                match interval {
+                    Some(secs) => tokio::time::sleep(std::time::Duration::from_secs(secs)).await,
+                    None => return Ok(ExitCode::SUCCESS),
+                }
+            }
+        }
+        .await;
+        client.close().await;
+        result
+    })
+}

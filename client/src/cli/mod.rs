@@ -82,6 +82,18 @@ enum Command {
     /// Verify the audit log (online or from a store copy) and list receipts.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Act as a witness: co-sign the broker's newest checkpoint if it extends the last one
+    /// this node saw (kept in --state); report a fork and exit 2 if it does not.
+    ///
+    /// Example: ewx --profile ~/.ewx/PL witness --state ~/.ewx/PL/witness.cbor --interval 60
+    Witness {
+        /// File holding the last checkpoint this witness accepted.
+        #[arg(long)]
+        state: PathBuf,
+        /// Keep witnessing every SECS seconds (default: once).
+        #[arg(long, value_name = "SECS")]
+        interval: Option<u64>,
+    },
     /// Run the demo Compact network on loopback and check every expectation.
     ///
     /// Starts an embedded broker with a temporary store and the demo keys, plays an air
@@ -178,6 +190,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Keygen { node, out } => keygen(&node, &out).map(|()| ExitCode::SUCCESS),
         Command::Roster(cmd) => roster::run(cmd, &args.conn).map(|()| ExitCode::SUCCESS),
         Command::Audit(cmd) => audit::run(cmd, &args.conn),
+        Command::Witness { state, interval } => audit::witness(&args.conn, &state, interval),
         Command::Publish(p) => with_client(&args.conn, |c| net::publish(c, p)),
         Command::Subscribe(s) => with_client(&args.conn, |c| net::subscribe(c, s)),
         Command::Status => with_client(&args.conn, net::status),
