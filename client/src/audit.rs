@@ -714,3 +714,269 @@ pub async fn witness_once(
         .await?;
     Ok((Witnessed::Cosigned { size: new.size }, Some(newest)))
 }
+
+/// Everything needed to prove, offline and without the broker, that a message was
+/// published by its sender and is in the broker's signed (and witnessed) log.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// Format version, 1.
+    pub v: u8,
+    /// Audit index of the `Published` entry.
+    pub index: u64,
+    /// The `Published` entry as stored.
+    #[serde(with = "serde_bytes")]
+    pub entry: Vec<u8>,
+    /// The envelope as published.
+    #[serde(with = "serde_bytes")]
+    pub envelope: Vec<u8>,
+    /// A signed (preferably witnessed) checkpoint covering the entry.
+    #[serde(with = "serde_bytes")]
+    pub checkpoint: Vec<u8>,
+    /// Inclusion proof of the entry in that checkpoint's tree.
+    pub proof: Vec<Digest32>,
+    /// The roster in force when it was published.
+    #[serde(with = "serde_bytes")]
+    pub roster: Vec<u8>,
+}
+
+/// What a verified bundle proves.
+#[derive(Debug, Clone)]
+pub struct BundleReport {
+    /// Message id.
+    pub id: MessageId,
+    /// Who signed it.
+    pub sender: NodeId,
+    /// Where.
+    pub topic: String,
+    /// Audit index.
+    pub index: u64,
+    /// Size of the checkpoint proving inclusion.
+    pub checkpoint_size: u64,
+    /// Witnesses who co-signed that checkpoint.
+    pub witnesses: Vec<NodeId>,
+}
+
+fn pick_checkpoint(checkpoints: &[Vec<u8>], index: u64) -> Option<(Vec<u8>, u64)> {
+    checkpoints
+        .iter()
+        .filter_map(|b| {
+            let s = SignedCheckpoint::decode(b).ok()?;
+            let size = s.checkpoint().ok()?.size;
+            (size > index).then(|| {
+                (
+                    s.cosignatures.len(),
+                    std::cmp::Reverse(size),
+                    b.clone(),
+                    size,
+                )
+            })
+        })
+        .max_by_key(|(w, size, ..)| (*w, *size))
+        .map(|(_, _, b, size)| (b, size))
+}
+
+/// Build a bundle from a copy of a broker's store.
+///
+/// # Errors
+/// If the store cannot be read, the message is not in it, or no checkpoint covers it.
+pub fn bundle_from_store(dir: &std::path::Path, id: &MessageId) -> Result<Bundle> {
+    let store = ewx_broker::store::Store::open_for_audit(dir)?;
+    let mut chain = Chain::new();
+    let (mut roster_version, mut found) = (None, None);
+    for bytes in store.audit_range(0, u64::MAX)? {
+        let entry = chain.push(&bytes)?;
+        match entry.event {
+            Event::RosterChanged { version, .. } if found.is_none() => {
+                roster_version = Some(version)
+            }
+            Event::Published {
+                id: i, log_index, ..
+            } if &i == id => found = Some((entry.index, bytes.to_vec(), log_index)),
+            _ => {}
+        }
+    }
+    let (index, entry, log_index) =
+        found.ok_or_else(|| Error::File(format!("message {id} is not in this log")))?;
+    let checkpoints: Vec<Vec<u8>> = store.checkpoints()?.iter().map(|c| c.to_vec()).collect();
+    let (checkpoint, size) = pick_checkpoint(&checkpoints, index)
+        .ok_or_else(|| Error::File("no checkpoint covers the message yet".into()))?;
+    let envelope = store
+        .message(log_index)?
+        .ok_or_else(|| Error::File(format!("envelope {log_index} was pruned by retention")))?
+        .to_vec();
+    let version = roster_version.ok_or_else(|| Error::File("the log names no roster".into()))?;
+    let roster = store
+        .roster(version)?
+        .ok_or_else(|| Error::File(format!("roster version {version} is missing")))?
+        .to_vec();
+    let proof = chain.tree().inclusion_proof(index, size)?;
+    Ok(Bundle {
+        v: 1,
+        index,
+        entry,
+        envelope,
+        checkpoint,
+        proof,
+        roster,
+    })
+}
+
+/// Build a bundle from a running broker, as an auditor node (the inclusion proof comes
+/// from the broker and is checked when the bundle is verified).
+///
+/// # Errors
+/// If the broker refuses or the message is not in its log.
+pub async fn bundle_online(client: &Client, id: &MessageId) -> Result<Bundle> {
+    let (mut from, mut roster_version, mut found) = (0u64, None, None);
+    while found.is_none() {
+        let Response::AuditEntries { entries, .. } = client
+            .request(&Request::AuditEntries { from, limit: 1024 })
+            .await?
+        else {
+            return Err(Error::Unexpected("no entries".into()));
+        };
+        if entries.is_empty() {
+            break;
+        }
+        for (i, bytes) in entries.iter().enumerate() {
+            match ewx_proto::audit::Entry::decode(bytes)?.event {
+                Event::RosterChanged { version, .. } => roster_version = Some(version),
+                Event::Published {
+                    id: m, log_index, ..
+                } if &m == id => {
+                    found = Some((from + i as u64, bytes.to_vec(), log_index));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        from += entries.len() as u64;
+    }
+    let (index, entry, log_index) =
+        found.ok_or_else(|| Error::File(format!("message {id} is not in the broker's log")))?;
+    let Response::Checkpoints { checkpoints } = client
+        .request(&Request::Checkpoints {
+            from_size: index + 1,
+        })
+        .await?
+    else {
+        return Err(Error::Unexpected("no checkpoints".into()));
+    };
+    let checkpoints: Vec<Vec<u8>> = checkpoints.into_iter().map(|b| b.into_vec()).collect();
+    let (checkpoint, size) = pick_checkpoint(&checkpoints, index)
+        .ok_or_else(|| Error::File("no checkpoint covers the message yet".into()))?;
+    let Response::Proof { hashes: proof } = client
+        .request(&Request::InclusionProof { index, size })
+        .await?
+    else {
+        return Err(Error::Unexpected("no proof".into()));
+    };
+    let envelope = fetch_bytes(client, Request::GetEnvelope { log_index })
+        .await?
+        .ok_or_else(|| Error::File("envelope pruned".into()))?;
+    let version = roster_version.ok_or_else(|| Error::File("the log names no roster".into()))?;
+    let roster = fetch_bytes(client, Request::GetRoster { version })
+        .await?
+        .ok_or_else(|| Error::File("roster missing".into()))?;
+    Ok(Bundle {
+        v: 1,
+        index,
+        entry,
+        envelope,
+        checkpoint,
+        proof,
+        roster,
+    })
+}
+
+impl Bundle {
+    /// Encode for a file.
+    ///
+    /// # Errors
+    /// Only on an encoder bug.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        ciborium::into_writer(self, &mut out)
+            .map_err(|e| Error::File(format!("cannot encode the bundle: {e}")))?;
+        Ok(out)
+    }
+
+    /// Decode a bundle file.
+    ///
+    /// # Errors
+    /// `File` if it is not a bundle.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let b: Bundle = ciborium::from_reader(bytes)
+            .map_err(|e| Error::File(format!("not an audit bundle: {e}")))?;
+        if b.v != 1 {
+            return Err(Error::File(format!("unsupported bundle version {}", b.v)));
+        }
+        Ok(b)
+    }
+
+    /// Verify offline: the roster is the trusted council's, the checkpoint is the broker's,
+    /// the entry is in it, the envelope is the one the entry names and its sender signed
+    /// it with the right to publish it.
+    ///
+    /// # Errors
+    /// `File` saying which check failed.
+    pub fn verify(&self, anchor: &Roster) -> Result<BundleReport> {
+        let bad = |what: &str, e: &dyn fmt::Display| Error::File(format!("bundle: {what}: {e}"));
+        let roster = SignedRoster::decode(&self.roster)
+            .and_then(|s| s.verify())
+            .map_err(|e| bad("roster", &e))?;
+        if roster.council_id() != anchor.council_id() {
+            return Err(Error::File(
+                "bundle: its roster is not signed by the council you trust".into(),
+            ));
+        }
+        let broker = roster
+            .body()
+            .nodes
+            .iter()
+            .find(|n| n.role == Role::Broker)
+            .map(|n| n.sign)
+            .ok_or(Error::NoBroker)?;
+        let signed =
+            SignedCheckpoint::decode(&self.checkpoint).map_err(|e| bad("checkpoint", &e))?;
+        let cp = signed.verify(&broker).map_err(|e| bad("checkpoint", &e))?;
+        let leaf = ewx_proto::merkle::leaf_hash(&self.entry);
+        ewx_proto::merkle::verify_inclusion(&leaf, self.index, cp.size, &self.proof, &cp.root)
+            .map_err(|e| bad("inclusion", &e))?;
+        let entry = ewx_proto::audit::Entry::decode(&self.entry).map_err(|e| bad("entry", &e))?;
+        let Event::Published {
+            id,
+            sender,
+            topic,
+            envelope_hash,
+            ..
+        } = entry.event
+        else {
+            return Err(Error::File("bundle: the entry is not a publication".into()));
+        };
+        if entry.index != self.index {
+            return Err(Error::File(
+                "bundle: the entry's index does not match".into(),
+            ));
+        }
+        let env = Envelope::decode(&self.envelope, usize::MAX).map_err(|e| bad("envelope", &e))?;
+        if env.hash() != envelope_hash || env.header().id != id {
+            return Err(Error::File(
+                "bundle: the envelope is not the one the entry names".into(),
+            ));
+        }
+        env.verify(&roster).map_err(|e| bad("envelope", &e))?;
+        let witnesses = signed
+            .verify_cosignatures(&roster)
+            .map_err(|e| bad("witness", &e))?;
+        Ok(BundleReport {
+            id,
+            sender,
+            topic: topic.to_string(),
+            index: self.index,
+            checkpoint_size: cp.size,
+            witnesses,
+        })
+    }
+}

@@ -390,7 +390,58 @@ fn keygen_roster_broker_publish_subscribe_round_trip() {
         lines.first().unwrap().contains("EXERCISE") && lines.last().unwrap().contains("EXERCISE"),
         "{human}"
     );
+    let mut args = conn("PL");
+    args.extend(["witness", "--state", "w.cbor"].map(String::from));
+    let w = ok(p, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        w.contains("co-signed") || w.contains("no checkpoint"),
+        "{w}"
+    );
     rt.block_on(broker.shutdown()).unwrap();
+
+    // an audit bundle for the warning, verified offline
+    let id0 = msgs[0]["id"].as_str().unwrap().to_string();
+    let b = ok(
+        p,
+        &[
+            "audit",
+            "bundle",
+            &id0,
+            "-o",
+            "w.bundle",
+            "--store",
+            "data",
+            "--roster",
+            "roster.cbor",
+        ],
+    );
+    assert!(b.contains("wrote w.bundle"), "{b}");
+    let v = ok(
+        p,
+        &[
+            "audit",
+            "verify-bundle",
+            "w.bundle",
+            "--roster",
+            "roster.cbor",
+        ],
+    );
+    assert!(v.starts_with("verified: message"), "{v}");
+    let mut bundle = std::fs::read(p.join("w.bundle")).unwrap();
+    let n = bundle.len();
+    bundle[n - 40] ^= 1;
+    std::fs::write(p.join("w.bundle"), bundle).unwrap();
+    let out = ewx(
+        p,
+        &[
+            "audit",
+            "verify-bundle",
+            "w.bundle",
+            "--roster",
+            "roster.cbor",
+        ],
+    );
+    assert!(!out.status.success());
 
     // the auditor's view of the store: sound, then tampered
     let v = ok(

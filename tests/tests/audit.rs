@@ -320,3 +320,81 @@ async fn witnesses_cosign_a_growing_log_and_detect_a_fork() {
     assert_eq!(kept, pl_seen, "a fork never replaces what the witness saw");
     forked.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_bundle_proves_a_message_offline() {
+    use ewx_client::audit::{Bundle, bundle_from_store, bundle_online};
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    let mut id = None;
+    for i in 0..30 {
+        let ack = ua
+            .publish(bulletin(
+                "ew.air",
+                Level::Amber,
+                "CORE",
+                Precedence::Flash,
+                &format!("w{i}"),
+            ))
+            .await
+            .unwrap();
+        if i == 11 {
+            id = Some(ack.id);
+        }
+    }
+    let id = id.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await; // a checkpoint
+    let pl = net.client(&broker, "PL").await;
+    ewx_client::audit::witness_once(&pl, None).await.unwrap();
+    let auditor = net.client(&broker, "AUDIT1").await;
+    let online = bundle_online(&auditor, &id).await.unwrap();
+    let report = Bundle::decode(&online.encode().unwrap())
+        .unwrap()
+        .verify(&net.roster)
+        .unwrap();
+    assert_eq!((report.id, report.sender.clone()), (id, id_of("UA")));
+    assert_eq!(report.witnesses, vec![id_of("PL")]);
+    // PL is not an auditor: it cannot build one from the broker
+    assert!(bundle_online(&pl, &id).await.is_err());
+    for c in [ua, pl, auditor] {
+        c.close().await;
+    }
+    broker.shutdown().await.unwrap();
+
+    let offline = bundle_from_store(&net.data_dir(), &id).unwrap();
+    offline.verify(&net.roster).unwrap();
+    // any change breaks it
+    let mut t = offline.clone();
+    t.envelope[40] ^= 1;
+    assert!(t.verify(&net.roster).is_err());
+    let mut t = offline.clone();
+    t.proof[0].0[0] ^= 1;
+    assert!(
+        t.verify(&net.roster)
+            .unwrap_err()
+            .to_string()
+            .contains("inclusion")
+    );
+    let mut t = offline.clone();
+    t.index += 1;
+    assert!(t.verify(&net.roster).is_err());
+    // a roster from another council is refused
+    let mut other = roster_body(1, &[]);
+    other.council.truncate(2);
+    other.threshold = 1;
+    let mut s = ewx_proto::SignedRoster::new(&other).unwrap();
+    s.sign(&council_key(0));
+    let mut t = offline.clone();
+    t.roster = s.encode().unwrap();
+    assert!(
+        t.verify(&net.roster)
+            .unwrap_err()
+            .to_string()
+            .contains("council")
+    );
+}
+
+fn id_of(s: &str) -> ewx_proto::NodeId {
+    ewx_proto::NodeId::new(s).unwrap()
+}
