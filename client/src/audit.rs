@@ -576,6 +576,41 @@ pub async fn verify_online(
     v.finish(&checkpoints, &proofs, min_witnesses).map_err(Ok)
 }
 
+/// The same from a running broker, as an auditor node.
+///
+/// # Errors
+/// If the broker refuses or the message is not in its log.
+pub async fn receipts_online(
+    client: &Client,
+    id: &MessageId,
+) -> Result<(u64, Vec<ewx_proto::receipt::Receipt>)> {
+    let (mut from, mut published, mut receipts) = (0u64, None, Vec::new());
+    loop {
+        let Response::AuditEntries { entries, .. } = client
+            .request(&Request::AuditEntries { from, limit: 1024 })
+            .await?
+        else {
+            return Err(Error::Unexpected("no entries".into()));
+        };
+        if entries.is_empty() {
+            break;
+        }
+        from += entries.len() as u64;
+        for bytes in &entries {
+            match ewx_proto::audit::Entry::decode(bytes)?.event {
+                Event::Published {
+                    id: i, log_index, ..
+                } if &i == id => published = Some(log_index),
+                Event::Receipt(r) if &r.id == id => receipts.push(r),
+                _ => {}
+            }
+        }
+    }
+    let log_index =
+        published.ok_or_else(|| Error::File(format!("message {id} is not in the broker's log")))?;
+    Ok((log_index, receipts))
+}
+
 /// Who received and acknowledged a message: its `Published` entry and every verified
 /// `Receipt` for it, from a store copy.
 ///

@@ -58,9 +58,9 @@ pub enum AuditCmd {
     Receipts {
         /// Message id (32 hex digits, as `ewx publish` prints it).
         id: String,
-        /// A copy of the broker's data directory.
+        /// A copy of the broker's data directory (default: ask the broker, as an auditor).
         #[arg(long)]
-        store: PathBuf,
+        store: Option<PathBuf>,
     },
 }
 
@@ -179,7 +179,18 @@ pub fn run(cmd: AuditCmd, conn: &Conn) -> Result<ExitCode> {
         }
         AuditCmd::Receipts { id, store } => {
             let id: MessageId = id.parse()?;
-            let (log_index, receipts) = audit::receipts_in_store(&store, &id)?;
+            let (log_index, receipts) = match store {
+                Some(dir) => audit::receipts_in_store(&dir, &id)?,
+                None => {
+                    let resolved = conn.resolve()?;
+                    runtime()?.block_on(async {
+                        let client = resolved.connect().await?;
+                        let r = audit::receipts_online(&client, &id).await;
+                        client.close().await;
+                        anyhow::Ok(r?)
+                    })?
+                }
+            };
             println!(
                 "message {id} at log index {log_index}: {} receipts",
                 receipts.len()

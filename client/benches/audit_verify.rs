@@ -1,0 +1,142 @@
+//! How fast an auditor verifies a large log: builds a store of N audit entries (default
+//! 1 000 000; `EWX_AUDIT_ENTRIES` to change), a quarter of them `Published` with real
+//! sealed 1 KiB envelopes, signed checkpoints every 10 000 entries, then times
+//! `audit::verify_store` and prints a table. Run with `cargo bench -p ewx-client --bench
+//! audit_verify`.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use ewx_broker::store::{Batch, NewMessage, Store};
+use ewx_client::network;
+use ewx_proto::audit::{Chain, Event};
+use ewx_proto::checkpoint::{Checkpoint, SignedCheckpoint};
+use ewx_proto::payload::{Bulletin, Payload};
+use ewx_proto::{Digest32, Draft, EpochPolicy, Labels, Level, Precedence, Sealer, Topic};
+
+fn main() {
+    let n: u64 = std::env::var("EWX_AUDIT_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let roster = network::roster().unwrap();
+    let broker = network::demo_keys("BROKER").unwrap();
+    let (store, _) = Store::open(dir.path(), 60_000_000).unwrap();
+    let mut sealer = Sealer::new(
+        network::demo_keys("UA").unwrap(),
+        EpochPolicy {
+            max_messages: u32::MAX,
+            max_age_ms: u64::MAX,
+        },
+    );
+    let mut rng = rand::rngs::OsRng;
+    let mut chain = Chain::new();
+    let (mut log_index, mut prev_cp, mut cps) = (0u64, Digest32::default(), 0);
+    let t_build = Instant::now();
+    let mut batch = Batch {
+        roster: Some((1, roster.signed().encode().unwrap())),
+        ..Batch::default()
+    };
+    let now = 1_764_000_000_000u64;
+    let (_, b) = chain
+        .append(
+            now,
+            Event::RosterChanged {
+                version: 1,
+                hash: roster.hash(),
+            },
+        )
+        .unwrap();
+    batch.audit.push((0, b));
+    while chain.len() < n {
+        let i = chain.len();
+        let event = if i % 4 == 1 {
+            let draft = Draft {
+                topic: Topic::new("ew.air.missile").unwrap(),
+                precedence: Precedence::Flash,
+                labels: Labels::new(Level::Amber, Labels::parse_compartments("CORE").unwrap()),
+                payload: Payload::Bulletin(Bulletin {
+                    headline: "warning".into(),
+                    body: "x".repeat(1000),
+                    area: None,
+                    event_ms: None,
+                    confidence: None,
+                }),
+                seq: i,
+                expires_ms: None,
+                receipt: false,
+            };
+            let env = sealer.seal(&roster, draft, now, &mut rng).unwrap();
+            let h = env.header();
+            let e = Event::Published {
+                id: h.id,
+                sender: h.sender.clone(),
+                seq: h.seq,
+                topic: h.topic.clone(),
+                kind: h.kind,
+                precedence: h.precedence,
+                labels: h.labels.clone(),
+                log_index,
+                envelope_hash: env.hash(),
+            };
+            batch.messages.push(NewMessage {
+                index: log_index,
+                precedence: h.precedence,
+                id: h.id,
+                bytes: env.encode().unwrap(),
+            });
+            log_index += 1;
+            e
+        } else {
+            Event::Delivered {
+                to: network::demo_keys("PL").unwrap().node,
+                subscription: "desk".into(),
+                precedence: Precedence::Flash,
+                through_index: log_index,
+            }
+        };
+        let (entry, bytes) = chain.append(now + i, event).unwrap();
+        batch.audit.push((entry.index, bytes));
+        if chain.len() % 10_000 == 0 || chain.len() == n {
+            let cp = Checkpoint {
+                size: chain.len(),
+                root: chain.tree().root(),
+                prev: prev_cp,
+                time_ms: now + i,
+            };
+            let signed = SignedCheckpoint::sign(&cp, &broker).unwrap();
+            prev_cp = signed.body_hash();
+            batch.checkpoint = Some((cp.size, signed.encode().unwrap()));
+            cps += 1;
+            store.commit(&batch).unwrap();
+            batch = Batch::default();
+        }
+    }
+    let build = t_build.elapsed();
+    drop(store);
+    let t = Instant::now();
+    let summary = ewx_client::audit::verify_store(dir.path(), roster, 0, &mut |_, _| {}).unwrap();
+    let verify = t.elapsed();
+    println!(
+        "audit verify benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!("{:<34} {:>12}", "entries", summary.entries);
+    println!(
+        "{:<34} {:>12}",
+        "envelopes (1 KiB, 8 recipients)", summary.envelopes
+    );
+    println!("{:<34} {:>12}", "checkpoints", cps);
+    println!("{:<34} {:>10.1} s", "build the store", build.as_secs_f64());
+    println!(
+        "{:<34} {:>10.1} s",
+        "ewx audit verify --store",
+        verify.as_secs_f64()
+    );
+    println!(
+        "{:<34} {:>10.0} /s",
+        "entries verified",
+        summary.entries as f64 / verify.as_secs_f64()
+    );
+}
