@@ -8,6 +8,7 @@
 //! the full CLI, the demo network and `ewx demo`.
 
 pub mod audit;
+pub mod bench;
 mod client;
 pub mod demo;
 mod error;

@@ -1,6 +1,7 @@
 //! Flags, and the dispatch from a parsed command to the library.
 
 mod audit;
+mod bench;
 mod net;
 mod render;
 mod roster;
@@ -93,6 +94,19 @@ enum Command {
         /// Keep witnessing every SECS seconds (default: once).
         #[arg(long, value_name = "SECS")]
         interval: Option<u64>,
+    },
+    /// Measure throughput and latency: P publishers and S subscribers over QUIC against an
+    /// embedded broker (a child process, so its CPU and memory are measured alone) or
+    /// --broker. Prints a table, or one JSON object with --json.
+    ///
+    /// Example: ewx bench --seconds 10 --publishers 4 --subscribers 10 --size 1024
+    Bench(bench::BenchArgs),
+    /// (internal) the broker process of `ewx bench`.
+    #[command(hide = true, name = "__bench-broker")]
+    BenchBroker {
+        /// Its configuration.
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Run the demo Compact network on loopback and check every expectation.
     ///
@@ -194,6 +208,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Publish(p) => with_client(&args.conn, |c| net::publish(c, p)),
         Command::Subscribe(s) => with_client(&args.conn, |c| net::subscribe(c, s)),
         Command::Status => with_client(&args.conn, net::status),
+        Command::Bench(b) => bench::run(b, args.conn.broker),
+        Command::BenchBroker { config } => bench::child_broker(&config),
         Command::Demo {
             write_network: Some(dir),
         } => {

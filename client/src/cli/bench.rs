@@ -1,0 +1,123 @@
+//! `ewx bench`: the flags, the child broker process, and the output.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ewx_client::bench::{self, BenchConfig};
+
+use super::runtime;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    /// Subscriber connections (each receives every message).
+    #[arg(long, default_value_t = 10)]
+    subscribers: usize,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Fixed total rate in messages/s (open loop); default: as fast as acks return.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Publishes in flight per publisher when not rate-limited.
+    #[arg(long, default_value_t = 32)]
+    in_flight: usize,
+    /// Percentage of FLASH messages (the rest ROUTINE).
+    #[arg(long, default_value_t = 1)]
+    flash_percent: u8,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+const LISTENING: &str = "EWX-BENCH-BROKER ";
+
+/// Run as the bench's broker: print the address, serve until killed.
+pub fn child_broker(config: &Path) -> Result<ExitCode> {
+    let config = ewx_broker::Config::load(config)?;
+    runtime()?.block_on(async {
+        let broker = ewx_broker::Broker::start(config).await?;
+        println!("{LISTENING}{}", broker.local_addr());
+        let _ = tokio::signal::ctrl_c().await;
+        broker.shutdown().await?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
+    if args.publishers == 0 || args.seconds == 0 {
+        bail!("--publishers and --seconds must be at least 1");
+    }
+    let dir = tempfile::tempdir().context("cannot make a temp dir")?;
+    let mut child = None;
+    let broker = match external {
+        Some(addr) => addr,
+        None => {
+            ewx_client::network::write(dir.path())?;
+            let toml = format!(
+                "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'keys/BROKER.key'\nroster = 'roster.cbor'\n\
+                 [limits]\nmax_connections_per_node = {}\n",
+                (args.publishers + args.subscribers).max(16)
+            );
+            let config = dir.path().join("bench.toml");
+            std::fs::write(&config, toml)?;
+            let mut c = Command::new(std::env::current_exe()?)
+                .args(["__bench-broker", "--config"])
+                .arg(&config)
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("cannot start the broker process")?;
+            let stdout = c.stdout.take().context("no broker output")?;
+            let mut lines = BufReader::new(stdout).lines();
+            let addr = loop {
+                let line = lines.next().context("the broker process exited")??;
+                if let Some(a) = line.strip_prefix(LISTENING) {
+                    break a.trim().parse::<SocketAddr>()?;
+                }
+            };
+            child = Some(c);
+            addr
+        }
+    };
+    let cfg = BenchConfig {
+        broker,
+        seconds: args.seconds,
+        publishers: args.publishers,
+        subscribers: args.subscribers,
+        size: args.size,
+        rate: args.rate,
+        in_flight: args.in_flight,
+        flash_percent: args.flash_percent,
+    };
+    let pid = child.as_ref().map(std::process::Child::id);
+    let quiet = args.json;
+    let report = runtime()?.block_on(bench::run(cfg, pid, &|s, p, d| {
+        if !quiet {
+            eprintln!("  {s:>3} s  published {p:>9}  delivered {d:>10}");
+        }
+    }));
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let report = report?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(if report.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
