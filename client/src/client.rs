@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     subs: Mutex<HashMap<String, OpenSub>>,
     receipts_tx: mpsc::Sender<Receipt>,
     receipts_rx: Mutex<Option<mpsc::Receiver<Receipt>>>,
+    /// X25519 results per sender key epoch, shared by all delivery streams.
+    opener: ewx_proto::Opener,
     /// Cancelled when the client is closed or the broker refused it for good.
     pub(crate) dead: CancellationToken,
     dead_reason: Mutex<String>,
@@ -104,6 +106,7 @@ impl Client {
             subs: Mutex::new(HashMap::new()),
             receipts_tx,
             receipts_rx: Mutex::new(Some(receipts_rx)),
+            opener: ewx_proto::Opener::default(),
             dead: CancellationToken::new(),
             dead_reason: Mutex::new(String::new()),
         });
@@ -575,7 +578,9 @@ impl Inner {
                 let (lane, item) = match Envelope::decode(&envelope, MAX_FRAME) {
                     Ok(env) => {
                         let lane = env.header().precedence as usize;
-                        let item = ewx_proto::open(&env, &self.roster.get(), &self.keys)
+                        let roster = self.roster.get();
+                        let opened = self.opener.open(&env, &roster, &self.keys);
+                        let item = opened
                             .map(|payload| Delivery {
                                 subscription: name,
                                 log_index,

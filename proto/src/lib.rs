@@ -49,5 +49,5 @@ pub use keys::NodeKeys;
 pub use labels::{Compartment, Labels, Level};
 pub use payload::{Kind, Payload, Precedence};
 pub use roster::{Role, Roster, SignedRoster};
-pub use seal::{Draft, EpochPolicy, Sealer, open};
+pub use seal::{Draft, EpochPolicy, Opener, Sealer, open};
 pub use topic::{Topic, TopicPattern};

@@ -256,6 +256,62 @@ impl Sealer {
 /// the labels, `NotARecipient`, `BadWrappedKey`, `DecryptFailed`, `Malformed`,
 /// `KindMismatch`.
 pub fn open(envelope: &Envelope, roster: &Roster, me: &NodeKeys) -> Result<Payload> {
+    Opener::default().open(envelope, roster, me)
+}
+
+/// A receiver's opening state: the X25519 result per sender key epoch, so the messages
+/// of one epoch cost one Diffie-Hellman between them, not one each (the message id in the
+/// HKDF info still gives every message its own wrap key).
+#[derive(Default)]
+pub struct Opener {
+    /// (sender's ephemeral key, our key) → X25519 result; locked only for the lookup, so
+    /// one opener serves many threads.
+    shared: std::sync::Mutex<EpochSecrets>,
+}
+
+/// (sender's ephemeral key, our key) → X25519 result.
+type EpochSecrets = HashMap<(KemPublic, KemPublic), Zeroizing<[u8; 32]>>;
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Opener")
+    }
+}
+
+impl Opener {
+    /// Ephemeral keys remembered at most (senders × live epochs).
+    pub const MAX_EPOCHS: usize = 256;
+
+    fn shared(&self, me: &NodeKeys, eph: &KemPublic) -> Result<Zeroizing<[u8; 32]>> {
+        let key = (*eph, me.kem_public());
+        let lock = || self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = lock().get(&key) {
+            return Ok(s.clone());
+        }
+        let s = dh(me.kem_secret(), eph)?;
+        let mut cache = lock();
+        if cache.len() >= Self::MAX_EPOCHS {
+            cache.clear();
+        }
+        cache.insert(key, s.clone());
+        Ok(s)
+    }
+
+    /// As [`open`], reusing the X25519 result of a key epoch already seen.
+    ///
+    /// # Errors
+    /// As [`open`].
+    pub fn open(&self, envelope: &Envelope, roster: &Roster, me: &NodeKeys) -> Result<Payload> {
+        open_with(envelope, roster, me, |eph| self.shared(me, eph))
+    }
+}
+
+fn open_with(
+    envelope: &Envelope,
+    roster: &Roster,
+    me: &NodeKeys,
+    shared_for: impl FnOnce(&KemPublic) -> Result<Zeroizing<[u8; 32]>>,
+) -> Result<Payload> {
     envelope.verify(roster)?;
     let header = envelope.header();
     let mine = roster.active(&me.node)?;
@@ -263,7 +319,7 @@ pub fn open(envelope: &Envelope, roster: &Roster, me: &NodeKeys) -> Result<Paylo
     let wrapped = header
         .wrapped_for(&me.node)
         .ok_or_else(|| Error::NotARecipient(me.node.clone()))?;
-    let shared = dh(me.kem_secret(), &header.eph_pk)?;
+    let shared = shared_for(&header.eph_pk)?;
     let k = wrap_key(&shared, &header.eph_pk, &me.kem_public(), &header.id);
     let content_key = Zeroizing::new(
         ChaCha20Poly1305::new(Key::from_slice(&k[..]))

@@ -447,3 +447,52 @@ fn the_broker_rule_on_listed_recipients() {
         );
     }
 }
+
+#[test]
+fn an_opener_reuses_the_epoch_key_and_still_refuses_tampering() {
+    let r = roster();
+    let mut s = Sealer::new(keys("UA"), EpochPolicy::default());
+    let mut g = rng();
+    let a = s
+        .seal(
+            &r,
+            bulletin("ew.air", labels(Level::Amber, "CORE"), 1),
+            NOW,
+            &mut g,
+        )
+        .unwrap();
+    let b = s
+        .seal(
+            &r,
+            bulletin("ew.air", labels(Level::Amber, "CORE"), 2),
+            NOW,
+            &mut g,
+        )
+        .unwrap();
+    let o = ewx_proto::Opener::default();
+    assert_eq!(
+        o.open(&a, &r, &keys("PL")).unwrap(),
+        open(&a, &r, &keys("PL")).unwrap()
+    );
+    assert_eq!(
+        o.open(&b, &r, &keys("PL")).unwrap(),
+        open(&b, &r, &keys("PL")).unwrap()
+    );
+    // a wrap moved between messages of the cached epoch still fails
+    let moved = a.header().wrapped_for(&id("PL")).unwrap().key;
+    let t = resign(
+        &b,
+        |h| {
+            h.recipients
+                .iter_mut()
+                .find(|w| w.node == id("PL"))
+                .unwrap()
+                .key = moved
+        },
+        None,
+    );
+    assert_eq!(
+        o.open(&t, &r, &keys("PL")),
+        Err(Error::BadWrappedKey(id("PL")))
+    );
+}
