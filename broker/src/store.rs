@@ -162,26 +162,7 @@ impl Store {
             path: dir.into(),
             source,
         })?;
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
-        let t = |name: &str| db.open_tree(name);
-        let store = Self {
-            dir: dir.into(),
-            log: t("log")?,
-            lanes: t("lanes")?,
-            ids: t("ids")?,
-            audit: t("audit")?,
-            topics: t("topics")?,
-            cursors: t("cursors")?,
-            checkpoints: t("checkpoints")?,
-            receipts: t("receipts")?,
-            rosters: t("rosters")?,
-            meta: t("meta")?,
-            synced_blobs: Arc::default(),
-            db,
-        };
+        let store = Self::open_trees(dir)?;
         let corrupt = |reason: String| Error::CorruptStore {
             path: dir.into(),
             reason,
@@ -223,6 +204,10 @@ impl Store {
                 dir.display()
             )));
         }
+        Self::open_trees(dir)
+    }
+
+    fn open_trees(dir: &Path) -> Result<Self> {
         let db = sled::Config::new()
             .path(dir)
             .open()

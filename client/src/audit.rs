@@ -584,7 +584,7 @@ pub async fn receipts_online(
     client: &Client,
     id: &MessageId,
 ) -> Result<(u64, Vec<ewx_proto::receipt::Receipt>)> {
-    let (mut from, mut published, mut receipts) = (0u64, None, Vec::new());
+    let (mut from, mut scan) = (0u64, ReceiptScan::new(id));
     loop {
         let Response::AuditEntries { entries, .. } = client
             .request(&Request::AuditEntries { from, limit: 1024 })
@@ -597,18 +597,45 @@ pub async fn receipts_online(
         }
         from += entries.len() as u64;
         for bytes in &entries {
-            match ewx_proto::audit::Entry::decode(bytes)?.event {
-                Event::Published {
-                    id: i, log_index, ..
-                } if &i == id => published = Some(log_index),
-                Event::Receipt(r) if &r.id == id => receipts.push(r),
-                _ => {}
-            }
+            scan.observe(bytes)?;
         }
     }
-    let log_index =
-        published.ok_or_else(|| Error::File(format!("message {id} is not in the broker's log")))?;
-    Ok((log_index, receipts))
+    scan.finish("the broker's log")
+}
+
+/// Collects a message's log index and its receipts while entries go by.
+struct ReceiptScan<'a> {
+    id: &'a MessageId,
+    published: Option<u64>,
+    receipts: Vec<ewx_proto::receipt::Receipt>,
+}
+
+impl<'a> ReceiptScan<'a> {
+    fn new(id: &'a MessageId) -> Self {
+        Self {
+            id,
+            published: None,
+            receipts: Vec::new(),
+        }
+    }
+
+    fn observe(&mut self, bytes: &[u8]) -> Result<()> {
+        match ewx_proto::audit::Entry::decode(bytes)?.event {
+            Event::Published { id, log_index, .. } if &id == self.id => {
+                self.published = Some(log_index)
+            }
+            Event::Receipt(r) if &r.id == self.id => self.receipts.push(r),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish(self, place: &str) -> Result<(u64, Vec<ewx_proto::receipt::Receipt>)> {
+        let log_index = self
+            .published
+            .ok_or_else(|| Error::File(format!("message {} is not in {place}", self.id)))?;
+        Ok((log_index, self.receipts))
+    }
 }
 
 /// Who received and acknowledged a message: its `Published` entry and every verified
@@ -621,20 +648,11 @@ pub fn receipts_in_store(
     id: &MessageId,
 ) -> Result<(u64, Vec<ewx_proto::receipt::Receipt>)> {
     let store = ewx_broker::store::Store::open_for_audit(dir)?;
-    let mut published = None;
-    let mut receipts = Vec::new();
+    let mut scan = ReceiptScan::new(id);
     for bytes in store.audit_range(0, u64::MAX)? {
-        match ewx_proto::audit::Entry::decode(&bytes)?.event {
-            Event::Published {
-                id: i, log_index, ..
-            } if &i == id => published = Some(log_index),
-            Event::Receipt(r) if &r.id == id => receipts.push(r),
-            _ => {}
-        }
+        scan.observe(&bytes)?;
     }
-    let log_index =
-        published.ok_or_else(|| Error::File(format!("message {id} is not in this log")))?;
-    Ok((log_index, receipts))
+    scan.finish("this log")
 }
 
 /// What a witness concluded about the broker's newest checkpoint.
