@@ -479,6 +479,17 @@ impl Lookup for Fetched {
     }
 }
 
+/// One page of audit entries from `from` on (empty at the end of the log).
+async fn audit_page(client: &Client, from: u64) -> Result<Vec<serde_bytes::ByteBuf>> {
+    match client
+        .request(&Request::AuditEntries { from, limit: 1024 })
+        .await?
+    {
+        Response::AuditEntries { entries, .. } => Ok(entries),
+        other => Err(Error::Unexpected(format!("{other:?}"))),
+    }
+}
+
 async fn fetch_bytes(client: &Client, req: Request) -> Result<Option<Vec<u8>>> {
     match client.request(&req).await? {
         Response::Bytes { bytes } => Ok(bytes),
@@ -586,12 +597,7 @@ pub async fn receipts_online(
 ) -> Result<(u64, Vec<ewx_proto::receipt::Receipt>)> {
     let (mut from, mut scan) = (0u64, ReceiptScan::new(id));
     loop {
-        let Response::AuditEntries { entries, .. } = client
-            .request(&Request::AuditEntries { from, limit: 1024 })
-            .await?
-        else {
-            return Err(Error::Unexpected("no entries".into()));
-        };
+        let entries = audit_page(client, from).await?;
         if entries.is_empty() {
             break;
         }
@@ -883,12 +889,7 @@ pub fn bundle_from_store(dir: &std::path::Path, id: &MessageId) -> Result<Bundle
 pub async fn bundle_online(client: &Client, id: &MessageId) -> Result<Bundle> {
     let (mut from, mut roster_version, mut found) = (0u64, None, None);
     while found.is_none() {
-        let Response::AuditEntries { entries, .. } = client
-            .request(&Request::AuditEntries { from, limit: 1024 })
-            .await?
-        else {
-            return Err(Error::Unexpected("no entries".into()));
-        };
+        let entries = audit_page(client, from).await?;
         if entries.is_empty() {
             break;
         }
