@@ -20,6 +20,7 @@ pub mod router;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod verifier;
 pub mod wire;
 pub mod writer;
 
@@ -123,6 +124,8 @@ impl Broker {
             request_budget: Arc::new(tokio::sync::Semaphore::new(wire::budget_permits(
                 config.limits.request_budget_bytes,
             ) as usize)),
+            verifier: verifier::Verifier::start()
+                .map_err(|e| Error::Store(format!("cannot start the verifier: {e}")))?,
             config,
             roster,
             roster_update: tokio::sync::Mutex::new(()),

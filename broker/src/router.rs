@@ -42,23 +42,21 @@ pub fn reason_for(e: &ProtoError) -> RejectReason {
     }
 }
 
-fn reject(e: ProtoError) -> Rejection {
+/// A protocol error met while checking a publish, as a rejection.
+pub fn reject(e: ProtoError) -> Rejection {
     Rejection::new(reason_for(&e), e.to_string())
 }
 
-/// Every acceptance check except the sequence number (which the writer checks in commit
-/// order): size and decoding, sender = authenticated node, signature and publish rights
-/// under the roster, clock skew, and that every listed recipient may read the labels.
+/// The acceptance checks before the signature: size and decoding, and that the sender
+/// is the authenticated node. Then [`check_signed`] (the [`crate::verifier`] checks the
+/// signature and publish rights in between, batched across connections).
 ///
 /// # Errors
 /// The first check that fails, as a [`Rejection`].
-pub fn check_publish(
+pub fn check_envelope(
     node: &NodeId,
     bytes: &[u8],
-    roster: &Roster,
-    now_ms: u64,
     max_bytes: usize,
-    max_skew_ms: u64,
 ) -> Result<Envelope, Rejection> {
     let env = Envelope::decode(bytes, max_bytes).map_err(reject)?;
     let h = env.header();
@@ -71,11 +69,25 @@ pub fn check_publish(
             ),
         ));
     }
-    env.verify(roster).map_err(reject)?;
+    Ok(env)
+}
+
+/// The acceptance checks after the signature (all but the sequence number, which the
+/// writer checks in commit order): clock skew, and that every listed recipient may read
+/// the labels.
+///
+/// # Errors
+/// The first check that fails, as a [`Rejection`].
+pub fn check_signed(
+    env: &Envelope,
+    roster: &Roster,
+    now_ms: u64,
+    max_skew_ms: u64,
+) -> Result<(), Rejection> {
+    let h = env.header();
     h.check_skew(now_ms, max_skew_ms).map_err(reject)?;
     h.check_recipients(roster)
-        .map_err(|e| Rejection::new(RejectReason::RecipientNotPermitted, e.to_string()))?;
-    Ok(env)
+        .map_err(|e| Rejection::new(RejectReason::RecipientNotPermitted, e.to_string()))
 }
 
 /// Per-sender anti-replay window (as IPsec and DTLS do): a `seq` is accepted once, and

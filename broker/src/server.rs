@@ -7,8 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use ewx_proto::audit::Event;
-use ewx_proto::frame::{Push, RejectReason, Request, Response, StartAt, decode_body};
+use ewx_proto::frame::{
+    Push, RejectReason, Request, Response, StartAt, decode_body, delivery_frame_head,
+};
 use ewx_proto::receipt::Receipt;
 use ewx_proto::{Envelope, NodeId, Precedence, SignedRoster};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
@@ -36,6 +39,8 @@ const RESPONSE_LINGER: Duration = Duration::from_secs(2);
 pub struct Shared {
     /// The configuration.
     pub config: Config,
+    /// Checks publish signatures, batched across connections.
+    pub verifier: crate::verifier::Verifier,
     /// The roster in force.
     pub roster: RosterCell,
     /// Serialises roster updates (verify, persist, install) so none is rolled back.
@@ -409,15 +414,15 @@ impl Session {
         let shared = &self.shared;
         let roster = shared.roster.get();
         let limits = &shared.config.limits;
-        let env = router::check_publish(
-            &self.node,
-            &bytes,
-            &roster,
-            now_ms(),
-            limits.max_frame_bytes,
-            limits.max_clock_skew_ms,
-        )
-        .map_err(|r| (r, None))?;
+        let env = router::check_envelope(&self.node, &bytes, limits.max_frame_bytes)
+            .map_err(|r| (r, None))?;
+        let env = shared
+            .verifier
+            .verify(env, roster.clone())
+            .await
+            .map_err(|e| (router::reject(e), None))?;
+        router::check_signed(&env, &roster, now_ms(), limits.max_clock_skew_ms)
+            .map_err(|r| (r, None))?;
         let (id, hash) = (env.header().id, env.hash());
         let (reply, answer) = oneshot::channel();
         let cmd = Command::Publish {
@@ -898,9 +903,11 @@ impl Lane {
                         self.next = m.index + 1;
                         if router::deliverable(&self.spec, &self.shared.roster.get(), &m.header) {
                             match &m.bytes {
-                                Some(b) => self.send(stream, m.index, b).await?,
+                                Some(b) => self.send(stream, m.index, b.clone()).await?,
                                 None => match self.shared.store.message(m.index)? {
-                                    Some(b) => self.send(stream, m.index, &b).await?,
+                                    Some(b) => {
+                                        self.send(stream, m.index, Bytes::from_owner(b)).await?
+                                    }
                                     None => {
                                         tracing::debug!(index = m.index, "pruned before delivery")
                                     }
@@ -945,7 +952,7 @@ impl Lane {
                             env.header(),
                         ) =>
                     {
-                        self.send(stream, index, &bytes).await?;
+                        self.send(stream, index, Bytes::from_owner(bytes)).await?;
                     }
                     Ok(_) => {}
                     Err(e) => tracing::error!(index, "stored envelope does not decode: {e}"),
@@ -958,7 +965,7 @@ impl Lane {
         &self,
         stream: &mut Option<quinn::SendStream>,
         index: u64,
-        bytes: &[u8],
+        envelope: Bytes,
     ) -> crate::Result<()> {
         if stream.is_none() {
             let s = self
@@ -973,12 +980,11 @@ impl Lane {
         let Some(s) = stream.as_mut() else {
             return Ok(());
         };
-        let push = Push::Delivery {
-            name: self.spec.name.clone(),
-            log_index: index,
-            envelope: bytes.to_vec(),
-        };
-        write_msg(s, &push, self.shared.max_frame()).await
+        // the frame's head, then the stored bytes themselves: fan-out copies nothing
+        let head = delivery_frame_head(&self.spec.name, index, envelope.len(), usize::MAX)?;
+        s.write_all_chunks(&mut [Bytes::from(head), envelope])
+            .await
+            .map_err(|e| crate::Error::Transport(e.to_string()))
     }
 }
 

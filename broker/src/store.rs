@@ -56,7 +56,7 @@ pub struct NewMessage {
     /// Its id.
     pub id: MessageId,
     /// The envelope as received.
-    pub bytes: Vec<u8>,
+    pub bytes: bytes::Bytes,
 }
 
 /// Everything one group commit writes.
@@ -371,7 +371,7 @@ impl Store {
         let r: Result<(), TransactionError<()>> = trees.transaction(
             |(log, lanes, ids, audit, topics, cursors, checkpoints, meta, receipts, rosters)| {
                 for m in &batch.messages {
-                    log.insert(&be(m.index), m.bytes.as_slice())?;
+                    log.insert(&be(m.index), m.bytes.as_ref())?;
                     lanes.insert(&lane_key(m.precedence, m.index), &[])?;
                     ids.insert(&m.id.0, &be(m.index))?;
                 }

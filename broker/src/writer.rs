@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use ewx_proto::audit::Event;
 use ewx_proto::checkpoint::{Checkpoint, Cosignature, SignedCheckpoint};
 use ewx_proto::frame::RejectReason;
@@ -36,7 +37,7 @@ pub struct Stored {
     /// Decoded header (for routing).
     pub header: Header,
     /// Envelope bytes as received, if small (else read them from the store).
-    pub bytes: Option<Arc<[u8]>>,
+    pub bytes: Option<Bytes>,
 }
 
 /// A request to the writer.
@@ -252,7 +253,8 @@ impl Writer {
         let topic_seq = self.state.topic_seq.entry(h.topic.clone()).or_default();
         batch.topics.push((h.topic.clone(), *topic_seq, index));
         *topic_seq += 1;
-        let inline = (bytes.len() <= INLINE_BYTES).then(|| Arc::from(bytes.as_slice()));
+        let bytes = Bytes::from(bytes);
+        let inline = (bytes.len() <= INLINE_BYTES).then(|| bytes.clone());
         batch.messages.push(NewMessage {
             index,
             precedence: h.precedence,

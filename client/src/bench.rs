@@ -3,6 +3,7 @@
 //! and the broker process's CPU and peak memory. The broker runs as a child process so
 //! its costs are measured apart from the load generator's.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ewx_proto::frame::StartAt;
 use ewx_proto::payload::{Bulletin, Payload};
-use ewx_proto::{Draft, Labels, Level, Precedence, Topic, TopicPattern};
+use ewx_proto::{Draft, Labels, Level, MessageId, NodeId, Precedence, Topic, TopicPattern};
 use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 
@@ -37,7 +38,16 @@ pub struct BenchConfig {
     pub in_flight: usize,
     /// Share of FLASH messages in percent (the rest ROUTINE).
     pub flash_percent: u8,
+    /// Recipients per message (1..=8 of the core nodes; publishers and subscribers are
+    /// chosen among them).
+    pub recipients: usize,
+    /// Measure the broker, not the clients: publishers seal every bulletin before the
+    /// clock starts, and subscribers time deliveries without verifying or decrypting.
+    pub broker_only: bool,
 }
+
+/// Bulletins sealed ahead per second of a `broker_only` run without `rate`.
+pub const PRESEAL_PER_S: u64 = 40_000;
 
 /// Results, ready to print.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -50,6 +60,10 @@ pub struct BenchReport {
     pub subscribers: usize,
     /// Payload bytes.
     pub size: usize,
+    /// Recipients per message.
+    pub recipients: usize,
+    /// Whether clients sealed ahead and did not open deliveries.
+    pub broker_only: bool,
     /// Messages acknowledged per second.
     pub published_per_s: f64,
     /// Deliveries received per second, over all subscribers.
@@ -82,6 +96,8 @@ pub struct BenchReport {
     pub broker_peak_rss_mb: Option<f64>,
     /// Publishes that failed.
     pub errors: u64,
+    /// Deliveries expected but not received when the run ended.
+    pub missing: u64,
 }
 
 fn hist() -> Histogram<u64> {
@@ -94,8 +110,18 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
+fn micros(epoch: Instant) -> u64 {
+    epoch.elapsed().as_micros() as u64
+}
+
 /// Elapsed µs since the bench epoch travels in the bulletin's `event_ms` field as µs.
-fn draft(size: usize, epoch: Instant, flash: bool) -> Result<Draft> {
+fn draft(cfg: &BenchConfig, epoch: Instant, flash: bool) -> Result<Draft> {
+    let mut labels = Labels::new(Level::Amber, Labels::parse_compartments("CORE")?);
+    if cfg.recipients < CORE.len() {
+        for node in &CORE[..cfg.recipients] {
+            labels.rel_to.insert(NodeId::new(*node)?);
+        }
+    }
     Ok(Draft {
         topic: Topic::new("ew.bench")?,
         precedence: if flash {
@@ -103,12 +129,12 @@ fn draft(size: usize, epoch: Instant, flash: bool) -> Result<Draft> {
         } else {
             Precedence::Routine
         },
-        labels: Labels::new(Level::Amber, Labels::parse_compartments("CORE")?),
+        labels,
         payload: Payload::Bulletin(Bulletin {
             headline: "bench".into(),
-            body: "x".repeat(size),
+            body: "x".repeat(cfg.size),
             area: None,
-            event_ms: Some(epoch.elapsed().as_micros() as u64),
+            event_ms: Some(micros(epoch)),
             confidence: None,
         }),
         seq: 0,
@@ -117,18 +143,101 @@ fn draft(size: usize, epoch: Instant, flash: bool) -> Result<Draft> {
     })
 }
 
+/// When each pre-sealed bulletin was sent (µs since the epoch; 0 = not yet), found by
+/// message id: how a subscriber that does not decrypt times its deliveries.
+#[derive(Default)]
+struct SendTimes {
+    slot: HashMap<MessageId, usize>,
+    sent_us: Vec<AtomicU64>,
+}
+
+impl SendTimes {
+    fn latency(&self, id: &MessageId, epoch: Instant) -> Option<u64> {
+        let t = self
+            .sent_us
+            .get(*self.slot.get(id)?)?
+            .load(Ordering::Relaxed);
+        (t > 0).then(|| micros(epoch).saturating_sub(t).max(1))
+    }
+}
+
+/// What a publisher sends: bulletins it seals as it goes, or ones sealed ahead.
+enum Load {
+    Live,
+    Sealed {
+        first_slot: usize,
+        pool: Vec<Vec<u8>>,
+    },
+}
+
+fn is_flash(n: u64, lane: usize, percent: u8) -> bool {
+    (n + lane as u64) % 100 < u64::from(percent)
+}
+
 /// Run the load and measure; `broker_pid` lets it read the broker's CPU and memory, and
 /// `progress` is called every second with (elapsed s, published, delivered).
 ///
 /// # Errors
-/// If the clients cannot connect.
+/// If the clients cannot connect or the configuration is impossible.
 pub async fn run(
     cfg: BenchConfig,
     broker_pid: Option<u32>,
     progress: &(dyn Fn(u64, u64, u64) + Sync),
 ) -> Result<BenchReport> {
+    if !(1..=CORE.len()).contains(&cfg.recipients) {
+        return Err(crate::Error::Unexpected(format!(
+            "recipients must be 1..={}",
+            CORE.len()
+        )));
+    }
     let roster = network::roster()?;
     let epoch = Instant::now();
+    let node = |i: usize| network::demo_keys(CORE[i % cfg.recipients]);
+
+    // publishers connect and, for a broker-only run, seal everything first
+    let mut publishers = Vec::new();
+    for p in 0..cfg.publishers {
+        publishers.push(Client::connect(cfg.broker, node(p)?, roster.clone()).await?);
+    }
+    let mut times = SendTimes::default();
+    let mut loads: Vec<Load> = Vec::new();
+    if cfg.broker_only {
+        let total = cfg.rate.unwrap_or(PRESEAL_PER_S) * cfg.seconds;
+        let each = (total / cfg.publishers as u64).max(1) as usize;
+        let mut sealing = Vec::new();
+        for c in &publishers {
+            let (c, cfg) = (c.clone(), cfg.clone());
+            sealing.push(tokio::spawn(async move {
+                let mut pool = Vec::with_capacity(each);
+                for n in 0..each {
+                    let d = draft(&cfg, epoch, is_flash(n as u64, 0, cfg.flash_percent))?;
+                    let env = c.seal(d).await?;
+                    pool.push((env.header().id, env.encode()?));
+                }
+                Ok::<_, crate::Error>(pool)
+            }));
+        }
+        for s in sealing {
+            let pool = s
+                .await
+                .map_err(|e| crate::Error::Unexpected(e.to_string()))??;
+            let first_slot = times.sent_us.len();
+            let mut bytes = Vec::with_capacity(pool.len());
+            for (id, b) in pool {
+                times.slot.insert(id, times.sent_us.len());
+                times.sent_us.push(AtomicU64::new(0));
+                bytes.push(b);
+            }
+            loads.push(Load::Sealed {
+                first_slot,
+                pool: bytes,
+            });
+        }
+    } else {
+        loads.extend((0..cfg.publishers).map(|_| Load::Live));
+    }
+    let times = Arc::new(times);
+
     let published = Arc::new(AtomicU64::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -139,21 +248,22 @@ pub async fn run(
 
     let mut subs = Vec::new();
     for i in 0..cfg.subscribers {
-        let node = CORE[i % CORE.len()];
-        let c = Client::connect(cfg.broker, network::demo_keys(node)?, roster.clone()).await?;
+        let c = Client::connect(cfg.broker, node(i)?, roster.clone()).await?;
         let opts = SubscriptionOptions {
             from: StartAt::Latest,
             auto_receipt: false,
+            sealed: cfg.broker_only,
             ..Default::default()
         };
         let mut sub = c
             .subscribe_with(&format!("bench-{i}"), TopicPattern::new("ew.bench")?, opts)
             .await?;
-        let (delivered, deliver_h, flash_h, stop) = (
+        let (delivered, deliver_h, flash_h, stop, times) = (
             delivered.clone(),
             deliver_h.clone(),
             flash_h.clone(),
             stop.clone(),
+            times.clone(),
         );
         subs.push(tokio::spawn(async move {
             let mut local = hist();
@@ -169,10 +279,13 @@ pub async fn run(
                     }
                 };
                 let Some(Ok(d)) = d else { break };
-                if let Payload::Bulletin(b) = &d.payload {
-                    let lat = (epoch.elapsed().as_micros() as u64)
-                        .saturating_sub(b.event_ms.unwrap_or(0))
-                        .max(1);
+                let lat = match &d.payload {
+                    Some(Payload::Bulletin(b)) => {
+                        Some(micros(epoch).saturating_sub(b.event_ms.unwrap_or(0)).max(1))
+                    }
+                    _ => times.latency(&d.envelope.header().id, epoch),
+                };
+                if let Some(lat) = lat {
                     let _ = local.record(lat);
                     if d.envelope.header().precedence == Precedence::Flash {
                         let _ = local_flash.record(lat);
@@ -189,27 +302,35 @@ pub async fn run(
     let cpu0 = broker_pid.and_then(cpu_ticks);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(cfg.seconds);
+    let per_pub_rate = cfg
+        .rate
+        .map(|r| (r as f64 / cfg.publishers as f64).max(0.001));
+    let lanes = if per_pub_rate.is_some() {
+        1
+    } else {
+        cfg.in_flight.max(1)
+    };
     let mut pubs = Vec::new();
-    for p in 0..cfg.publishers {
-        let node = CORE[p % CORE.len()];
-        let c = Client::connect(cfg.broker, network::demo_keys(node)?, roster.clone()).await?;
-        let per_pub_rate = cfg
-            .rate
-            .map(|r| (r as f64 / cfg.publishers as f64).max(0.001));
-        let lanes = if per_pub_rate.is_some() {
-            1
-        } else {
-            cfg.in_flight.max(1)
-        };
+    for (c, load) in publishers.into_iter().zip(loads) {
+        let load = Arc::new(load);
+        let next = Arc::new(AtomicU64::new(0));
         for lane in 0..lanes {
-            let (c, published, errors, ack_h) =
-                (c.clone(), published.clone(), errors.clone(), ack_h.clone());
-            let (size, flash_percent) = (cfg.size, cfg.flash_percent);
+            let (c, load, next, published, errors, ack_h, times, cfg) = (
+                c.clone(),
+                load.clone(),
+                next.clone(),
+                published.clone(),
+                errors.clone(),
+                ack_h.clone(),
+                times.clone(),
+                cfg.clone(),
+            );
             pubs.push(tokio::spawn(async move {
                 let mut local = hist();
-                let mut n = 0u64;
                 let start = Instant::now();
                 while Instant::now() < deadline {
+                    // one counter per publisher: its lanes share the schedule and the pool
+                    let n = next.fetch_add(1, Ordering::Relaxed);
                     if let Some(rate) = per_pub_rate {
                         // open loop: send on schedule whatever the latency
                         let due = start + Duration::from_secs_f64(n as f64 / rate);
@@ -218,16 +339,34 @@ pub async fn run(
                             break;
                         }
                     }
-                    let flash = (n + lane as u64) % 100 < u64::from(flash_percent);
-                    n += 1;
-                    let Ok(d) = draft(size, epoch, flash) else {
-                        break;
-                    };
                     let t = Instant::now();
                     let task = {
-                        let c = c.clone();
-                        async move { c.publish(d).await }
+                        let (c, load, times) = (c.clone(), load.clone(), times.clone());
+                        let flash = is_flash(n, lane, cfg.flash_percent);
+                        let d = matches!(*load, Load::Live).then(|| draft(&cfg, epoch, flash));
+                        async move {
+                            match &*load {
+                                Load::Live => match d {
+                                    Some(d) => c.publish(d?).await,
+                                    None => Err(crate::Error::Unexpected("no draft".into())),
+                                },
+                                Load::Sealed { first_slot, pool } => {
+                                    let Some(bytes) = pool.get(n as usize) else {
+                                        return Err(crate::Error::Unexpected("pool".into()));
+                                    };
+                                    if let Some(slot) = times.sent_us.get(first_slot + n as usize) {
+                                        slot.store(micros(epoch).max(1), Ordering::Relaxed);
+                                    }
+                                    c.publish_envelope(bytes).await
+                                }
+                            }
+                        }
                     };
+                    if let Load::Sealed { pool, .. } = &*load {
+                        if n as usize >= pool.len() {
+                            break; // all sealed bulletins sent
+                        }
+                    }
                     if per_pub_rate.is_some() {
                         let (published, errors, ack_h) =
                             (published.clone(), errors.clone(), ack_h.clone());
@@ -257,16 +396,25 @@ pub async fn run(
             }));
         }
     }
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1).min(deadline - Instant::now())).await;
-        progress(
-            started.elapsed().as_secs(),
-            published.load(Ordering::Relaxed),
-            delivered.load(Ordering::Relaxed),
-        );
-    }
-    for p in pubs {
-        let _ = p.await;
+    let all_sent = async {
+        for p in pubs {
+            let _ = p.await;
+        }
+    };
+    tokio::pin!(all_sent);
+    let mut ticks = tokio::time::interval_at(
+        (started + Duration::from_secs(1)).into(),
+        Duration::from_secs(1),
+    );
+    loop {
+        tokio::select! {
+            () = &mut all_sent => break,
+            _ = ticks.tick() => progress(
+                started.elapsed().as_secs(),
+                published.load(Ordering::Relaxed),
+                delivered.load(Ordering::Relaxed),
+            ),
+        }
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu1 = broker_pid.and_then(cpu_ticks);
@@ -297,6 +445,8 @@ pub async fn run(
         publishers: cfg.publishers,
         subscribers: cfg.subscribers,
         size: cfg.size,
+        recipients: cfg.recipients,
+        broker_only: cfg.broker_only,
         published_per_s: pubd / elapsed,
         delivered_per_s: deld / elapsed,
         published_mb_per_s: pubd * mb / elapsed,
@@ -317,6 +467,7 @@ pub async fn run(
             .and_then(peak_rss_kb)
             .map(|kb| kb as f64 / 1024.0),
         errors: errors.load(Ordering::Relaxed),
+        missing: expected.saturating_sub(delivered.load(Ordering::Relaxed)),
     })
 }
 
@@ -343,16 +494,22 @@ impl BenchReport {
         let opt =
             |v: Option<f64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.1} {unit}"));
         format!(
-            "ewx bench: {} publishers, {} subscribers, {} B payloads, {:.1} s\n\
+            "ewx bench: {} publishers, {} subscribers, {} B payloads, {} recipients, {:.1} s{}\n\
              {:<28} {:>12.0} msg/s {:>8.2} MB/s\n\
              {:<28} {:>12.0} msg/s {:>8.2} MB/s\n\
              {:<28} p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms\n\
              {:<28} p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms\n\
-             {:<28} {}\n{:<28} {}\n{:<28} {}\n{:<28} {}\n",
+             {:<28} {}\n{:<28} {}\n{:<28} {}\n{:<28} {}\n{:<28} {}\n",
             self.publishers,
             self.subscribers,
             self.size,
+            self.recipients,
             self.seconds,
+            if self.broker_only {
+                " (broker only: sealed ahead, deliveries not opened)"
+            } else {
+                ""
+            },
             "published (durable acks)",
             self.published_per_s,
             self.published_mb_per_s,
@@ -377,6 +534,8 @@ impl BenchReport {
             opt(self.broker_peak_rss_mb, "MB"),
             "errors",
             self.errors,
+            "deliveries missing",
+            self.missing,
         )
     }
 }

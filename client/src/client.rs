@@ -47,6 +47,7 @@ pub struct PublishAck {
 struct OpenSub {
     pattern: TopicPattern,
     filter: ExerciseFilter,
+    sealed: bool,
     lanes: Lanes,
 }
 
@@ -239,6 +240,7 @@ impl Client {
             filter,
             auto_ack: false,
             auto_receipt: false,
+            sealed: false,
         };
         self.subscribe_with(name, pattern, opts).await
     }
@@ -261,6 +263,7 @@ impl Client {
         let sub = OpenSub {
             pattern: pattern.clone(),
             filter: opts.filter,
+            sealed: opts.sealed,
             lanes,
         };
         self.inner
@@ -568,18 +571,22 @@ impl Inner {
                 log_index,
                 envelope,
             } => {
-                let lanes = self
+                let sub = self
                     .subs
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&name)
-                    .map(|s| s.lanes.clone());
-                let Some(lanes) = lanes else { return };
+                    .map(|s| (s.lanes.clone(), s.sealed));
+                let Some((lanes, sealed)) = sub else { return };
                 let (lane, item) = match Envelope::decode(&envelope, MAX_FRAME) {
                     Ok(env) => {
                         let lane = env.header().precedence as usize;
-                        let roster = self.roster.get();
-                        let opened = self.opener.open(&env, &roster, &self.keys);
+                        let opened = if sealed {
+                            Ok(None)
+                        } else {
+                            let roster = self.roster.get();
+                            self.opener.open(&env, &roster, &self.keys).map(Some)
+                        };
                         let item = opened
                             .map(|payload| Delivery {
                                 subscription: name,

@@ -154,7 +154,9 @@ pub async fn run() -> Result<Report> {
                     }
                 }
                 // guarantors answer Ukraine's consultation request
-                if let (Payload::ConsultationRequest(req), true) = (&d.payload, name != "UA") {
+                if let (Some(Payload::ConsultationRequest(req)), true) =
+                    (d.payload.as_ref(), name != "UA")
+                {
                     let answer = Payload::ConsultationResponse(ConsultationResponse {
                         case_id: req.case_id.clone(),
                         stance: Stance::Acknowledged,

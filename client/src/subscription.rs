@@ -27,8 +27,9 @@ pub struct Delivery {
     pub log_index: u64,
     /// The envelope as the sender signed it.
     pub envelope: Envelope,
-    /// The decrypted content.
-    pub payload: Payload,
+    /// The decrypted content; `None` only on a subscription opened with
+    /// [`SubscriptionOptions::sealed`] (then open `envelope` yourself, if at all).
+    pub payload: Option<Payload>,
 }
 
 /// What a lane carries: a delivery, or why the message at an index could not be opened.
@@ -48,6 +49,9 @@ pub struct SubscriptionOptions {
     pub auto_ack: bool,
     /// Send a signed receipt for every delivery whose sender asked for one.
     pub auto_receipt: bool,
+    /// Hand deliveries out as they came, neither verified nor decrypted (`payload` is
+    /// `None`): for relays and load tests that must not spend the receiver's CPU.
+    pub sealed: bool,
 }
 
 impl Default for SubscriptionOptions {
@@ -58,6 +62,7 @@ impl Default for SubscriptionOptions {
             filter: ExerciseFilter::All,
             auto_ack: true,
             auto_receipt: true,
+            sealed: false,
         }
     }
 }

@@ -85,6 +85,61 @@ pub fn encode_frame<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The frame of a [`Push::Delivery`] without the envelope bytes that end it: the broker
+/// writes this head and then the stored envelope as it is, so fanning one message out to
+/// many subscribers copies nothing. `head ‖ envelope` is exactly what [`encode_frame`]
+/// makes of the whole `Push::Delivery`.
+///
+/// # Errors
+/// `TooLarge` if the whole frame would exceed `max`.
+pub fn delivery_frame_head(
+    name: &str,
+    log_index: u64,
+    envelope_len: usize,
+    max: usize,
+) -> Result<Vec<u8>> {
+    let empty = Push::Delivery {
+        name: name.to_owned(),
+        log_index,
+        envelope: Vec::new(),
+    };
+    let mut head = encode_frame(&empty, usize::MAX)?;
+    // the envelope is the last field: its empty byte string is the last byte (0x40)
+    if head.pop() != Some(0x40) {
+        return Err(Error::Malformed {
+            what: "frame",
+            reason: "delivery head does not end in the envelope field".into(),
+        });
+    }
+    let n = envelope_len as u64;
+    match n {
+        0..=23 => head.push(0x40 | n as u8),
+        24..=0xff => head.extend_from_slice(&[0x58, n as u8]),
+        0x100..=0xffff => {
+            head.push(0x59);
+            head.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            head.push(0x5a);
+            head.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        _ => {
+            head.push(0x5b);
+            head.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+    let len = (head.len() - PREFIX) as u64 + n;
+    if len > max.min(u32::MAX as usize) as u64 {
+        return Err(Error::TooLarge {
+            what: "frame",
+            size: len,
+            max: max as u64,
+        });
+    }
+    head[..PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(head)
+}
+
 /// A decoded frame or a request for more bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded<T> {

@@ -10,7 +10,7 @@ use ewx_proto::checkpoint::{Checkpoint, SignedCheckpoint};
 use ewx_proto::envelope::DEFAULT_MAX_ENVELOPE;
 use ewx_proto::frame::{
     Decoded, ExerciseFilter, FrameStatus, Push, RejectReason, Request, Response, StartAt,
-    decode_frame, encode_frame, split_frame,
+    decode_frame, delivery_frame_head, encode_frame, split_frame,
 };
 use ewx_proto::labels::Compartment;
 use ewx_proto::payload::{Bulletin, ExerciseNotice, Payload, Precedence};
@@ -173,6 +173,16 @@ proptest! {
         let r = signed(&body(version), &[0, 1]);
         let back = SignedRoster::decode(&r.encode().unwrap()).unwrap();
         prop_assert_eq!(back.verify().unwrap().version(), version);
+    }
+
+    #[test]
+    fn delivery_head_and_envelope_are_the_whole_frame(name in ".{0,40}", log_index: u64, len in prop::sample::select(vec![0usize, 1, 23, 24, 255, 256, 1024, 65_535, 65_536, 70_000])) {
+        let envelope: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let whole = encode_frame(&Push::Delivery { name: name.clone(), log_index, envelope: envelope.clone() }, usize::MAX).unwrap();
+        let mut joined = delivery_frame_head(&name, log_index, len, usize::MAX).unwrap();
+        joined.extend_from_slice(&envelope);
+        prop_assert_eq!(&joined, &whole);
+        prop_assert!(delivery_frame_head(&name, log_index, len, whole.len() - 5).is_err());
     }
 
     #[test]

@@ -224,9 +224,9 @@ pub fn bulletin(
 }
 
 /// The headline of a bulletin payload.
-pub fn headline(p: &Payload) -> String {
+pub fn headline(p: &Option<Payload>) -> String {
     match p {
-        Payload::Bulletin(b) => b.headline.clone(),
+        Some(Payload::Bulletin(b)) => b.headline.clone(),
         other => format!("{other:?}"),
     }
 }

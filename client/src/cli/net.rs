@@ -212,6 +212,7 @@ pub async fn subscribe(client: Client, a: SubscribeArgs) -> Result<()> {
         filter,
         auto_ack: true,
         auto_receipt: true,
+        sealed: false,
     };
     let mut sub = client
         .subscribe_with(&a.name, TopicPattern::new(a.pattern.as_str())?, opts)

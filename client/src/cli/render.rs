@@ -88,7 +88,13 @@ pub fn human(d: &Delivery) -> String {
         h.topic,
         h.labels
     );
-    let _ = writeln!(out, "  {}", body(&d.payload));
+    let _ = writeln!(
+        out,
+        "  {}",
+        d.payload
+            .as_ref()
+            .map_or_else(|| "(still sealed)".into(), body)
+    );
     if h.labels.exercise {
         let _ = writeln!(out, "{EXERCISE}");
     }
