@@ -98,8 +98,7 @@ impl Broker {
             connection_window: config.limits.connection_window_bytes,
         };
         let server_config = tls::server_config(&keys, roster.clone(), limits)?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen)
-            .map_err(|e| Error::Transport(format!("cannot listen on {}: {e}", config.listen)))?;
+        let endpoint = tls::endpoint(&keys, server_config, config.listen)?;
         let addr = endpoint
             .local_addr()
             .map_err(|e| Error::Transport(e.to_string()))?;

@@ -301,3 +301,118 @@ pub fn resigned(
         .encode()
         .unwrap()
 }
+
+/// The `ewx-broker` binary next to this test binary (built if it is not there yet, as
+/// when one test target is run alone).
+pub fn broker_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/ewx-broker
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let bin = profile_dir.join("ewx-broker");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = profile_dir.ends_with("release");
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-p", "ewx-broker", "--bin", "ewx-broker"]);
+        if release {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success(), "cannot build ewx-broker");
+    }
+    bin
+}
+
+/// A real `ewx-broker` process on a [`TestNet`]'s directory.
+#[derive(Debug)]
+pub struct BrokerProcess {
+    child: std::process::Child,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+}
+
+impl BrokerProcess {
+    /// Start `ewx-broker` on `dir` (keys, roster and `data/` as [`TestNet`] writes them)
+    /// listening on `listen` (port 0: any), with `extra` TOML appended to its config;
+    /// returns once it logs `listening on`.
+    pub fn start(dir: &Path, listen: std::net::SocketAddr, extra: &str) -> Self {
+        use std::io::BufRead;
+        let config = dir.join("broker-process.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = '{listen}'\ndata_dir = 'data'\nkey = 'broker.key'\nroster = 'roster.cbor'\n{extra}"
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(broker_binary())
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let status = child.wait().unwrap();
+                panic!("ewx-broker exited before listening: {status}");
+            };
+            if let Some((_, a)) = line.split_once("listening on ") {
+                break a.trim().parse().unwrap();
+            }
+        };
+        // keep draining its log so it never blocks on a full pipe
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, addr }
+    }
+
+    /// SIGKILL: no shutdown, no final flush.
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Soak mode (`EWX_SOAK=1`): the long versions of the reliability tests.
+pub fn soak() -> bool {
+    std::env::var("EWX_SOAK").is_ok_and(|v| v == "1")
+}
+
+/// Print a reliability figure and keep it in `target/<profile>/reliability/NAME.txt`,
+/// which `.ci/run` shows at the end of the run.
+pub fn report(name: &str, text: &str) {
+    eprintln!("{text}");
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("reliability");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{name}.txt")), format!("{text}\n"));
+}
+
+/// Resident and peak resident memory of a process, KiB (`VmRSS`, `VmHWM`).
+pub fn rss_kb(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
