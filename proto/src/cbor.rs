@@ -49,6 +49,27 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8], max: usize)
     Ok(value)
 }
 
+/// [`decode`] for a signed body: also refuse any encoding other than the one [`encode`]
+/// makes (shortest integers and lengths, definite lengths, fields in order), so every
+/// signed structure has exactly one byte form and one hash.
+///
+/// # Errors
+/// As [`decode`], and `Malformed` for a non-canonical encoding.
+pub fn decode_canonical<T: DeserializeOwned + Serialize>(
+    what: &'static str,
+    bytes: &[u8],
+    max: usize,
+) -> Result<T> {
+    let value: T = decode(what, bytes, max)?;
+    if encode(what, &value)? != bytes {
+        return Err(Error::Malformed {
+            what,
+            reason: "not canonical CBOR (shortest form, definite lengths, fields in order)".into(),
+        });
+    }
+    Ok(value)
+}
+
 fn describe(e: &ciborium::de::Error<std::io::Error>) -> String {
     use ciborium::de::Error as E;
     match e {

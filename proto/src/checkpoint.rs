@@ -78,7 +78,7 @@ impl SignedCheckpoint {
     /// # Errors
     /// `Malformed`/`TrailingBytes`.
     pub fn checkpoint(&self) -> Result<Checkpoint> {
-        cbor::decode("checkpoint", &self.body, MAX_CHECKPOINT_BYTES)
+        cbor::decode_canonical("checkpoint", &self.body, MAX_CHECKPOINT_BYTES)
     }
 
     /// Hash of the body: what the next checkpoint's `prev` must be.

@@ -176,6 +176,7 @@ impl Envelope {
     /// # Errors
     /// `Malformed` if `header_bytes` is not a valid header.
     pub fn sign(header_bytes: Vec<u8>, ciphertext: Vec<u8>, keys: &NodeKeys) -> Result<Self> {
+        // not canonical-checked: tests sign malformed headers a real sender could send
         let header: Header = cbor::decode("envelope header", &header_bytes, MAX_HEADER_BYTES)?;
         header.validate()?;
         let signature = keys.sign(&signed_message(&header_bytes, &ciphertext));
@@ -195,7 +196,8 @@ impl Envelope {
     /// `TooLarge`, `Malformed`, `TrailingBytes`, `UnsupportedVersion`.
     pub fn decode(bytes: &[u8], max: usize) -> Result<Self> {
         let wire: Wire = cbor::decode("envelope", bytes, max)?;
-        let header: Header = cbor::decode("envelope header", &wire.header, MAX_HEADER_BYTES)?;
+        let header: Header =
+            cbor::decode_canonical("envelope header", &wire.header, MAX_HEADER_BYTES)?;
         header.validate()?;
         Ok(Self {
             header_bytes: wire.header,

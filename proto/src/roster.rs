@@ -232,7 +232,7 @@ impl SignedRoster {
     /// # Errors
     /// `Malformed` if the body does not decode.
     pub fn body(&self) -> Result<RosterBody> {
-        cbor::decode("roster body", &self.body, MAX_ROSTER_BYTES)
+        cbor::decode_canonical("roster body", &self.body, MAX_ROSTER_BYTES)
     }
 
     /// SHA-256 of the wire encoding with signatures — what `RosterChanged` records.

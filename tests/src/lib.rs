@@ -302,14 +302,35 @@ pub fn resigned(
         .unwrap()
 }
 
-/// The `ewx-broker` binary next to this test binary (built if it is not there yet, as
-/// when one test target is run alone).
+/// Newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> std::time::SystemTime {
+    let mut t = std::time::SystemTime::UNIX_EPOCH;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let m = if p.is_dir() {
+            newest(&p)
+        } else {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::SystemTime::UNIX_EPOCH)
+        };
+        t = t.max(m);
+    }
+    t
+}
+
+/// The `ewx-broker` binary next to this test binary, rebuilt first if it is missing or
+/// older than the broker's or protocol's sources (as when one test target is run alone
+/// after an edit; `cargo test --workspace` builds it fresh).
 pub fn broker_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> -> target/<profile>/ewx-broker
     let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
     let bin = profile_dir.join("ewx-broker");
-    if !bin.exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sources = newest(&root.join("broker/src")).max(newest(&root.join("proto/src")));
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    if built.is_none_or(|b| b < sources) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = profile_dir.ends_with("release");
         let mut cmd = std::process::Command::new(cargo);
