@@ -342,25 +342,6 @@ pub fn peer_node(conn: &quinn::Connection, roster: &Roster) -> Result<NodeId> {
     Ok(node.id.clone())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_is_read_from_the_certificate_structure() {
-        let keys = NodeKeys::from_secrets(NodeId::new("PL").unwrap(), [5; 32], [6; 32]);
-        let (cert, _) = identity(&keys).unwrap();
-        assert_eq!(ed25519_key_of(&cert), Some(keys.sign_public()));
-        // any truncation or trailing garbage is refused, never a panic
-        for cut in 0..cert.len() {
-            assert_eq!(ed25519_key_of(&cert[..cut]), None, "cut {cut}");
-        }
-        let mut longer = cert.to_vec();
-        longer.push(0);
-        assert_eq!(ed25519_key_of(&longer), None);
-    }
-}
-
 /// The broker's QUIC endpoint. Its stateless-reset key is derived from the broker's
 /// signing key, so a broker restarted after a crash recognises its predecessor's
 /// connections and resets them at their first packet: clients reconnect at once instead
@@ -390,4 +371,23 @@ pub fn endpoint(
         runtime,
     )
     .map_err(|e| Error::Transport(format!("cannot listen on {listen}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_is_read_from_the_certificate_structure() {
+        let keys = NodeKeys::from_secrets(NodeId::new("PL").unwrap(), [5; 32], [6; 32]);
+        let (cert, _) = identity(&keys).unwrap();
+        assert_eq!(ed25519_key_of(&cert), Some(keys.sign_public()));
+        // any truncation or trailing garbage is refused, never a panic
+        for cut in 0..cert.len() {
+            assert_eq!(ed25519_key_of(&cert[..cut]), None, "cut {cut}");
+        }
+        let mut longer = cert.to_vec();
+        longer.push(0);
+        assert_eq!(ed25519_key_of(&longer), None);
+    }
 }

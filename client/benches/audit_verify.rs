@@ -84,7 +84,7 @@ fn main() {
                 index: log_index,
                 precedence: h.precedence,
                 id: h.id,
-                bytes: env.encode().unwrap(),
+                bytes: env.encode().unwrap().into(),
             });
             log_index += 1;
             e

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ewx_broker::tls::{self, RosterCell, TransportLimits};
 use ewx_broker::wire::{Wait, read_msg, write_msg};
-use ewx_proto::frame::{ExerciseFilter, Push, Request, Response, StartAt};
+use ewx_proto::frame::{ExerciseFilter, Push, RejectReason, Request, Response, StartAt};
 use ewx_proto::receipt::Receipt;
 use ewx_proto::{
     Draft, Envelope, EpochPolicy, MessageId, NodeKeys, Precedence, Roster, Sealer, TopicPattern,
@@ -162,9 +162,13 @@ impl Client {
     }
 
     /// The next sequence number: unique and increasing, also across restarts (it starts
-    /// from the clock in microseconds).
+    /// from the clock in microseconds). Two connections of one node draw from the same
+    /// clock, so they collide only when sealing in the same microsecond; [`Client::publish`]
+    /// then seals again.
     fn next_seq(&self) -> u64 {
-        let floor = now_ms().saturating_mul(1000);
+        let floor = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         let mut cur = self.inner.seq.load(Ordering::Relaxed);
         loop {
             let next = cur.saturating_add(1).max(floor);
@@ -203,8 +207,19 @@ impl Client {
     /// the connection broke before the answer (then it may or may not be stored: publish
     /// the same envelope again with [`Client::publish_envelope`], a duplicate is refused).
     pub async fn publish(&self, draft: Draft) -> Result<PublishAck> {
-        let env = self.seal(draft).await?;
-        self.publish_envelope(&env.encode()?).await
+        let mut attempts = 0;
+        loop {
+            let env = self.seal(draft.clone()).await?;
+            match self.publish_envelope(&env.encode()?).await {
+                // a fresh seal refused as a replay: another connection of this node used
+                // the same seq (same microsecond); a new seal gets a new one
+                Err(Error::Rejected {
+                    reason: RejectReason::Replay,
+                    ..
+                }) if attempts < 3 => attempts += 1,
+                other => return other,
+            }
+        }
     }
 
     /// Publish envelope bytes as they are (already sealed and signed).
