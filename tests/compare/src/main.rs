@@ -1,0 +1,129 @@
+//! `ewx-compare`: the `ewx bench` workload against a peer broker, for side-by-side
+//! numbers (see README.md). Not part of the shipped binaries: its own workspace.
+
+mod harness;
+mod peers;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use harness::{Config, Peer};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ewx-compare",
+    about = "The ewx bench workload against NATS JetStream or Redis streams"
+)]
+struct Cli {
+    #[command(subcommand)]
+    peer: PeerCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCmd {
+    /// NATS JetStream: a file-storage stream, PubAck per publish, an ordered push consumer
+    /// per subscriber. Durability (sync_interval) is the server's configuration.
+    Nats {
+        /// Server URL.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        url: String,
+        #[command(flatten)]
+        bench: BenchArgs,
+    },
+    /// Redis streams: XADD per publish, XREAD BLOCK per subscriber. Durability
+    /// (appendfsync) is the server's configuration.
+    Redis {
+        /// Server URL.
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        url: String,
+        #[command(flatten)]
+        bench: BenchArgs,
+    },
+}
+
+/// The flags of `ewx bench` that apply to every peer.
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    /// Subscriber connections (each receives every message).
+    #[arg(long, default_value_t = 10)]
+    subscribers: usize,
+    /// Payload bytes per message (the first 8 carry the send time).
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Fixed total rate in messages/s (open loop); default: as fast as acks return.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Publishes in flight per publisher when not rate-limited.
+    #[arg(long, default_value_t = 32)]
+    in_flight: usize,
+    /// The server's process id, to read its CPU time and peak memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// One JSON object (the fields of `ewx bench --json`) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl BenchArgs {
+    fn config(&self) -> Config {
+        Config {
+            seconds: self.seconds,
+            publishers: self.publishers,
+            subscribers: self.subscribers,
+            size: self.size,
+            rate: self.rate,
+            in_flight: self.in_flight,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    // the shared clock of the send timestamps, from before any connection
+    let epoch = Instant::now();
+    let (name, bench, peer): (&str, &BenchArgs, Box<dyn Peer>) = match &cli.peer {
+        PeerCmd::Nats { url, bench } => (
+            "NATS JetStream",
+            bench,
+            Box::new(peers::Nats::new(url).await?),
+        ),
+        PeerCmd::Redis { url, bench } => (
+            "Redis streams",
+            bench,
+            Box::new(peers::Redis::new(url).await?),
+        ),
+    };
+    let quiet = bench.json;
+    let report = harness::run(
+        bench.config(),
+        peer.as_ref(),
+        epoch,
+        bench.server_pid,
+        &|s, p, d| {
+            if !quiet {
+                eprintln!("  {s:>3} s  published {p:>9}  delivered {d:>10}");
+            }
+        },
+    )
+    .await?;
+    if bench.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table(name));
+    }
+    Ok(if report.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
