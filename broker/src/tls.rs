@@ -342,6 +342,35 @@ pub fn peer_node(conn: &quinn::Connection, roster: &Roster) -> Result<NodeId> {
     Ok(node.id.clone())
 }
 
+/// Socket buffer asked for (the kernel caps it at `net.core.rmem_max`/`wmem_max`).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A UDP socket bound to `addr` with large send and receive buffers. With the default
+/// 208 KiB a burst of deliveries overflows the receive buffer even on loopback; QUIC takes
+/// each drop as congestion and slows down, and a warning waits. Buffer sizes are best
+/// effort: a smaller kernel limit only logs.
+///
+/// # Errors
+/// If the socket cannot be created or bound.
+pub fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    for (what, r) in [
+        ("receive", socket.set_recv_buffer_size(SOCKET_BUFFER)),
+        ("send", socket.set_send_buffer_size(SOCKET_BUFFER)),
+    ] {
+        if let Err(e) = r {
+            tracing::debug!("cannot enlarge the UDP {what} buffer: {e}");
+        }
+    }
+    if addr.is_ipv6() {
+        // accept IPv4-mapped peers too when bound to [::]
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// The broker's QUIC endpoint. Its stateless-reset key is derived from the broker's
 /// signing key, so a broker restarted after a crash recognises its predecessor's
 /// connections and resets them at their first packet: clients reconnect at once instead
@@ -360,7 +389,7 @@ pub fn endpoint(
         .expand(&[b"reset key"], ring::hmac::HMAC_SHA256)
         .map_err(|_| Error::Transport("cannot derive the stateless-reset key".into()))?
         .into();
-    let socket = std::net::UdpSocket::bind(listen)
+    let socket = udp_socket(listen)
         .map_err(|e| Error::Transport(format!("cannot listen on {listen}: {e}")))?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| Error::Transport("no async runtime for QUIC".into()))?;

@@ -94,7 +94,12 @@ impl Client {
         }
         .parse()
         .map_err(|_| connect_err("bad bind address".into()))?;
-        let endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
+        let socket = tls::udp_socket(bind).map_err(|e| connect_err(e.to_string()))?;
+        let runtime =
+            quinn::default_runtime().ok_or_else(|| connect_err("no async runtime".into()))?;
+        let endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+                .map_err(|e| connect_err(e.to_string()))?;
         let (receipts_tx, receipts_rx) = mpsc::channel(256);
         let inner = Arc::new(Inner {
             addr,
