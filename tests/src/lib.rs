@@ -356,6 +356,16 @@ impl BrokerProcess {
     /// listening on `listen` (port 0: any), with `extra` TOML appended to its config;
     /// returns once it logs `listening on`.
     pub fn start(dir: &Path, listen: std::net::SocketAddr, extra: &str) -> Self {
+        Self::start_in(None, dir, listen, extra)
+    }
+
+    /// [`BrokerProcess::start`] inside network namespace `netns` (`ip netns exec`).
+    pub fn start_in(
+        netns: Option<&str>,
+        dir: &Path,
+        listen: std::net::SocketAddr,
+        extra: &str,
+    ) -> Self {
         use std::io::BufRead;
         let config = dir.join("broker-process.toml");
         std::fs::write(
@@ -365,7 +375,15 @@ impl BrokerProcess {
             ),
         )
         .unwrap();
-        let mut child = std::process::Command::new(broker_binary())
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(broker_binary());
+                c
+            }
+            None => std::process::Command::new(broker_binary()),
+        };
+        let mut child = command
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
