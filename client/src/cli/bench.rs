@@ -105,12 +105,14 @@ pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
     };
     let cfg = BenchConfig {
         broker,
-        seconds: args.seconds,
-        publishers: args.publishers,
-        subscribers: args.subscribers,
-        size: args.size,
-        rate: args.rate,
-        in_flight: args.in_flight,
+        load: bench::Load {
+            seconds: args.seconds,
+            publishers: args.publishers,
+            subscribers: args.subscribers,
+            size: args.size,
+            rate: args.rate,
+            in_flight: args.in_flight,
+        },
         flash_percent: args.flash_percent,
         recipients: args.recipients,
         broker_only: args.broker_only,
@@ -130,7 +132,7 @@ pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", report.table());
+        print!("{}", report.table("ewx bench"));
     }
     Ok(if report.errors == 0 {
         ExitCode::SUCCESS

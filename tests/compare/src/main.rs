@@ -1,16 +1,14 @@
 //! `ewx-compare`: the `ewx bench` workload against a peer broker, for side-by-side
 //! numbers (see README.md). Not part of the shipped binaries: its own workspace.
 
-mod harness;
 mod peers;
 
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use harness::{Config, Peer};
+use ewx_client::bench::{Load, Peer, measure};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,8 +72,8 @@ struct BenchArgs {
 }
 
 impl BenchArgs {
-    fn config(&self) -> Config {
-        Config {
+    fn load(&self) -> Load {
+        Load {
             seconds: self.seconds,
             publishers: self.publishers,
             subscribers: self.subscribers,
@@ -89,25 +87,23 @@ impl BenchArgs {
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
-    // the shared clock of the send timestamps, from before any connection
-    let epoch = Instant::now();
     let (name, bench, peer): (&str, &BenchArgs, Box<dyn Peer>) = match &cli.peer {
         PeerCmd::Nats { url, bench } => (
             "NATS JetStream",
             bench,
-            Box::new(peers::Nats::new(url).await?),
+            Box::new(peers::Nats::new(url, bench.size).await?),
         ),
         PeerCmd::Redis { url, bench } => (
             "Redis streams",
             bench,
-            Box::new(peers::Redis::new(url).await?),
+            Box::new(peers::Redis::new(url, bench.size).await?),
         ),
     };
     let quiet = bench.json;
-    let report = harness::run(
-        bench.config(),
+    // the same load loop as `ewx bench` (ewx_client::bench::measure)
+    let report = measure(
+        &bench.load(),
         peer.as_ref(),
-        epoch,
         bench.server_pid,
         &|s, p, d| {
             if !quiet {
@@ -115,7 +111,8 @@ async fn main() -> Result<ExitCode> {
             }
         },
     )
-    .await?;
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     if bench.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -7,18 +7,62 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use crate::harness::{Deliveries, Peer, PublishFn, stamp};
+use ewx_client::bench::{
+    BoxFuture as PeerFuture, Delivered, Deliveries, Peer, PeerError, Publish, PublishFn, Publisher,
+};
+
+/// The payload: the send time (µs since the run's epoch, little endian), then padding.
+pub fn payload(size: usize, sent_us: u64) -> Bytes {
+    let mut v = vec![b'x'; size.max(8)];
+    v[..8].copy_from_slice(&sent_us.to_le_bytes());
+    Bytes::from(v)
+}
+
+/// The send time of a payload made by [`payload`].
+pub fn stamp(payload: &[u8]) -> Result<u64> {
+    match payload.get(..8) {
+        Some(b) => Ok(u64::from_le_bytes(b.try_into()?)),
+        None => bail!("a {}-byte payload has no timestamp", payload.len()),
+    }
+}
+
+/// A peer's deliveries as a stream of send times.
+struct Stamps(BoxStream<'static, Result<u64>>);
+
+impl Deliveries for Stamps {
+    fn next(&mut self) -> PeerFuture<'_, Option<std::result::Result<Delivered, PeerError>>> {
+        async move {
+            let r = self.0.next().await?;
+            Some(
+                r.map(|t| Delivered {
+                    sent_us: Some(t),
+                    flash: false,
+                })
+                .map_err(Into::into),
+            )
+        }
+        .boxed()
+    }
+}
+
+fn publisher(publish: PublishFn) -> Publisher {
+    Publisher {
+        publish,
+        limit: None,
+    }
+}
 
 /// JetStream: one file-backed stream, publishers await each PubAck, every subscriber has
 /// its own ordered push consumer from the first message published after it subscribed.
 #[derive(Debug)]
 pub struct Nats {
     url: String,
+    size: usize,
 }
 
 const NATS_STREAM: &str = "BENCH";
@@ -26,7 +70,7 @@ const NATS_SUBJECT: &str = "bench";
 
 impl Nats {
     /// Connect and (re)create the stream, empty.
-    pub async fn new(url: &str) -> Result<Self> {
+    pub async fn new(url: &str, size: usize) -> Result<Self> {
         let js = jetstream::new(nats_connect(url).await?);
         let _ = js.delete_stream(NATS_STREAM).await;
         js.create_stream(stream::Config {
@@ -38,7 +82,10 @@ impl Nats {
         })
         .await
         .map_err(|e| anyhow!("cannot create the JetStream stream: {e}"))?;
-        Ok(Self { url: url.into() })
+        Ok(Self {
+            url: url.into(),
+            size,
+        })
     }
 }
 
@@ -51,10 +98,15 @@ async fn nats_connect(url: &str) -> Result<async_nats::Client> {
 }
 
 impl Peer for Nats {
-    fn publisher(&self) -> BoxFuture<'_, Result<PublishFn>> {
+    fn publisher(
+        &self,
+        _index: usize,
+    ) -> PeerFuture<'_, std::result::Result<Publisher, PeerError>> {
+        let size = self.size;
         async move {
             let js = jetstream::new(nats_connect(&self.url).await?);
-            let publish: PublishFn = Arc::new(move |payload: Bytes| {
+            let publish: PublishFn = Arc::new(move |p: Publish| {
+                let payload = payload(size, p.sent_us);
                 let js = js.clone();
                 async move {
                     // the first await sends, the second waits for the PubAck: the message
@@ -68,12 +120,15 @@ impl Peer for Nats {
                 }
                 .boxed()
             });
-            Ok(publish)
+            Ok(publisher(publish))
         }
         .boxed()
     }
 
-    fn subscriber(&self, _index: usize) -> BoxFuture<'_, Result<Deliveries>> {
+    fn subscriber(
+        &self,
+        _index: usize,
+    ) -> PeerFuture<'_, std::result::Result<Box<dyn Deliveries>, PeerError>> {
         async move {
             let client = nats_connect(&self.url).await?;
             let js = jetstream::new(client.clone());
@@ -95,14 +150,15 @@ impl Peer for Nats {
                 .await
                 .map_err(|e| anyhow!("consume: {e}"))?;
             // keep the client alive as long as the stream
-            let deliveries: Deliveries = messages
+            let deliveries: BoxStream<'static, Result<u64>> = messages
                 .map_err(|e| anyhow!("deliver: {e}"))
                 .and_then(move |m| {
                     let _keep = &client;
                     futures::future::ready(stamp(&m.message.payload))
                 })
                 .boxed();
-            Ok(deliveries)
+            let d: Box<dyn Deliveries> = Box::new(Stamps(deliveries));
+            Ok(d)
         }
         .boxed()
     }
@@ -114,6 +170,7 @@ impl Peer for Nats {
 #[derive(Debug)]
 pub struct Redis {
     client: redis::Client,
+    size: usize,
 }
 
 const REDIS_KEY: &str = "bench";
@@ -124,9 +181,9 @@ const REDIS_BLOCK_MS: usize = 200;
 
 impl Redis {
     /// Connect and delete the stream key, so every subscriber starts from id 0-0.
-    pub async fn new(url: &str) -> Result<Self> {
+    pub async fn new(url: &str, size: usize) -> Result<Self> {
         let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {url}"))?;
-        let me = Self { client };
+        let me = Self { client, size };
         let mut c = me.connect().await?;
         let _: Value = redis::cmd("DEL").arg(REDIS_KEY).query_async(&mut c).await?;
         Ok(me)
@@ -144,10 +201,15 @@ impl Redis {
 }
 
 impl Peer for Redis {
-    fn publisher(&self) -> BoxFuture<'_, Result<PublishFn>> {
+    fn publisher(
+        &self,
+        _index: usize,
+    ) -> PeerFuture<'_, std::result::Result<Publisher, PeerError>> {
+        let size = self.size;
         async move {
             let conn = self.connect().await?;
-            let publish: PublishFn = Arc::new(move |payload: Bytes| {
+            let publish: PublishFn = Arc::new(move |p: Publish| {
+                let payload = payload(size, p.sent_us);
                 let mut conn = conn.clone();
                 async move {
                     // with appendfsync always, Redis replies once the AOF is fsynced
@@ -162,17 +224,20 @@ impl Peer for Redis {
                 }
                 .boxed()
             });
-            Ok(publish)
+            Ok(publisher(publish))
         }
         .boxed()
     }
 
-    fn subscriber(&self, _index: usize) -> BoxFuture<'_, Result<Deliveries>> {
+    fn subscriber(
+        &self,
+        _index: usize,
+    ) -> PeerFuture<'_, std::result::Result<Box<dyn Deliveries>, PeerError>> {
         async move {
             let conn = self.connect().await?;
             // the key was deleted before any subscriber: from 0-0 is "from now on"
             let state = (conn, String::from("0-0"), VecDeque::<u64>::new());
-            let deliveries: Deliveries =
+            let deliveries: BoxStream<'static, Result<u64>> =
                 futures::stream::unfold(state, |(mut conn, mut last, mut buf)| async move {
                     loop {
                         if let Some(t) = buf.pop_front() {
@@ -195,7 +260,8 @@ impl Peer for Redis {
                     }
                 })
                 .boxed();
-            Ok(deliveries)
+            let d: Box<dyn Deliveries> = Box::new(Stamps(deliveries));
+            Ok(d)
         }
         .boxed()
     }
