@@ -151,6 +151,9 @@ fn lane_key(precedence: Precedence, index: u64) -> [u8; 9] {
     k
 }
 
+/// sled page cache size.
+const CACHE_BYTES: u64 = 128 << 20;
+
 impl Store {
     /// Open (or create) the store in `dir` and replay it.
     ///
@@ -208,8 +211,10 @@ impl Store {
     }
 
     fn open_trees(dir: &Path) -> Result<Self> {
+        // sled caches up to 1 GiB by default; the broker's hot data is the recent tail
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
         let t = |name: &str| db.open_tree(name);

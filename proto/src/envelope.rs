@@ -265,9 +265,12 @@ impl Envelope {
     /// `UnknownNode`, `Revoked`, `BadSignature`, `NotPermitted`.
     pub fn verify<'r>(&self, roster: &'r Roster) -> Result<&'r NodeEntry> {
         let sender = roster.active(&self.header.sender)?;
-        sender
-            .sign
-            .verify("envelope", &self.signed_message(), &self.signature)?;
+        roster.verify_signature(
+            &sender.id,
+            "envelope",
+            &self.signed_message(),
+            &self.signature,
+        )?;
         if !sender.role.publishes() {
             return Err(Error::NotPermitted(format!(
                 "{} is a {} and may not publish",
@@ -326,7 +329,7 @@ pub fn verify_batch(items: &[(&Envelope, &Roster)]) -> std::result::Result<(), (
             ))));
         }
         check_publish(&sender.id, &sender.grants, &h.topic, &h.labels).map_err(fail)?;
-        keys.push(sender.sign.dalek().map_err(fail)?);
+        keys.push(*roster.verifying_key(&sender.id, "envelope").map_err(fail)?);
         messages.push(env.signed_message());
         signatures.push(ed25519_dalek::Signature::from_bytes(&env.signature().0));
     }

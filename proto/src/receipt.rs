@@ -59,10 +59,8 @@ impl Receipt {
     /// # Errors
     /// `UnknownNode`, `BadSignature`.
     pub fn verify(&self, roster: &Roster) -> Result<()> {
-        let node = roster
-            .node(&self.by)
-            .ok_or_else(|| crate::Error::UnknownNode(self.by.clone()))?;
-        node.sign.verify(
+        roster.verify_signature(
+            &self.by,
             "receipt",
             &message(&self.id, &self.envelope_hash, &self.by, self.time_ms),
             &self.signature,
