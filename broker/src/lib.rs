@@ -114,6 +114,7 @@ impl Broker {
                 checkpoint: config.checkpoint.clone(),
                 replay_width: config.limits.replay_window,
                 retention: config.retention.clone(),
+                queue: config.limits.write_queue,
             },
             live.clone(),
             rx,

@@ -70,9 +70,11 @@ impl Verifier {
         envelope: Envelope,
         roster: Arc<Roster>,
     ) -> Result<Envelope, ProtoError> {
+        // FLASH and IMMEDIATE never queue behind a batch
+        let urgent = envelope.header().precedence >= ewx_proto::Precedence::Immediate;
         let alone = self.busy.fetch_add(1, Ordering::AcqRel) == 0;
         let _busy = Busy(&self.busy);
-        if alone {
+        if alone || urgent {
             return envelope.verify(&roster).map(|_| ()).map(|()| envelope);
         }
         let (reply, answer) = oneshot::channel();
