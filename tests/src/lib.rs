@@ -455,3 +455,14 @@ pub fn rss_kb(pid: u32) -> (u64, u64) {
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
+
+/// The subscription "desk" to every early warning from the earliest stored, with
+/// automatic (batched) acks, so the client resumes it after a reconnect.
+pub async fn desk(c: &Client) -> Subscription {
+    let opts = ewx_client::SubscriptionOptions {
+        from: StartAt::Earliest,
+        auto_receipt: false,
+        ..Default::default()
+    };
+    c.subscribe_with("desk", pat("ew.>"), opts).await.unwrap()
+}

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ewx_client::{Client, Error as ClientError, SubscriptionOptions};
-use ewx_proto::frame::{RejectReason, StartAt};
+use ewx_client::{Client, Error as ClientError};
+use ewx_proto::frame::RejectReason;
 use ewx_proto::{Envelope, Level, MessageId, Precedence};
 use ewx_tests::*;
 use rand::{Rng, SeedableRng};
@@ -75,12 +75,7 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         let c = Client::connect(addr, keys(name), net.roster.clone())
             .await
             .unwrap();
-        let opts = SubscriptionOptions {
-            from: StartAt::Earliest,
-            auto_receipt: false,
-            ..Default::default()
-        };
-        let mut sub = c.subscribe_with("desk", pat("ew.>"), opts).await.unwrap();
+        let mut sub = desk(&c).await;
         let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
         let s = seen.clone();
         let task = tokio::spawn(async move {

@@ -12,8 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ewx_client::{Client, SubscriptionOptions};
-use ewx_proto::frame::StartAt;
+use ewx_client::Client;
 use ewx_proto::{Level, Precedence};
 use ewx_tests::*;
 use rand::Rng;
@@ -233,12 +232,7 @@ async fn lossy_links_deliver_everything_in_precedence_order() {
     let pl = Client::connect(addr, keys("PL"), net.roster.clone())
         .await
         .unwrap();
-    let opts = SubscriptionOptions {
-        from: StartAt::Earliest,
-        auto_receipt: false,
-        ..Default::default()
-    };
-    let mut sub = pl.subscribe_with("desk", pat("ew.>"), opts).await.unwrap();
+    let mut sub = desk(&pl).await;
     let mut order = Vec::new();
     let mut last_index = [None::<u64>; 4];
     for _ in 0..backlog + flash {
