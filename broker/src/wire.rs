@@ -28,6 +28,9 @@ pub enum Wait {
     /// A long-lived delivery stream: wait as long as it takes for the next frame to
     /// start, then apply the deadline to the rest.
     Idle,
+    /// An answer the reader asked for: the whole frame within this long (a client
+    /// waiting on a slow or lossy link must not give up after [`FRAME_DEADLINE`]).
+    Within(Duration),
 }
 
 fn malformed(reason: String) -> Error {
@@ -49,15 +52,17 @@ async fn read_prefix(recv: &mut quinn::RecvStream) -> Result<Option<[u8; PREFIX]
     }
 }
 
-async fn deadline<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::time::timeout(FRAME_DEADLINE, fut)
+async fn within<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, fut)
         .await
-        .map_err(|_| {
-            Error::Transport(format!(
-                "no complete frame within {}s",
-                FRAME_DEADLINE.as_secs()
-            ))
-        })?
+        .map_err(|_| Error::Transport(format!("no complete frame within {}s", limit.as_secs())))?
+}
+
+async fn deadline<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    within(FRAME_DEADLINE, fut).await
 }
 
 /// Read one frame body. `Ok(None)` if the stream ended cleanly before any byte. With a
@@ -73,9 +78,15 @@ pub async fn read_frame(
     wait: Wait,
     budget: Option<&Arc<Semaphore>>,
 ) -> Result<Option<(Vec<u8>, Option<OwnedSemaphorePermit>)>> {
+    if let Wait::Within(limit) = wait {
+        return within(limit, async {
+            Box::pin(read_frame(recv, max, Wait::Idle, budget)).await
+        })
+        .await;
+    }
     let prefix = match wait {
         Wait::Deadline => deadline(read_prefix(recv)).await?,
-        Wait::Idle => read_prefix(recv).await?,
+        Wait::Idle | Wait::Within(_) => read_prefix(recv).await?,
     };
     let Some(prefix) = prefix else {
         return Ok(None);

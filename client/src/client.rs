@@ -28,6 +28,9 @@ pub(crate) const MAX_FRAME: usize = ewx_proto::frame::DEFAULT_MAX_FRAME + 1024;
 /// Deliveries buffered per subscription lane. When full, the reader waits, QUIC flow
 /// control pushes back, and the broker's lane for us slows down — nobody else does.
 pub(crate) const LANE_BUFFER: usize = 1024;
+/// How long a request waits for the broker's answer (a slow or lossy link, a busy
+/// broker); the broker's own per-frame deadline against slow senders is much shorter.
+const RESPONSE_WAIT: Duration = Duration::from_secs(120);
 /// How long a request waits for a connection while the client reconnects.
 const RECONNECT_WAIT: Duration = Duration::from_secs(15);
 /// Application close codes after which reconnecting is pointless (see the broker).
@@ -163,7 +166,7 @@ impl Client {
         if send.write_all(bytes).await.is_ok() {
             let _ = send.finish();
         }
-        Ok(read_msg::<Response>(&mut recv, MAX_FRAME, Wait::Deadline).await?)
+        Ok(read_msg::<Response>(&mut recv, MAX_FRAME, Wait::Within(RESPONSE_WAIT)).await?)
     }
 
     /// The next sequence number: unique and increasing, also across restarts (it starts
@@ -386,7 +389,7 @@ async fn request_on(conn: &quinn::Connection, addr: SocketAddr, req: &Request) -
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| err(&e))?;
     write_msg(&mut send, req, MAX_FRAME).await?;
     send.finish().map_err(|e| err(&e))?;
-    match read_msg::<Response>(&mut recv, MAX_FRAME, Wait::Deadline).await? {
+    match read_msg::<Response>(&mut recv, MAX_FRAME, Wait::Within(RESPONSE_WAIT)).await? {
         Some(Response::Rejected { reason, detail }) => Err(Error::Rejected { reason, detail }),
         Some(r) => Ok(r),
         None => Err(err(&"the broker closed the stream without answering")),

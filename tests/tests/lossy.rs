@@ -214,14 +214,16 @@ async fn lossy_links_deliver_everything_in_precedence_order() {
 
     // a ROUTINE backlog, then FLASH, all published while the subscriber is away
     let mut publishing = tokio::task::JoinSet::new();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(32));
     for i in 0..backlog + flash {
-        let ua = ua.clone();
+        let (ua, in_flight) = (ua.clone(), in_flight.clone());
         let prec = if i < backlog {
             Precedence::Routine
         } else {
             Precedence::Flash
         };
         publishing.spawn(async move {
+            let _slot = in_flight.acquire().await.unwrap();
             let d = bulletin("ew.air", Level::Amber, "CORE", prec, &format!("b{i}"));
             ua.publish(d).await.unwrap();
         });
