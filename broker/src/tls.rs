@@ -371,6 +371,26 @@ pub fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSo
     Ok(socket.into())
 }
 
+/// Random 8-byte connection ids (cryptographically random, so unlinkable), any of which
+/// a restarted broker answers with a stateless reset.
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut id = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+        quinn::ConnectionId::new(&id)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
 /// The broker's QUIC endpoint. Its stateless-reset key is derived from the broker's
 /// signing key, so a broker restarted after a crash recognises its predecessor's
 /// connections and resets them at their first packet: clients reconnect at once instead
@@ -393,13 +413,17 @@ pub fn endpoint(
         .map_err(|e| Error::Transport(format!("cannot listen on {listen}: {e}")))?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| Error::Transport("no async runtime for QUIC".into()))?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::new(Arc::new(reset_key)),
-        Some(server),
-        socket,
-        runtime,
-    )
-    .map_err(|e| Error::Transport(format!("cannot listen on {listen}: {e}")))
+    let mut endpoint = quinn::EndpointConfig::new(Arc::new(reset_key));
+    // quinn's default connection ids carry a hash under a per-process random key, which
+    // a restarted broker cannot check: it would drop its predecessor's packets silently
+    // instead of resetting them, and clients would wait out the idle timeout
+    endpoint.cid_generator(|| Box::new(RandomCids));
+    // after a restart every client's next packet asks for a reset at once; quinn's default
+    // of one reset per 20 ms would leave some to time out (a reset is smaller than the
+    // packet that incites it, so allowing more cannot amplify)
+    endpoint.min_reset_interval(Duration::from_millis(1));
+    quinn::Endpoint::new(endpoint, Some(server), socket, runtime)
+        .map_err(|e| Error::Transport(format!("cannot listen on {listen}: {e}")))
 }
 
 #[cfg(test)]

@@ -386,7 +386,10 @@ impl BrokerProcess {
         let mut child = command
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("EWX_BROKER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -400,8 +403,15 @@ impl BrokerProcess {
                 break a.trim().parse().unwrap();
             }
         };
-        // keep draining its log so it never blocks on a full pipe
-        std::thread::spawn(move || lines.for_each(drop));
+        // keep draining its log so it never blocks on a full pipe (EWX_BROKER_LOG: show it)
+        let show = std::env::var("EWX_BROKER_LOG").is_ok();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if show {
+                    eprintln!("[broker] {line}");
+                }
+            }
+        });
         Self { child, addr }
     }
 

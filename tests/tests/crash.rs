@@ -242,3 +242,42 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         ),
     );
 }
+
+/// After a crash the restarted broker answers its predecessor's connections with a QUIC
+/// stateless reset, so an idle subscriber reconnects and resumes at once — long before
+/// the 30 s idle timeout that would otherwise be its only sign of the crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_broker_resets_old_connections_at_once() {
+    let net = TestNet::new();
+    let broker = BrokerProcess::start(net.dir.path(), "127.0.0.1:0".parse().unwrap(), "");
+    let addr = broker.addr;
+    let us = Client::connect(addr, keys("US"), net.roster.clone())
+        .await
+        .unwrap();
+    let mut sub = desk(&us).await;
+    broker.kill_9();
+    let _broker = BrokerProcess::start(net.dir.path(), addr, "");
+    let restarted = Instant::now();
+    let ua = Client::connect(addr, keys("UA"), net.roster.clone())
+        .await
+        .unwrap();
+    ua.publish(bulletin(
+        "ew.air",
+        Level::Amber,
+        "CORE",
+        Precedence::Flash,
+        "after the crash",
+    ))
+    .await
+    .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("the idle subscriber did not learn of the restart within 10 s")
+        .expect("subscription open")
+        .unwrap();
+    assert_eq!(headline(&d.payload), "after the crash");
+    eprintln!(
+        "idle subscriber resumed {:.0} ms after the restart",
+        restarted.elapsed().as_secs_f64() * 1000.0
+    );
+}
