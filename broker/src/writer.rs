@@ -184,8 +184,8 @@ fn urgent(c: &Command) -> bool {
         if envelope.header().precedence >= ewx_proto::Precedence::Immediate)
 }
 
-/// Up to [`MAX_BATCH`] commands: every urgent publish first (in arrival order), then the
-/// rest in arrival order.
+/// The next commit: the urgent publishes waiting, alone (a small commit: one sync, no
+/// ROUTINE inserts to wait for), else up to [`MAX_BATCH`] commands in arrival order.
 fn next_batch(waiting: &mut std::collections::VecDeque<Command>) -> Vec<Command> {
     let mut batch = Vec::with_capacity(MAX_BATCH.min(waiting.len()));
     if waiting.iter().any(urgent) {
@@ -198,6 +198,7 @@ fn next_batch(waiting: &mut std::collections::VecDeque<Command>) -> Vec<Command>
             }
         }
         *waiting = rest;
+        return batch;
     }
     while batch.len() < MAX_BATCH {
         match waiting.pop_front() {
