@@ -178,6 +178,14 @@ pub fn spawn(
     Ok((head, thread))
 }
 
+/// The refusal of every write once a commit has failed (nothing of it was kept).
+fn storage_failed(why: &str) -> Rejection {
+    Rejection::new(
+        RejectReason::StorageFull,
+        format!("the broker's storage failed ({why}); nothing was kept, and it must be restarted"),
+    )
+}
+
 /// Whether a command is a FLASH or IMMEDIATE publish.
 fn urgent(c: &Command) -> bool {
     matches!(c, Command::Publish { envelope, .. }
@@ -342,12 +350,7 @@ impl Writer {
     }
 
     fn refuse_all(&self, cmds: Vec<Command>, why: &str) {
-        let r = || {
-            Rejection::new(
-                RejectReason::StorageFull,
-                format!("the broker's storage failed ({why}); it must be restarted"),
-            )
-        };
+        let r = || storage_failed(why);
         for c in cmds {
             match c {
                 Command::Publish { reply, .. } => drop(reply.send(Err(r()))),
@@ -436,12 +439,8 @@ impl Writer {
             self.checkpoint(&mut batch, now);
         }
         let committed = batch.is_empty() || self.commit(&batch);
-        let failed = || {
-            Rejection::new(
-                RejectReason::StorageFull,
-                "the broker could not store it; nothing was kept".into(),
-            )
-        };
+        let why = self.failed.clone().unwrap_or_default();
+        let failed = || storage_failed(&why);
         for r in replies {
             match r {
                 Reply::Publish(tx, Ok(i)) if committed => drop(tx.send(Ok(i))),
