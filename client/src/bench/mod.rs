@@ -23,20 +23,27 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Whatever a peer's client library reports.
 pub type PeerError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The workload every peer gets.
-#[derive(Debug, Clone)]
+/// The workload every peer gets (also the command-line flags of `ewx bench` and of the
+/// comparison tool, so both take the same workload the same way).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Load {
-    /// How long to publish.
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
     pub seconds: u64,
     /// Publisher connections.
+    #[arg(long, default_value_t = 4)]
     pub publishers: usize,
     /// Subscriber connections (each receives every message).
+    #[arg(long, default_value_t = 10)]
     pub subscribers: usize,
     /// Payload bytes per message.
+    #[arg(long, default_value_t = 1024)]
     pub size: usize,
-    /// Total messages per second (open loop); `None`: as fast as acks come back.
+    /// Fixed total rate in messages/s (open loop); default: as fast as acks return.
+    #[arg(long)]
     pub rate: Option<u64>,
-    /// Publishes in flight per publisher (closed loop).
+    /// Publishes in flight per publisher when not rate-limited (closed loop).
+    #[arg(long, default_value_t = 32)]
     pub in_flight: usize,
 }
 

@@ -13,24 +13,8 @@ use super::runtime;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Seconds of publishing.
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Publisher connections.
-    #[arg(long, default_value_t = 4)]
-    publishers: usize,
-    /// Subscriber connections (each receives every message).
-    #[arg(long, default_value_t = 10)]
-    subscribers: usize,
-    /// Payload bytes per message.
-    #[arg(long, default_value_t = 1024)]
-    size: usize,
-    /// Fixed total rate in messages/s (open loop); default: as fast as acks return.
-    #[arg(long)]
-    rate: Option<u64>,
-    /// Publishes in flight per publisher when not rate-limited.
-    #[arg(long, default_value_t = 32)]
-    in_flight: usize,
+    #[command(flatten)]
+    load: bench::Load,
     /// Percentage of FLASH messages (the rest ROUTINE).
     #[arg(long, default_value_t = 1)]
     flash_percent: u8,
@@ -63,7 +47,7 @@ pub fn child_broker(config: &Path) -> Result<ExitCode> {
 }
 
 pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
-    if args.publishers == 0 || args.seconds == 0 {
+    if args.load.publishers == 0 || args.load.seconds == 0 {
         bail!("--publishers and --seconds must be at least 1");
     }
     if !(1..=8).contains(&args.recipients) {
@@ -81,7 +65,7 @@ pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
             let toml = format!(
                 "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'keys/BROKER.key'\nroster = 'roster.cbor'\n\
                  [limits]\nmax_connections_per_node = {}\n",
-                (args.publishers + args.subscribers).max(16)
+                (args.load.publishers + args.load.subscribers).max(16)
             );
             let config = dir.path().join("bench.toml");
             std::fs::write(&config, toml)?;
@@ -105,14 +89,7 @@ pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
     };
     let cfg = BenchConfig {
         broker,
-        load: bench::Load {
-            seconds: args.seconds,
-            publishers: args.publishers,
-            subscribers: args.subscribers,
-            size: args.size,
-            rate: args.rate,
-            in_flight: args.in_flight,
-        },
+        load: args.load.clone(),
         flash_percent: args.flash_percent,
         recipients: args.recipients,
         broker_only: args.broker_only,

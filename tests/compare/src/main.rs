@@ -42,46 +42,17 @@ enum PeerCmd {
     },
 }
 
-/// The flags of `ewx bench` that apply to every peer.
+/// The workload flags of `ewx bench` (the same `Load`), plus the server to watch.
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// Seconds of publishing.
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Publisher connections.
-    #[arg(long, default_value_t = 4)]
-    publishers: usize,
-    /// Subscriber connections (each receives every message).
-    #[arg(long, default_value_t = 10)]
-    subscribers: usize,
-    /// Payload bytes per message (the first 8 carry the send time).
-    #[arg(long, default_value_t = 1024)]
-    size: usize,
-    /// Fixed total rate in messages/s (open loop); default: as fast as acks return.
-    #[arg(long)]
-    rate: Option<u64>,
-    /// Publishes in flight per publisher when not rate-limited.
-    #[arg(long, default_value_t = 32)]
-    in_flight: usize,
+    #[command(flatten)]
+    load: Load,
     /// The server's process id, to read its CPU time and peak memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
     /// One JSON object (the fields of `ewx bench --json`) instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-impl BenchArgs {
-    fn load(&self) -> Load {
-        Load {
-            seconds: self.seconds,
-            publishers: self.publishers,
-            subscribers: self.subscribers,
-            size: self.size,
-            rate: self.rate,
-            in_flight: self.in_flight,
-        }
-    }
 }
 
 #[tokio::main]
@@ -91,26 +62,21 @@ async fn main() -> Result<ExitCode> {
         PeerCmd::Nats { url, bench } => (
             "NATS JetStream",
             bench,
-            Box::new(peers::Nats::new(url, bench.size).await?),
+            Box::new(peers::Nats::new(url, bench.load.size).await?),
         ),
         PeerCmd::Redis { url, bench } => (
             "Redis streams",
             bench,
-            Box::new(peers::Redis::new(url, bench.size).await?),
+            Box::new(peers::Redis::new(url, bench.load.size).await?),
         ),
     };
     let quiet = bench.json;
     // the same load loop as `ewx bench` (ewx_client::bench::measure)
-    let report = measure(
-        &bench.load(),
-        peer.as_ref(),
-        bench.server_pid,
-        &|s, p, d| {
-            if !quiet {
-                eprintln!("  {s:>3} s  published {p:>9}  delivered {d:>10}");
-            }
-        },
-    )
+    let report = measure(&bench.load, peer.as_ref(), bench.server_pid, &|s, p, d| {
+        if !quiet {
+            eprintln!("  {s:>3} s  published {p:>9}  delivered {d:>10}");
+        }
+    })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     if bench.json {
