@@ -106,6 +106,19 @@ fn stopped() -> ProtoError {
     }
 }
 
+/// Each envelope's verdict, as [`Envelope::verify`] would give it: one batch when all are
+/// good, else each one alone (a failed batch says nothing about which signatures are good:
+/// `verify_batch` stops at the first envelope that breaks a rule before it checks any).
+pub fn verify_all(items: &[(&Envelope, &Roster)]) -> Vec<Result<(), ProtoError>> {
+    if items.len() > 1 && ewx_proto::verify_batch(items).is_ok() {
+        return items.iter().map(|_| Ok(())).collect();
+    }
+    items
+        .iter()
+        .map(|(env, roster)| env.verify(roster).map(|_| ()))
+        .collect()
+}
+
 fn run(mut rx: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -116,28 +129,14 @@ fn run(mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        // the batch verifies all, or names the first that fails alone (those before it
-        // passed alone); the rest are then checked one by one
-        let good_before = if batch.len() == 1 {
-            0
-        } else {
-            let items: Vec<(&Envelope, &Roster)> = batch
-                .iter()
-                .map(|j| (&j.envelope, j.roster.as_ref()))
-                .collect();
-            match ewx_proto::verify_batch(&items) {
-                Ok(()) => batch.len(),
-                Err((first_bad, _)) => first_bad,
-            }
-        };
-        for (i, job) in batch.drain(..).enumerate() {
-            let verdict = if i < good_before {
-                Ok(job.envelope)
-            } else {
-                job.envelope.verify(&job.roster).map(|_| job.envelope)
-            };
+        let items: Vec<(&Envelope, &Roster)> = batch
+            .iter()
+            .map(|j| (&j.envelope, j.roster.as_ref()))
+            .collect();
+        let verdicts = verify_all(&items);
+        for (job, verdict) in batch.drain(..).zip(verdicts) {
             // the publisher may have gone away: nothing to tell
-            let _ = job.reply.send(verdict);
+            let _ = job.reply.send(verdict.map(|()| job.envelope));
         }
     }
 }

@@ -192,11 +192,15 @@ fn urgent(c: &Command) -> bool {
         if envelope.header().precedence >= ewx_proto::Precedence::Immediate)
 }
 
-/// The next commit: the urgent publishes waiting, alone (a small commit: one sync, no
-/// ROUTINE inserts to wait for), else up to [`MAX_BATCH`] commands in arrival order.
-fn next_batch(waiting: &mut std::collections::VecDeque<Command>) -> Vec<Command> {
+/// The next commit: with `urgent_first`, the urgent publishes waiting, alone (a small
+/// commit: one sync, no ROUTINE inserts to wait for); else up to [`MAX_BATCH`] commands
+/// in arrival order.
+fn next_batch(
+    waiting: &mut std::collections::VecDeque<Command>,
+    urgent_first: bool,
+) -> Vec<Command> {
     let mut batch = Vec::with_capacity(MAX_BATCH.min(waiting.len()));
-    if waiting.iter().any(urgent) {
+    if urgent_first && waiting.iter().any(urgent) {
         let mut rest = std::collections::VecDeque::with_capacity(waiting.len());
         for c in waiting.drain(..) {
             if batch.len() < MAX_BATCH && urgent(&c) {
@@ -222,6 +226,7 @@ impl Writer {
         // waiting commands, taken from the channel so FLASH and IMMEDIATE publishes can be
         // committed ahead of a ROUTINE backlog (bounded: at most one queue's worth)
         let mut waiting = std::collections::VecDeque::new();
+        let mut urgent_last = false;
         loop {
             if waiting.is_empty() {
                 match rx.blocking_recv() {
@@ -235,7 +240,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let cmds = next_batch(&mut waiting);
+            // an urgent-only batch is followed by one in arrival order, so a stream of
+            // FLASH can delay ROUTINE, acks and checkpoints by one commit, never starve them
+            let cmds = next_batch(&mut waiting, !urgent_last);
+            urgent_last = cmds.iter().all(urgent) && !waiting.is_empty();
             self.process(cmds, false);
         }
         self.process(Vec::new(), true);

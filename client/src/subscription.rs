@@ -143,7 +143,9 @@ impl Subscription {
             }
             return Some(match item {
                 Ok(d) => {
-                    if self.opts.auto_receipt && d.envelope.header().receipt {
+                    // a receipt says "read": never for a delivery left sealed
+                    if self.opts.auto_receipt && d.payload.is_some() && d.envelope.header().receipt
+                    {
                         if let Err(e) = self.client.send_receipt(&d.envelope).await {
                             tracing::warn!(id = %d.envelope.header().id, "receipt not sent: {e}");
                         }
