@@ -10,7 +10,7 @@ pub mod ewx;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -193,16 +193,17 @@ pub async fn measure(
     let ack_h = Arc::new(Mutex::new(hist()));
     let deliver_h = Arc::new(Mutex::new(hist()));
     let flash_h = Arc::new(Mutex::new(hist()));
-    let stop = Arc::new(AtomicBool::new(false));
+    // subscribers stop only when told: `Deliveries::next` is never cancelled mid-run
+    let (stop, stopped) = tokio::sync::watch::channel(false);
 
     let mut subs = Vec::new();
     for i in 0..load.subscribers {
         let mut deliveries = peer.subscriber(i).await?;
-        let (delivered, deliver_h, flash_h, stop) = (
+        let (delivered, deliver_h, flash_h, mut stopped) = (
             delivered.clone(),
             deliver_h.clone(),
             flash_h.clone(),
-            stop.clone(),
+            stopped.clone(),
         );
         subs.push(tokio::spawn(async move {
             let mut local = hist();
@@ -210,12 +211,7 @@ pub async fn measure(
             loop {
                 let d = tokio::select! {
                     d = deliveries.next() => d,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        continue;
-                    }
+                    _ = stopped.wait_for(|s| *s) => break,
                 };
                 let Some(Ok(d)) = d else { break };
                 if let Some(sent) = d.sent_us {
@@ -337,7 +333,7 @@ pub async fn measure(
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop.store(true, Ordering::Relaxed);
+    let _ = stop.send(true);
     for s in subs {
         let _ = s.await;
     }
