@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ewx_proto::{NodeKeys, Roster, SignedRoster};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -188,49 +187,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// Read a secret key file, refusing one readable by group or others.
-///
-/// # Errors
-/// `File`, `KeyFileMode`, or `Proto` for a malformed file.
-pub fn read_key_file(path: &Path) -> Result<NodeKeys> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|source| Error::File {
-            path: path.into(),
-            source,
-        })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(Error::KeyFileMode {
-                path: path.into(),
-                mode,
-            });
-        }
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::File {
-        path: path.into(),
-        source,
-    })?;
-    NodeKeys::from_secret_file(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
-}
-
-/// Read and verify a signed roster file.
-///
-/// # Errors
-/// `File`, or `Proto` if it does not decode or verify.
-pub fn read_roster_file(path: &Path) -> Result<Roster> {
-    let bytes = std::fs::read(path).map_err(|source| Error::File {
-        path: path.into(),
-        source,
-    })?;
-    let signed = SignedRoster::decode(&bytes)
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    signed
-        .verify()
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -17,16 +17,9 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A secret key file is readable by group or others.
-    #[error(
-        "{path}: secret key file is readable by group or others (mode {mode:o}); run: chmod 600 {path}"
-    )]
-    KeyFileMode {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
+    /// TLS, QUIC, framing, or a key or roster file.
+    #[error(transparent)]
+    Net(#[from] ewx_net::Error),
     /// A protocol-level check failed (bad roster, bad key, …).
     #[error(transparent)]
     Proto(#[from] ewx_proto::Error),

@@ -6,8 +6,7 @@
 //! transaction + flush + fdatasync, shared by all publishes in flight) and delivers it to
 //! the subscribers whose grants allow it, FLASH first.
 //!
-//! Modules: [`config`] (TOML + limits), [`tls`] (roster-pinned identities, shared with the
-//! client), [`wire`] (frames over QUIC streams), [`router`] (the synchronous decisions),
+//! Modules: [`config`] (TOML + limits), [`router`] (the synchronous decisions),
 //! [`store`] (sled), [`writer`] (the single writer: group commit, audit chain,
 //! checkpoints), [`server`] (connections, requests, delivery lanes).
 //!
@@ -19,9 +18,7 @@ mod error;
 pub mod router;
 pub mod server;
 pub mod store;
-pub mod tls;
 pub mod verifier;
-pub mod wire;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -35,16 +32,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Wall-clock time in ms since the Unix epoch (0 if the clock is before 1970): the one
-/// clock the broker, the client and the CLI read.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The ALPN this broker speaks.
-pub const ALPN: &[u8] = tls::ALPN;
+use ewx_net::{tls, wire};
 
 /// A running broker.
 #[derive(Debug)]
@@ -62,8 +50,8 @@ impl Broker {
     /// # Errors
     /// Any configuration, key, roster, store or socket problem, with its cause.
     pub async fn start(config: Config) -> Result<Self> {
-        let keys = Arc::new(config::read_key_file(&config.key)?);
-        let file_roster = config::read_roster_file(&config.roster)?;
+        let keys = Arc::new(ewx_net::files::read_keys(&config.key)?);
+        let file_roster = ewx_net::files::read_roster(&config.roster)?;
         let (store, recovered) = store::Store::open(&config.data_dir, config.limits.replay_window)?;
         // the store may hold a newer roster accepted at run time: keep the newer one
         let roster = match &recovered.roster {
@@ -215,7 +203,7 @@ impl Broker {
         {
             tracing::warn!("some requests did not finish within 10 s");
         }
-        endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
+        endpoint.close(ewx_net::CloseCode::Normal.varint(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
         drop(shared); // the last queue sender: the writer commits what is left and stops
         tokio::task::spawn_blocking(move || writer.join())

@@ -20,12 +20,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::now_ms;
 use crate::router::{self, RejectLimiter, Rejection, SubscriptionSpec};
 use crate::store::{Store, cursor_key};
-use crate::tls::{self, RosterCell};
-use crate::wire::{Wait, read_frame, write_msg};
 use crate::writer::{Command, Head, Stored};
+use ewx_net::tls::{self, RosterCell};
+use ewx_net::wire::{Wait, read_frame, write_msg};
+use ewx_net::{CloseCode, now_ms};
 
 /// Messages read from the store per catch-up step of a lane…
 const CATCH_UP_BATCH: usize = 256;
@@ -96,7 +96,7 @@ impl Shared {
         for (node, conn) in conns.values() {
             if roster.active(node).is_err() {
                 tracing::warn!(%node, "disconnecting: node revoked or removed from the roster");
-                conn.close(quinn::VarInt::from_u32(2), b"revoked");
+                CloseCode::Revoked.close(conn);
             }
         }
     }
@@ -214,16 +214,13 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(%remote, "connection refused: {e}");
-            conn.close(quinn::VarInt::from_u32(1), b"not in roster");
+            CloseCode::NotInRoster.close(&conn);
             return;
         }
     };
     if shared.connections_of(&node) >= shared.config.limits.max_connections_per_node {
         tracing::warn!(%remote, %node, "connection refused: {} connections of this node already", shared.config.limits.max_connections_per_node);
-        conn.close(
-            quinn::VarInt::from_u32(4),
-            b"too many connections for this node",
-        );
+        CloseCode::TooManyConnections.close(&conn);
         return;
     }
     let span = tracing::info_span!("conn", node = %node, %remote);
@@ -312,7 +309,7 @@ impl Session {
                 Err(e) => self.refuse_frame(e).await,
             },
             Ok(None) => return,
-            Err(crate::Error::Proto(e)) => self.refuse_frame(e).await,
+            Err(ewx_net::Error::Proto(e)) => self.refuse_frame(e).await,
             Err(e) => {
                 tracing::debug!("request stream failed: {e}");
                 return;
@@ -887,8 +884,7 @@ impl Lane {
         if let Err(e) = result {
             if !cancel.is_cancelled() {
                 tracing::warn!("delivery lane failed, closing the connection: {e}");
-                self.conn
-                    .close(quinn::VarInt::from_u32(3), b"delivery lane failed");
+                CloseCode::LaneFailed.close(&self.conn);
             }
         }
     }

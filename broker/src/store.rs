@@ -13,7 +13,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use ewx_proto::audit::{Chain, Event};
+use ewx_proto::audit::{Chain, ChainFault, Event};
 use ewx_proto::checkpoint::SignedCheckpoint;
 use ewx_proto::{MessageId, NodeId, Precedence, Topic};
 use sled::Transactional;
@@ -290,7 +290,7 @@ impl Store {
             if read_u64(&k) != Some(chain.len()) {
                 return Err(ewx_proto::Error::AuditChain {
                     index: chain.len(),
-                    reason: "missing entry".into(),
+                    fault: ChainFault::Missing,
                 }
                 .into());
             }
@@ -327,16 +327,15 @@ impl Store {
                 .root_at(cp.size)
                 .map_err(|_| ewx_proto::Error::AuditChain {
                     index: chain.len(),
-                    reason: format!(
-                        "last checkpoint covers {} entries, the log has {}",
-                        cp.size,
-                        chain.len()
-                    ),
+                    fault: ChainFault::CheckpointBeyondLog {
+                        covers: cp.size,
+                        len: chain.len(),
+                    },
                 })?;
             if root != cp.root {
                 return Err(ewx_proto::Error::AuditChain {
                     index: cp.size,
-                    reason: "the audit log does not match its last checkpoint".into(),
+                    fault: ChainFault::CheckpointMismatch,
                 }
                 .into());
             }

@@ -19,9 +19,9 @@ use ewx_proto::{Envelope, Header, MessageId, NodeKeys};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::{CheckpointPolicy, Retention};
-use crate::now_ms;
 use crate::router::Rejection;
 use crate::store::{Batch, NewMessage, Recovered, Store};
+use ewx_net::now_ms;
 
 /// Most commands folded into one commit. Larger batches spread one fsync over more
 /// messages, but a FLASH publish arriving during a commit waits for all of it (≈ 50 µs a

@@ -3,15 +3,15 @@
 //! connection drops, the client reconnects with backoff and resumes every subscription
 //! from its durable cursor; a node the broker revoked or does not know is not retried.
 
-use ewx_broker::now_ms;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ewx_broker::tls::{self, RosterCell, TransportLimits};
-use ewx_broker::wire::{Wait, read_msg, write_msg};
+use ewx_net::tls::{self, RosterCell, TransportLimits};
+use ewx_net::wire::{Wait, read_msg, write_msg};
+use ewx_net::{CloseCode, now_ms};
 use ewx_proto::frame::{ExerciseFilter, Push, RejectReason, Request, Response, StartAt};
 use ewx_proto::receipt::Receipt;
 use ewx_proto::{
@@ -33,8 +33,6 @@ pub(crate) const LANE_BUFFER: usize = 1024;
 const RESPONSE_WAIT: Duration = Duration::from_secs(120);
 /// How long a request waits for a connection while the client reconnects.
 const RECONNECT_WAIT: Duration = Duration::from_secs(15);
-/// Application close codes after which reconnecting is pointless (see the broker).
-const FINAL_CLOSE_CODES: [u32; 2] = [1, 2];
 
 /// The broker's answer to a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,9 +172,7 @@ impl Client {
     /// clock, so they collide only when sealing in the same microsecond; [`Client::publish`]
     /// then seals again.
     fn next_seq(&self) -> u64 {
-        let floor = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        let floor = ewx_net::clock::now_us();
         let mut cur = self.inner.seq.load(Ordering::Relaxed);
         loop {
             let next = cur.saturating_add(1).max(floor);
@@ -375,7 +371,7 @@ impl Client {
         let conn = self.inner.conn.borrow().clone();
         self.inner.give_up("closed by the client".into());
         if let Some(c) = conn {
-            c.close(quinn::VarInt::from_u32(0), b"bye");
+            CloseCode::Normal.close(&c);
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.endpoint.wait_idle()).await;
     }
@@ -455,12 +451,8 @@ impl Inner {
         let broker_key = self
             .roster
             .get()
-            .body()
-            .nodes
-            .iter()
-            .find(|n| n.role == ewx_proto::Role::Broker && !n.revoked)
-            .map(|n| n.sign)
-            .ok_or(Error::NoBroker)?;
+            .broker_key()
+            .map_err(|_| Error::NoBroker)?;
         let config = tls::client_config(&self.keys, broker_key, TransportLimits::client())?;
         let conn = self
             .endpoint
@@ -514,10 +506,7 @@ impl Inner {
                 return self.give_up(reason.to_string());
             }
             if let quinn::ConnectionError::ApplicationClosed(ref c) = reason {
-                if FINAL_CLOSE_CODES
-                    .iter()
-                    .any(|&code| c.error_code == quinn::VarInt::from_u32(code))
-                {
+                if CloseCode::from_varint(c.error_code).is_some_and(CloseCode::is_final) {
                     tracing::warn!("the broker refused this node: {reason}");
                     return self.give_up(reason.to_string());
                 }
@@ -577,7 +566,7 @@ impl Inner {
                                 tracing::warn!(
                                     "delivery stream broken, closing the connection: {e}"
                                 );
-                                conn.close(quinn::VarInt::from_u32(3), b"broken delivery stream");
+                                CloseCode::LaneFailed.close(&conn);
                                 break;
                             }
                         }

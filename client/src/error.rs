@@ -28,9 +28,9 @@ pub enum Error {
     /// Sealing, opening or decoding failed.
     #[error(transparent)]
     Proto(#[from] ewx_proto::Error),
-    /// Transport setup or framing failed.
+    /// Transport setup, framing, or a key or roster file.
     #[error(transparent)]
-    Transport(#[from] ewx_broker::Error),
+    Net(#[from] ewx_net::Error),
     /// A delivered message failed verification or decryption (tampered, or not for us).
     #[error("message at log index {log_index} could not be opened: {reason}")]
     Undeliverable {
@@ -42,30 +42,16 @@ pub enum Error {
     /// Automatic acks could not be sent (the connection is down).
     #[error("acknowledgements could not be sent: {0}")]
     AckPending(String),
-    /// A file could not be read or written.
-    #[error("{path}: {reason}")]
-    Io {
-        /// The file.
-        path: std::path::PathBuf,
-        /// The I/O error.
-        reason: String,
-    },
-    /// A file's content is wrong (with what to do about it).
+    /// An audited log is unsound: the first bad index and why.
     #[error("{0}")]
-    File(String),
+    Unsound(ewx_proto::audit::Failure),
+    /// What an audit looked for is not in the log (a message, a checkpoint covering it,
+    /// an envelope pruned by retention).
+    #[error("audit: {0}")]
+    Audit(String),
     /// The roster names no active broker to pin.
     #[error("the roster names no active broker node")]
     NoBroker,
-}
-
-impl Error {
-    /// An I/O error on `path`.
-    pub fn io(path: &std::path::Path, e: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            reason: e.to_string(),
-        }
-    }
 }
 
 /// Shorthand.

@@ -138,13 +138,16 @@ pub enum Error {
     #[error("merkle: {0}")]
     Merkle(String),
     /// An audit entry does not continue the hash chain or is out of order.
-    #[error("audit entry {index}: {reason}")]
+    #[error("audit entry {index}: {fault}")]
     AuditChain {
         /// Index of the first bad entry.
         index: u64,
-        /// What is wrong with it.
-        reason: String,
+        /// What is wrong there.
+        fault: crate::audit::ChainFault,
     },
+    /// An audit bundle does not prove what it claims.
+    #[error("bundle: {0}")]
+    Bundle(String),
     /// A timestamp rule failed (expired, not yet valid, clock skew).
     #[error("time: {0}")]
     Time(String),

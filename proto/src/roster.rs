@@ -450,6 +450,20 @@ impl Roster {
         Ok(n)
     }
 
+    /// The identity key of the roster's active broker: what clients pin and what signs
+    /// checkpoints.
+    ///
+    /// # Errors
+    /// `InvalidRoster` if the roster names no active broker.
+    pub fn broker_key(&self) -> Result<SignPublic> {
+        self.body
+            .nodes
+            .iter()
+            .find(|n| n.role == Role::Broker && !n.revoked)
+            .map(|n| n.sign)
+            .ok_or_else(|| Error::InvalidRoster("the roster names no active broker node".into()))
+    }
+
     /// The node owning an identity key (how the broker names a TLS peer).
     pub fn node_by_key(&self, key: &SignPublic) -> Option<&NodeEntry> {
         self.by_key.get(key).map(|&i| &self.body.nodes[i])

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use ewx_proto::audit::{Chain, Entry, Event};
+use ewx_proto::audit::{Chain, ChainFault, Entry, Event};
 use ewx_proto::checkpoint::{Checkpoint, SignedCheckpoint};
 use ewx_proto::receipt::Receipt;
 use ewx_proto::roster::RosterBody;
@@ -253,21 +253,30 @@ fn audit_chain_replays_and_finds_the_first_bad_index() {
     edited[7] = e.encode().unwrap();
     assert!(matches!(
         first_bad(&edited),
-        Some(Error::AuditChain { index: 8, .. })
+        Some(Error::AuditChain {
+            index: 8,
+            fault: ChainFault::BrokenLink
+        })
     ));
     // a deleted entry
     let mut deleted = stored.clone();
     deleted.remove(5);
     assert!(matches!(
         first_bad(&deleted),
-        Some(Error::AuditChain { index: 5, .. })
+        Some(Error::AuditChain {
+            index: 5,
+            fault: ChainFault::WrongIndex { says: 6 }
+        })
     ));
     // two swapped
     let mut swapped = stored.clone();
     swapped.swap(3, 4);
     assert!(matches!(
         first_bad(&swapped),
-        Some(Error::AuditChain { index: 3, .. })
+        Some(Error::AuditChain {
+            index: 3,
+            fault: ChainFault::WrongIndex { says: 4 }
+        })
     ));
     // an entry dated before its predecessor
     let mut c = Chain::new();
@@ -294,13 +303,19 @@ fn audit_chain_replays_and_finds_the_first_bad_index() {
     replay.push(&a).unwrap();
     assert!(matches!(
         replay.push(&e.encode().unwrap()),
-        Err(Error::AuditChain { index: 1, .. })
+        Err(Error::AuditChain {
+            index: 1,
+            fault: ChainFault::TimeBackwards { .. }
+        })
     ));
     // garbage bytes
     let mut garbage = stored.clone();
     garbage[2] = vec![0xff, 0x00];
     assert!(matches!(
         first_bad(&garbage),
-        Some(Error::AuditChain { index: 2, .. })
+        Some(Error::AuditChain {
+            index: 2,
+            fault: ChainFault::Undecodable(_)
+        })
     ));
 }

@@ -276,6 +276,20 @@ pub async fn nothing_more(sub: &mut Subscription) {
     }
 }
 
+/// Verify a broker's store (or a copy of it) offline, as `ewx audit verify --store`.
+///
+/// # Errors
+/// `Unsound` with the first bad index, or why the copy could not be read.
+pub async fn verify_copy(
+    dir: &Path,
+    roster: &Roster,
+    min_witnesses: usize,
+) -> ewx_client::Result<ewx_client::audit::Summary> {
+    let copy = ewx_cli::offline::StoreCopy::open(dir)
+        .map_err(|e| ewx_client::Error::Audit(e.to_string()))?;
+    ewx_client::audit::verify(&copy, roster.clone(), min_witnesses, &mut |_, _| {}).await
+}
+
 /// Every audit event in a store, in order.
 pub fn audit_events(store: &ewx_broker::store::Store) -> Vec<Event> {
     let entries = store.audit_range(0, u64::MAX).unwrap();
@@ -328,7 +342,11 @@ pub fn broker_binary() -> PathBuf {
     let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
     let bin = profile_dir.join("ewx-broker");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let sources = newest(&root.join("broker/src")).max(newest(&root.join("proto/src")));
+    let sources = ["broker/src", "proto/src", "proto/net/src"]
+        .iter()
+        .map(|d| newest(&root.join(d)))
+        .max()
+        .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
     if built.is_none_or(|b| b < sources) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

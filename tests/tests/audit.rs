@@ -5,8 +5,9 @@
 
 use std::path::Path;
 
+use ewx_cli::offline::StoreCopy;
 use ewx_client::Error;
-use ewx_client::audit::{Failure, verify_online, verify_store};
+use ewx_client::audit::{self, Summary};
 use ewx_proto::frame::{RejectReason, Request, Response, StartAt};
 use ewx_proto::{Level, Precedence};
 use ewx_tests::*;
@@ -55,10 +56,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Copy the store, change the copy with `tamper`, verify it offline.
-fn tampered(
-    net: &TestNet,
-    tamper: impl FnOnce(&sled::Db),
-) -> Result<ewx_client::audit::Summary, Failure> {
+async fn tampered(net: &TestNet, tamper: impl FnOnce(&sled::Db)) -> ewx_client::Result<Summary> {
     let copy = tempfile::tempdir().unwrap();
     copy_dir(&net.data_dir(), copy.path());
     {
@@ -66,7 +64,7 @@ fn tampered(
         tamper(&db);
         db.flush().unwrap();
     }
-    verify_store(copy.path(), net.roster.clone(), 0, &mut |_, _| {}).map_err(|e| e.unwrap())
+    verify_copy(copy.path(), &net.roster, 0).await
 }
 
 fn key(i: u64) -> [u8; 8] {
@@ -77,7 +75,7 @@ fn key(i: u64) -> [u8; 8] {
 async fn a_sound_log_verifies_offline_and_online() {
     let net = TestNet::new();
     busy_store(&net).await;
-    let offline = verify_store(&net.data_dir(), net.roster.clone(), 0, &mut |_, _| {}).unwrap();
+    let offline = verify_copy(&net.data_dir(), &net.roster, 0).await.unwrap();
     assert_eq!(offline.envelopes, 40);
     assert_eq!(offline.receipts, 1);
     assert!(
@@ -95,15 +93,15 @@ async fn a_sound_log_verifies_offline_and_online() {
 
     let broker = net.start_broker().await;
     let auditor = net.client(&broker, "AUDIT1").await;
-    let online = verify_online(&auditor, net.roster.clone(), 0, &mut |_, _| {})
+    let online = audit::verify(&auditor, net.roster.clone(), 0, &mut |_, _| {})
         .await
         .unwrap();
     assert_eq!(online.envelopes, 40);
     assert!(online.entries >= offline.entries);
     // witnesses required but absent: refused, naming the checkpoint
-    let r = verify_online(&auditor, net.roster.clone(), 1, &mut |_, _| {}).await;
+    let r = audit::verify(&auditor, net.roster.clone(), 1, &mut |_, _| {}).await;
     assert!(
-        matches!(&r, Err(Ok(f)) if f.reason.contains("witness")),
+        matches!(&r, Err(Error::Unsound(f)) if f.reason.contains("witness")),
         "{r:?}"
     );
     broker.shutdown().await.unwrap();
@@ -185,10 +183,14 @@ async fn audit_data_is_for_auditors_except_ones_own() {
 async fn every_kind_of_tampering_is_caught_at_the_right_index() {
     let net = TestNet::new();
     busy_store(&net).await;
-    let audit_len = verify_store(&net.data_dir(), net.roster.clone(), 0, &mut |_, _| {})
+    let audit_len = verify_copy(&net.data_dir(), &net.roster, 0)
+        .await
         .unwrap()
         .entries;
-    let at = |f: Result<_, Failure>| f.map(|_| ()).unwrap_err();
+    let at = |r: ewx_client::Result<Summary>| match r {
+        Err(Error::Unsound(f)) => f,
+        other => panic!("expected an unsound log, got {other:?}"),
+    };
 
     // an entry edited (and re-encoded so it still decodes)
     let f = at(tampered(&net, |db| {
@@ -196,14 +198,16 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
         let mut e = ewx_proto::audit::Entry::decode(&audit.get(key(7)).unwrap().unwrap()).unwrap();
         e.time_ms += 1;
         audit.insert(key(7), e.encode().unwrap()).unwrap();
-    }));
+    })
+    .await);
     assert_eq!(f.index, 7, "{f}");
     assert!(f.reason.contains("altered"), "{f}");
 
     // an entry deleted
     let f = at(tampered(&net, |db| {
         db.open_tree("audit").unwrap().remove(key(12)).unwrap();
-    }));
+    })
+    .await);
     assert_eq!(f.index, 12, "{f}");
     assert!(f.reason.contains("missing"), "{f}");
 
@@ -216,7 +220,8 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
         );
         audit.insert(key(20), b).unwrap();
         audit.insert(key(21), a).unwrap();
-    }));
+    })
+    .await);
     assert_eq!(f.index, 20, "{f}");
 
     // the tail cut off
@@ -225,7 +230,8 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
         for i in audit_len - 5..audit_len {
             audit.remove(key(i)).unwrap();
         }
-    }));
+    })
+    .await);
     assert_eq!(f.index, audit_len - 5, "{f}");
     assert!(f.reason.contains("missing"), "{f}");
 
@@ -240,7 +246,8 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
         last.signature = first.signature;
         cps.insert(&all[all.len() - 1].0, last.encode().unwrap())
             .unwrap();
-    }));
+    })
+    .await);
     assert_eq!(f.index, audit_len, "{f}");
     assert!(f.reason.contains("bad signature"), "{f}");
 
@@ -249,7 +256,8 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
         let log = db.open_tree("log").unwrap();
         let other = log.get(key(9)).unwrap().unwrap();
         log.insert(key(10), other).unwrap();
-    }));
+    })
+    .await);
     assert!(f.reason.contains("does not match its audit entry"), "{f}");
 }
 
@@ -286,7 +294,7 @@ async fn witnesses_cosign_a_growing_log_and_detect_a_fork() {
     let (out, _) = witness_once(&jp, jp_seen.as_deref()).await.unwrap();
     assert!(matches!(out, Witnessed::Cosigned { .. }), "{out:?}");
     let auditor = net.client(&broker, "AUDIT1").await;
-    let summary = verify_online(&auditor, net.roster.clone(), 2, &mut |_, _| {}).await;
+    let summary = audit::verify(&auditor, net.roster.clone(), 2, &mut |_, _| {}).await;
     ua.close().await;
     auditor.close().await;
     pl.close().await;
@@ -295,7 +303,7 @@ async fn witnesses_cosign_a_growing_log_and_detect_a_fork() {
     // the log is sound and its last checkpoint carries both witnesses
     let summary = summary.unwrap();
     assert_eq!(summary.witnesses, vec![id("PL"), id("JP")]);
-    let offline = verify_store(&net.data_dir(), net.roster.clone(), 2, &mut |_, _| {}).unwrap();
+    let offline = verify_copy(&net.data_dir(), &net.roster, 2).await.unwrap();
     assert_eq!(offline.witnesses.len(), 2);
 
     // the same broker identity shows PL a different history (another store)
@@ -323,7 +331,7 @@ async fn witnesses_cosign_a_growing_log_and_detect_a_fork() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_bundle_proves_a_message_offline() {
-    use ewx_client::audit::{Bundle, bundle_from_store, bundle_online};
+    use ewx_client::audit::Bundle;
     let net = TestNet::new();
     let broker = net.start_broker().await;
     let ua = net.client(&broker, "UA").await;
@@ -348,7 +356,7 @@ async fn an_audit_bundle_proves_a_message_offline() {
     let pl = net.client(&broker, "PL").await;
     ewx_client::audit::witness_once(&pl, None).await.unwrap();
     let auditor = net.client(&broker, "AUDIT1").await;
-    let online = bundle_online(&auditor, &id).await.unwrap();
+    let online = audit::bundle(&auditor, &id).await.unwrap();
     let report = Bundle::decode(&online.encode().unwrap())
         .unwrap()
         .verify(&net.roster)
@@ -356,13 +364,14 @@ async fn an_audit_bundle_proves_a_message_offline() {
     assert_eq!((report.id, report.sender.clone()), (id, id_of("UA")));
     assert_eq!(report.witnesses, vec![id_of("PL")]);
     // PL is not an auditor: it cannot build one from the broker
-    assert!(bundle_online(&pl, &id).await.is_err());
+    assert!(audit::bundle(&pl, &id).await.is_err());
     for c in [ua, pl, auditor] {
         c.close().await;
     }
     broker.shutdown().await.unwrap();
 
-    let offline = bundle_from_store(&net.data_dir(), &id).unwrap();
+    let copy = StoreCopy::open(&net.data_dir()).unwrap();
+    let offline = audit::bundle(&copy, &id).await.unwrap();
     offline.verify(&net.roster).unwrap();
     // any change breaks it
     let mut t = offline.clone();

@@ -549,7 +549,7 @@ async fn a_quiet_flash_lane_still_delivers_after_a_long_pause() {
     .unwrap();
     assert_eq!(take(&mut sub, 1).await, ["first"]);
     // longer than the per-frame deadline: an idle delivery stream must stay open
-    tokio::time::sleep(ewx_broker::wire::FRAME_DEADLINE + Duration::from_secs(1)).await;
+    tokio::time::sleep(ewx_net::wire::FRAME_DEADLINE + Duration::from_secs(1)).await;
     ua.publish(bulletin(
         "ew.air",
         Level::Amber,

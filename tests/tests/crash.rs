@@ -226,9 +226,9 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         recovered += 1;
     }
     drop(store);
-    let summary =
-        ewx_client::audit::verify_store(&net.data_dir(), net.roster.clone(), 0, &mut |_, _| {})
-            .unwrap_or_else(|e| panic!("audit log does not verify: {e:?}"));
+    let summary = verify_copy(&net.data_dir(), &net.roster, 0)
+        .await
+        .unwrap_or_else(|e| panic!("audit log does not verify: {e:?}"));
     report(
         "crash",
         &format!(

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ciborium::Value;
-use ewx_broker::tls::{self, TransportLimits};
 use ewx_client::Client;
+use ewx_net::tls::{self, TransportLimits};
 use ewx_proto::frame::{RejectReason, Request, Response, decode_frame, encode_frame};
 use ewx_proto::{Level, Precedence};
 use ewx_tests::*;
@@ -388,7 +388,7 @@ async fn hostile_clients_get_precise_rejections_and_a_partner_is_unaffected() {
     // the broker still answers, and cuts every slow stream at the frame deadline
     let r = attacker.send(&[0, 0, 0, 1, 0xff], true).await;
     assert_eq!(reason(&r), Some(RejectReason::Malformed), "{r:?}");
-    tokio::time::sleep(ewx_broker::wire::FRAME_DEADLINE + Duration::from_secs(1)).await;
+    tokio::time::sleep(ewx_net::wire::FRAME_DEADLINE + Duration::from_secs(1)).await;
     let mut cut = 0;
     for (_, recv) in &mut held {
         // an answer (the refusal) or a reset: either way the broker let go of it

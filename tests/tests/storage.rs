@@ -165,9 +165,9 @@ async fn a_full_disk_gives_storage_full_loses_nothing_and_recovers() {
         );
     }
     drop(store);
-    let summary =
-        ewx_client::audit::verify_store(&net.data_dir(), net.roster.clone(), 0, &mut |_, _| {})
-            .unwrap_or_else(|e| panic!("audit log does not verify: {e:?}"));
+    let summary = verify_copy(&net.data_dir(), &net.roster, 0)
+        .await
+        .unwrap_or_else(|e| panic!("audit log does not verify: {e:?}"));
     report(
         "storage",
         &format!(

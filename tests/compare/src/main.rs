@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use ewx_client::bench::{Load, Peer, measure};
+use ewx_cli::bench::{Load, Peer, measure};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,7 +71,7 @@ async fn main() -> Result<ExitCode> {
         ),
     };
     let quiet = bench.json;
-    // the same load loop as `ewx bench` (ewx_client::bench::measure)
+    // the same load loop as `ewx bench` (ewx_cli::bench::measure)
     let report = measure(&bench.load, peer.as_ref(), bench.server_pid, &|s, p, d| {
         if !quiet {
             eprintln!("  {s:>3} s  published {p:>9}  delivered {d:>10}");

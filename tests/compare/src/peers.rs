@@ -12,7 +12,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use ewx_client::bench::{
+use ewx_cli::bench::{
     BoxFuture as PeerFuture, Delivered, Deliveries, Peer, PeerError, Publish, PublishFn, Publisher,
 };
 

@@ -1,11 +1,12 @@
 //! Files the CLI reads and writes: secret key files (created 0600, refused if readable by
-//! others), public key files, signed rosters. Every error names the file and what to do.
+//! others) and public key files; secret key and roster files are read with
+//! [`ewx_net::files`]. Every error names the file and what to do.
 
 use std::io::Write;
 use std::path::Path;
 
 use ewx_proto::keys::{KemPublic, SignPublic, parse_public};
-use ewx_proto::{NodeId, NodeKeys, Roster, SignedRoster};
+use ewx_proto::{NodeId, NodeKeys};
 
 use crate::error::{Error, Result};
 
@@ -40,14 +41,6 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
 /// `Io` naming the file.
 pub fn write_public(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
-}
-
-/// Read a secret key file (refused if group or others can read it).
-///
-/// # Errors
-/// `Io`, or `File` saying what is wrong and what to do.
-pub fn read_keys(path: &Path) -> Result<NodeKeys> {
-    ewx_broker::config::read_key_file(path).map_err(|e| Error::File(e.to_string()))
 }
 
 /// Text of a public key file: node name and both public keys, with the key id.
@@ -93,25 +86,4 @@ pub fn read_public(path: &Path) -> Result<(NodeId, SignPublic, KemPublic)> {
         (Some(n), Some(s), Some(k)) => Ok((n, s, k)),
         _ => Err(bad("needs a 'node' line, an 'ed25519:' key and an 'x25519:' key (as written by ewx keygen)".into())),
     }
-}
-
-/// Read a roster file without checking signatures (drafts are edited unsigned).
-///
-/// # Errors
-/// `Io` or `File`.
-pub fn read_roster_draft(path: &Path) -> Result<SignedRoster> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    SignedRoster::decode(&bytes)
-        .map_err(|e| Error::File(format!("{}: not a roster file: {e}", path.display())))
-}
-
-/// Read and verify a signed roster file (trust anchored in its council: the operator's
-/// own file).
-///
-/// # Errors
-/// `Io` or `File` with the verification failure.
-pub fn read_roster(path: &Path) -> Result<Roster> {
-    read_roster_draft(path)?
-        .verify()
-        .map_err(|e| Error::File(format!("{}: roster does not verify: {e}", path.display())))
 }

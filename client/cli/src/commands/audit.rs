@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use ewx_client::audit::{self, Failure, Summary};
-use ewx_client::files;
+use ewx_cli::files;
+use ewx_cli::offline::{Source, StoreCopy};
+use ewx_client::audit::{self, Summary};
 use ewx_proto::MessageId;
 
 use super::{Conn, render, runtime};
@@ -64,19 +65,17 @@ pub enum AuditCmd {
     },
 }
 
-fn report(
-    result: std::result::Result<Summary, std::result::Result<Failure, ewx_client::Error>>,
-) -> Result<ExitCode> {
+fn report(result: ewx_client::Result<Summary>) -> Result<ExitCode> {
     match result {
         Ok(summary) => {
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
-        Err(Ok(failure)) => {
+        Err(ewx_client::Error::Unsound(failure)) => {
             println!("{failure}");
             Ok(ExitCode::FAILURE)
         }
-        Err(Err(e)) => Err(e).context("the log could not be read"),
+        Err(e) => Err(e).context("the log could not be read"),
     }
 }
 
@@ -89,54 +88,41 @@ fn progress_bar() -> indicatif::ProgressBar {
     bar
 }
 
+/// What an audit command reads: the store copy in `store`, or else the broker, as the
+/// node of `conn`.
+async fn open_source(conn: &Conn, store: Option<PathBuf>) -> Result<Source> {
+    Ok(match store {
+        Some(dir) => Source::Store(StoreCopy::open(&dir)?),
+        None => Source::Broker(conn.resolve()?.connect().await?),
+    })
+}
+
 pub fn run(cmd: AuditCmd, conn: &Conn) -> Result<ExitCode> {
-    let anchor = files::read_roster(&conn.roster_file()?)?;
+    let anchor = ewx_net::files::read_roster(&conn.roster_file()?)?;
     match cmd {
         AuditCmd::Verify {
-            store: Some(dir),
+            store,
             min_witnesses,
-        } => {
+        } => runtime()?.block_on(async {
+            let source = open_source(conn, store).await?;
             let bar = progress_bar();
-            let result = audit::verify_store(&dir, anchor, min_witnesses, &mut |done, total| {
+            let result = audit::verify(&source, anchor, min_witnesses, &mut |done, total| {
                 bar.set_length(total);
                 bar.set_position(done);
-            });
-            bar.finish_and_clear();
-            report(result)
-        }
-        AuditCmd::Verify {
-            store: None,
-            min_witnesses,
-        } => {
-            let resolved = conn.resolve()?;
-            runtime()?.block_on(async {
-                let client = resolved.connect().await?;
-                let bar = progress_bar();
-                let result =
-                    audit::verify_online(&client, anchor, min_witnesses, &mut |done, total| {
-                        bar.set_length(total);
-                        bar.set_position(done);
-                    })
-                    .await;
-                bar.finish_and_clear();
-                client.close().await;
-                report(result)
             })
-        }
+            .await;
+            bar.finish_and_clear();
+            source.close().await;
+            report(result)
+        }),
         AuditCmd::Bundle { id, out, store } => {
             let id: MessageId = id.parse()?;
-            let bundle = match store {
-                Some(dir) => audit::bundle_from_store(&dir, &id)?,
-                None => {
-                    let resolved = conn.resolve()?;
-                    runtime()?.block_on(async {
-                        let client = resolved.connect().await?;
-                        let b = audit::bundle_online(&client, &id).await;
-                        client.close().await;
-                        anyhow::Ok(b?)
-                    })?
-                }
-            };
+            let bundle = runtime()?.block_on(async {
+                let source = open_source(conn, store).await?;
+                let b = audit::bundle(&source, &id).await;
+                source.close().await;
+                anyhow::Ok(b?)
+            })?;
             let report = bundle.verify(&anchor)?;
             files::write_public(&out, &bundle.encode()?)?;
             println!(
@@ -179,18 +165,12 @@ pub fn run(cmd: AuditCmd, conn: &Conn) -> Result<ExitCode> {
         }
         AuditCmd::Receipts { id, store } => {
             let id: MessageId = id.parse()?;
-            let (log_index, receipts) = match store {
-                Some(dir) => audit::receipts_in_store(&dir, &id)?,
-                None => {
-                    let resolved = conn.resolve()?;
-                    runtime()?.block_on(async {
-                        let client = resolved.connect().await?;
-                        let r = audit::receipts_online(&client, &id).await;
-                        client.close().await;
-                        anyhow::Ok(r?)
-                    })?
-                }
-            };
+            let (log_index, receipts) = runtime()?.block_on(async {
+                let source = open_source(conn, store).await?;
+                let r = audit::receipts(&source, &id).await;
+                source.close().await;
+                anyhow::Ok(r?)
+            })?;
             println!(
                 "message {id} at log index {log_index}: {} receipts",
                 receipts.len()

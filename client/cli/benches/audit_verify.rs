@@ -1,14 +1,14 @@
 //! How fast an auditor verifies a large log: builds a store of N audit entries (default
 //! 1 000 000; `EWX_AUDIT_ENTRIES` to change), a quarter of them `Published` with real
 //! sealed 1 KiB envelopes, signed checkpoints every 10 000 entries, then times
-//! `audit::verify_store` and prints a table. Run with `cargo bench -p ewx-client --bench
+//! `ewx_client::audit::verify` over a store copy and prints a table. Run with `cargo bench -p ewx-cli --bench
 //! audit_verify`.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Instant;
 
 use ewx_broker::store::{Batch, NewMessage, Store};
-use ewx_client::network;
+use ewx_cli::network;
 use ewx_proto::audit::{Chain, Event};
 use ewx_proto::checkpoint::{Checkpoint, SignedCheckpoint};
 use ewx_proto::payload::{Bulletin, Payload};
@@ -116,7 +116,13 @@ fn main() {
     let build = t_build.elapsed();
     drop(store);
     let t = Instant::now();
-    let summary = ewx_client::audit::verify_store(dir.path(), roster, 0, &mut |_, _| {}).unwrap();
+    let copy = ewx_cli::offline::StoreCopy::open(dir.path()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let summary = runtime
+        .block_on(ewx_client::audit::verify(&copy, roster, 0, &mut |_, _| {}))
+        .unwrap();
     let verify = t.elapsed();
     println!(
         "audit verify benchmark ({} cores)",

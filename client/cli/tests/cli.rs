@@ -90,10 +90,7 @@ fn bad_input_gives_clear_errors() {
     std::fs::set_permissions(p.join("k/PL.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(
         p.join("r.cbor"),
-        ewx_client::network::signed_roster()
-            .unwrap()
-            .encode()
-            .unwrap(),
+        ewx_cli::network::signed_roster().unwrap().encode().unwrap(),
     )
     .unwrap();
     let e = fails(
@@ -523,7 +520,7 @@ fn the_demo_passes_and_keeps_the_broader_group_out_of_core_traffic() {
 fn keys_example_is_what_the_generator_writes() {
     let d = tempfile::tempdir().unwrap();
     ok(d.path(), &["demo", "--write-network", "net"]);
-    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../keys-example");
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../keys-example");
     let mut files = 0;
     for sub in ["", "keys", "council"] {
         for e in std::fs::read_dir(d.path().join("net").join(sub)).unwrap() {

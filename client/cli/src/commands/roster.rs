@@ -2,12 +2,12 @@
 //! a time (k of n). Editing a signed roster starts the next version and drops the old
 //! signatures, which no longer cover it.
 
-use ewx_broker::now_ms;
+use ewx_net::now_ms;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use ewx_client::files;
+use ewx_cli::files;
 use ewx_proto::access::Grants;
 use ewx_proto::roster::{CouncilMember, NodeEntry, RosterBody};
 use ewx_proto::{Labels, Level, NodeId, Role, SignedRoster, TopicPattern};
@@ -107,7 +107,7 @@ pub fn run(cmd: RosterCmd, conn: &Conn) -> Result<()> {
         return init(network, council, *threshold, out);
     }
     let path = conn.roster_file()?;
-    let draft = files::read_roster_draft(&path)?;
+    let draft = ewx_net::files::read_signed_roster(&path)?;
     match cmd {
         RosterCmd::Init { .. } => Ok(()),
         RosterCmd::Add { public, role } => edit(&path, &draft, |b| {
@@ -245,7 +245,7 @@ fn edit(
 }
 
 fn sign(path: &Path, mut draft: SignedRoster, key_file: &Path) -> Result<()> {
-    let key = files::read_keys(key_file)?;
+    let key = ewx_net::files::read_keys(key_file)?;
     let body = draft.body()?;
     let public = key.sign_public();
     if !body.council.iter().any(|m| m.key == public) {
@@ -268,7 +268,7 @@ fn sign(path: &Path, mut draft: SignedRoster, key_file: &Path) -> Result<()> {
 fn verify(path: &Path, draft: &SignedRoster, trusted: Option<&Path>) -> Result<()> {
     let roster = match trusted {
         Some(t) => {
-            let trusted = files::read_roster(t)?;
+            let trusted = ewx_net::files::read_roster(t)?;
             draft.verify_update(&trusted).with_context(|| {
                 format!(
                     "{} is not a valid update of {}",

@@ -1,14 +1,14 @@
 //! `ewx`: the command line of the Compact early-warning exchange. It parses flags into a
-//! validated request and calls `ewx-client`; all logic lives in the library.
+//! validated request and calls `ewx-client` and the `ewx-cli` library; no logic lives here.
 
-mod cli;
+mod commands;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Args::parse();
+    let args = commands::Args::parse();
     // the demo tells its own story; the broker's warnings about the forgery it plays
     // would only repeat it
     let default = if args.is_demo() { "error" } else { "warn" };
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match cli::run(args) {
+    match commands::run(args) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ewx: {e:#}");

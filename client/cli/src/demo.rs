@@ -4,7 +4,7 @@
 //! an offline verification of the audit log. The report says whether every expectation
 //! held, so the command can exit non-zero when one did not.
 
-use ewx_broker::now_ms;
+use ewx_net::now_ms;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use ewx_proto::{Draft, Kind, Labels, Level, Payload, Precedence, Topic, TopicPat
 
 use crate::error::{Error, Result};
 use crate::network::{self, BROADER, CORE};
-use crate::{Client, SubscriptionOptions};
+use ewx_client::{Client, SubscriptionOptions};
 
 /// What the demo found.
 #[derive(Debug)]
@@ -188,7 +188,7 @@ pub async fn run() -> Result<Report> {
         .await;
     let jp_denied = matches!(
         denied,
-        Err(Error::Rejected {
+        Err(ewx_client::Error::Rejected {
             reason: RejectReason::NotPermitted,
             ..
         })
@@ -336,7 +336,7 @@ pub async fn run() -> Result<Report> {
     let r = ua.publish_envelope(&forged.encode()?).await;
     let rejected = matches!(
         r,
-        Err(Error::Rejected {
+        Err(ewx_client::Error::Rejected {
             reason: RejectReason::BadSignature,
             ..
         })
@@ -455,7 +455,8 @@ pub async fn run() -> Result<Report> {
         guarantors.len()
     );
 
-    match crate::audit::verify_store(&dir.path().join("data"), roster.clone(), 0, &mut |_, _| {}) {
+    let copy = crate::offline::StoreCopy::open(&dir.path().join("data"))?;
+    match ewx_client::audit::verify(&copy, roster.clone(), 0, &mut |_, _| {}).await {
         Ok(s) => {
             let _ = writeln!(
                 text,
@@ -467,11 +468,11 @@ pub async fn run() -> Result<Report> {
                 s.root.short()
             );
         }
-        Err(Ok(f)) => {
+        Err(ewx_client::Error::Unsound(f)) => {
             let _ = writeln!(text, "  audit log: FAILED: {f}");
             failures.push(format!("audit verification: {f}"));
         }
-        Err(Err(e)) => failures.push(format!("audit verification could not run: {e}")),
+        Err(e) => failures.push(format!("audit verification could not run: {e}")),
     }
     Ok(Report { text, failures })
 }

@@ -1,14 +1,12 @@
-//! Audit entries: every event the broker decides on, hash-chained (each entry names the
-//! previous entry's hash) and used as the leaves of the Merkle tree. [`Chain`] replays a
-//! log entry by entry and reports the first index that does not fit.
+//! Audit entries: every event the broker decides on, as stored (hash-chained through
+//! `prev`, and the leaves of the Merkle tree).
 
 use serde::{Deserialize, Serialize};
 
 use crate::cbor;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::{Digest32, MessageId, NodeId};
 use crate::labels::Labels;
-use crate::merkle::{MerkleTree, leaf_hash};
 use crate::payload::{Kind, Precedence};
 use crate::receipt::Receipt;
 use crate::topic::{Topic, TopicPattern};
@@ -124,100 +122,5 @@ impl Entry {
     /// `TooLarge`, `Malformed`, `TrailingBytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         cbor::decode("audit entry", bytes, MAX_ENTRY_BYTES)
-    }
-}
-
-/// Hash that the next entry's `prev` must carry.
-pub fn chain_hash(entry_bytes: &[u8]) -> Digest32 {
-    Digest32::of(&[entry_bytes])
-}
-
-/// Replays an audit log: checks order and chain links and builds the Merkle tree.
-/// The broker uses it to append, auditors to verify.
-#[derive(Debug, Clone, Default)]
-pub struct Chain {
-    prev: Digest32,
-    last_time_ms: u64,
-    tree: MerkleTree,
-}
-
-impl Chain {
-    /// An empty log.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Entries so far (= the next index).
-    pub fn len(&self) -> u64 {
-        self.tree.len()
-    }
-
-    /// No entries yet?
-    pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
-    }
-
-    /// The hash the next entry must name as `prev`.
-    pub fn head(&self) -> Digest32 {
-        self.prev
-    }
-
-    /// The Merkle tree of all entries so far.
-    pub fn tree(&self) -> &MerkleTree {
-        &self.tree
-    }
-
-    /// Build, encode and append the next entry.
-    ///
-    /// # Errors
-    /// Only on an encoder bug.
-    pub fn append(&mut self, time_ms: u64, event: Event) -> Result<(Entry, Vec<u8>)> {
-        // entry times never go backwards, even if the broker's clock does
-        let time_ms = time_ms.max(self.last_time_ms);
-        let entry = Entry {
-            index: self.len(),
-            prev: self.prev,
-            time_ms,
-            event,
-        };
-        let bytes = entry.encode()?;
-        self.accept(&bytes, time_ms);
-        Ok((entry, bytes))
-    }
-
-    /// Check and append stored entry bytes.
-    ///
-    /// # Errors
-    /// `AuditChain` naming the index if the bytes do not decode, the index is not the
-    /// next one, or `prev` does not match.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Entry> {
-        let index = self.len();
-        let bad = |reason: String| Error::AuditChain { index, reason };
-        let entry = Entry::decode(bytes).map_err(|e| bad(e.to_string()))?;
-        if entry.index != index {
-            return Err(bad(format!(
-                "entry says index {}, expected {index}",
-                entry.index
-            )));
-        }
-        if entry.prev != self.prev {
-            return Err(bad(
-                "previous-hash link does not match the entry before it".into()
-            ));
-        }
-        if entry.time_ms < self.last_time_ms {
-            return Err(bad(format!(
-                "time {} is before the previous entry's {}",
-                entry.time_ms, self.last_time_ms
-            )));
-        }
-        self.accept(bytes, entry.time_ms);
-        Ok(entry)
-    }
-
-    fn accept(&mut self, bytes: &[u8], time_ms: u64) {
-        self.last_time_ms = time_ms;
-        self.prev = chain_hash(bytes);
-        self.tree.push(leaf_hash(bytes));
     }
 }

@@ -7,7 +7,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ewx_client::bench::{self, BenchConfig};
+use ewx_cli::bench::{self, BenchConfig};
 
 use super::runtime;
 
@@ -61,7 +61,7 @@ pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
     let broker = match external {
         Some(addr) => addr,
         None => {
-            ewx_client::network::write(dir.path())?;
+            ewx_cli::network::write(dir.path())?;
             let toml = format!(
                 "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'keys/BROKER.key'\nroster = 'roster.cbor'\n\
                  [limits]\nmax_connections_per_node = {}\n",

@@ -1,6 +1,6 @@
 //! `ewx publish`, `ewx subscribe`, `ewx status`: the commands that talk to a broker.
 
-use ewx_broker::now_ms;
+use ewx_net::now_ms;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 

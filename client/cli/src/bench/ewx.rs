@@ -17,7 +17,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::network::{self, CORE};
-use crate::{Client, Subscription, SubscriptionOptions};
+use ewx_client::{Client, Subscription, SubscriptionOptions};
 
 /// What to run against ewx.
 #[derive(Debug, Clone)]

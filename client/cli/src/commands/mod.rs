@@ -179,8 +179,8 @@ impl Conn {
 
 impl Resolved {
     async fn connect(&self) -> Result<ewx_client::Client> {
-        let keys = ewx_client::files::read_keys(&self.key)?;
-        let roster = ewx_client::files::read_roster(&self.roster)?;
+        let keys = ewx_net::files::read_keys(&self.key)?;
+        let roster = ewx_net::files::read_roster(&self.roster)?;
         let node = keys.node.clone();
         ewx_client::Client::connect(self.broker, keys, roster)
             .await
@@ -213,7 +213,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Demo {
             write_network: Some(dir),
         } => {
-            ewx_client::network::write(&dir)?;
+            ewx_cli::network::write(&dir)?;
             println!(
                 "wrote the demo network (DEMO KEYS ONLY) to {}",
                 dir.display()
@@ -252,8 +252,8 @@ fn keygen(node: &str, out: &Path) -> Result<()> {
         );
     }
     let keys = ewx_proto::NodeKeys::generate(id, &mut rand::rngs::OsRng);
-    ewx_client::files::write_secret(&secret, keys.to_secret_file().as_bytes())?;
-    ewx_client::files::write_public(&public, ewx_client::files::public_text(&keys).as_bytes())?;
+    ewx_cli::files::write_secret(&secret, keys.to_secret_file().as_bytes())?;
+    ewx_cli::files::write_public(&public, ewx_cli::files::public_text(&keys).as_bytes())?;
     println!("node     {}", keys.node);
     println!("key id   {}", keys.sign_public().key_id());
     println!("{}", keys.sign_public().to_text());
@@ -267,7 +267,7 @@ fn keygen(node: &str, out: &Path) -> Result<()> {
 }
 
 fn demo() -> Result<ExitCode> {
-    let report = runtime()?.block_on(ewx_client::demo::run())?;
+    let report = runtime()?.block_on(ewx_cli::demo::run())?;
     print!("{}", report.text);
     if report.failures.is_empty() {
         println!("\nall expectations held");
