@@ -8,9 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ewx_proto::access::Grants;
-use ewx_proto::keys::SignPublic;
-use ewx_proto::roster::{CouncilMember, NodeEntry, RosterBody};
-use ewx_proto::{NodeId, NodeKeys, Role, SignedRoster};
+use ewx_proto::{NodeKeys, Role};
+use ewx_testkit::Network;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ewx-broker");
 
@@ -29,34 +28,14 @@ fn write_network(dir: &Path, key_mode: u32) {
 }
 
 fn broker_keys() -> NodeKeys {
-    NodeKeys::from_secrets(NodeId::new("BROKER").unwrap(), [1; 32], [2; 32])
+    ewx_testkit::keys("BROKER")
 }
 
 fn write_roster(dir: &Path, version: u64) {
-    let broker = broker_keys();
-    let council = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
-    let body = RosterBody {
-        v: 1,
-        network: "cli-test".into(),
-        version,
-        issued_ms: 0,
-        valid_until_ms: None,
-        threshold: 1,
-        council: vec![CouncilMember {
-            name: "c".into(),
-            key: SignPublic(council.verifying_key().to_bytes()),
-        }],
-        nodes: vec![NodeEntry {
-            id: broker.node.clone(),
-            role: Role::Broker,
-            sign: broker.sign_public(),
-            kem: broker.kem_public(),
-            grants: Grants::none(),
-            revoked: false,
-        }],
-    };
-    let mut roster = SignedRoster::new(&body).unwrap();
-    roster.sign(&council);
+    let roster = Network::new("cli-test")
+        .version(version)
+        .node("BROKER", Role::Broker, Grants::none())
+        .signed();
     std::fs::write(dir.join("roster.cbor"), roster.encode().unwrap()).unwrap();
 }
 

@@ -6,64 +6,24 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ewx_proto::access::Grants;
 use ewx_proto::merkle::{MerkleTree, leaf_hash, verify_consistency, verify_inclusion};
 use ewx_proto::payload::{Bulletin, Payload, Precedence};
-use ewx_proto::roster::{CouncilMember, NodeEntry, RosterBody};
-use ewx_proto::{
-    Digest32, Draft, EpochPolicy, Labels, Level, NodeId, NodeKeys, Role, Roster, Sealer,
-    SignedRoster, Topic, TopicPattern, open,
-};
+use ewx_proto::{Draft, EpochPolicy, Labels, Level, Role, Roster, Sealer, Topic, open};
+use ewx_testkit::grants::grants;
+use ewx_testkit::{Network, keys};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 const NOW: u64 = 1_700_000_000_000;
 
-fn keys(name: &str) -> NodeKeys {
-    NodeKeys::from_secrets(
-        NodeId::new(name).unwrap(),
-        Digest32::of(&[b"s", name.as_bytes()]).0,
-        Digest32::of(&[b"k", name.as_bytes()]).0,
-    )
-}
-
-/// A roster with `n` core nodes (N0 publishes) who may all read CORE/AMBER.
+/// A roster with `n` partner nodes (N0 publishes) who may all read CORE/AMBER.
 fn roster(n: usize) -> Roster {
-    let grants = Grants {
-        clearance: Level::Red,
-        compartments: Labels::parse_compartments("CORE").unwrap(),
-        publish: vec![TopicPattern::new(">").unwrap()],
-        subscribe: vec![TopicPattern::new(">").unwrap()],
-    };
-    let council = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
-    let body = RosterBody {
-        v: 1,
-        network: "bench".into(),
-        version: 1,
-        issued_ms: NOW,
-        valid_until_ms: None,
-        threshold: 1,
-        council: vec![CouncilMember {
-            name: "c".into(),
-            key: ewx_proto::keys::SignPublic(council.verifying_key().to_bytes()),
-        }],
-        nodes: (0..n)
-            .map(|i| {
-                let k = keys(&format!("N{i}"));
-                NodeEntry {
-                    id: k.node.clone(),
-                    role: Role::Partner,
-                    sign: k.sign_public(),
-                    kem: k.kem_public(),
-                    grants: grants.clone(),
-                    revoked: false,
-                }
-            })
-            .collect(),
-    };
-    let mut s = SignedRoster::new(&body).unwrap();
-    s.sign(&council);
-    s.verify().unwrap()
+    let grants = grants(Level::Red, "CORE", &[">"], &[">"]);
+    (0..n)
+        .fold(Network::new("bench").issued(NOW), |net, i| {
+            net.node(&format!("N{i}"), Role::Partner, grants.clone())
+        })
+        .roster()
 }
 
 fn draft(seq: u64) -> Draft {

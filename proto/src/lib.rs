@@ -11,9 +11,6 @@
 //! keeps every rule here unit- and property-testable and lets the broker, the client and
 //! the auditor share one implementation of each rule.
 //!
-//! The off-by-default `fuzzing` feature adds a hidden `fuzz` module: the entry points of
-//! the `cargo fuzz` targets in `tests/fuzz`, not API.
-//!
 //! ## Secret key file format (`ewx-secret-key v1`)
 //! UTF-8 text; blank lines and lines starting with `#` are ignored. The first other line
 //! is `ewx-secret-key v1`; then exactly one each of `node <NodeId>`, `ed25519 <64 hex: the
@@ -34,9 +31,6 @@ pub mod checkpoint;
 pub mod envelope;
 mod error;
 pub mod frame;
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub mod fuzz;
 pub mod ids;
 pub mod keys;
 pub mod labels;

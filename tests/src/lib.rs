@@ -1,14 +1,13 @@
 //! # ewx-tests — end-to-end test helpers
 //!
-//! [`TestNet`] writes a small Compact network (keys from fixed seeds, a 2-of-3 council
-//! roster, a broker config) into a temporary directory; [`TestNet::start_broker`] starts a
-//! real broker on `127.0.0.1:0` with a real sled directory there; [`TestNet::client`]
-//! connects a real QUIC client as one node.
+//! [`TestNet`] writes a small Compact network ([`network`], from `ewx-testkit`: seeded
+//! keys, a 2-of-3 council roster) and a broker config into a temporary directory;
+//! [`TestNet::start_broker`] starts a real broker on `127.0.0.1:0` with a real sled
+//! directory there; [`TestNet::client`] connects a real QUIC client as one node.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::SigningKey;
 use ewx_broker::{Broker, Config};
 use std::time::Duration;
 
@@ -16,115 +15,39 @@ use ewx_client::{Client, Delivery, Subscription};
 use ewx_proto::access::Grants;
 use ewx_proto::audit::Event;
 use ewx_proto::frame::{ExerciseFilter, StartAt};
-use ewx_proto::keys::SignPublic;
 use ewx_proto::payload::{Bulletin, Payload, Precedence};
-use ewx_proto::roster::{CouncilMember, NodeEntry, RosterBody};
-use ewx_proto::{
-    Digest32, Draft, Labels, Level, NodeId, NodeKeys, Role, Roster, SignedRoster, Topic,
-    TopicPattern,
-};
+use ewx_proto::roster::RosterBody;
+use ewx_proto::{Draft, Labels, Level, Role, Roster, SignedRoster, Topic, TopicPattern};
+use ewx_testkit::Network;
 
-/// A node name as a `NodeId`.
-pub fn id(s: &str) -> NodeId {
-    NodeId::new(s).unwrap()
+pub use ewx_testkit::grants::{broader as sanctions_only, core};
+pub use ewx_testkit::{council_key, id, keys};
+
+/// The test network at `version` with `revoked` nodes: UA, PL (liaisons), US (a core
+/// partner), JP, KR (sanctions only), XX (core, to be revoked), BROKER, AUDIT1.
+pub fn network(version: u64, revoked: &[&str]) -> Network {
+    Network::new("ewx-test")
+        .issued(1_700_000_000_000)
+        .version(version)
+        .node("UA", Role::Liaison, core())
+        .node("PL", Role::Liaison, core())
+        .node("US", Role::Partner, core())
+        .node("JP", Role::Partner, sanctions_only())
+        .node("KR", Role::Partner, sanctions_only())
+        .node("XX", Role::Partner, core())
+        .node("BROKER", Role::Broker, Grants::none())
+        .node("AUDIT1", Role::Auditor, Grants::none())
+        .revoke(revoked)
 }
 
-/// Deterministic keys for a node name.
-pub fn keys(name: &str) -> NodeKeys {
-    NodeKeys::from_secrets(
-        id(name),
-        Digest32::of(&[b"test-sign", name.as_bytes()]).0,
-        Digest32::of(&[b"test-kem", name.as_bytes()]).0,
-    )
-}
-
-/// Council key `i`.
-pub fn council_key(i: u8) -> SigningKey {
-    SigningKey::from_bytes(&Digest32::of(&[b"test-council", &[i]]).0)
-}
-
-fn grants(level: Level, comps: &str, publish: &[&str], subscribe: &[&str]) -> Grants {
-    let pats = |l: &[&str]| l.iter().map(|p| TopicPattern::new(*p).unwrap()).collect();
-    Grants {
-        clearance: level,
-        compartments: Labels::parse_compartments(comps).unwrap(),
-        publish: pats(publish),
-        subscribe: pats(subscribe),
-    }
-}
-
-/// Core guarantors' grants: every military compartment up to RED.
-pub fn core() -> Grants {
-    grants(
-        Level::Red,
-        "CORE,AIR,MARITIME,CYBER,SANCTIONS,CEASEFIRE",
-        &[
-            "ew.>",
-            "exercise.>",
-            "consult.>",
-            "sanctions.>",
-            "ceasefire.>",
-        ],
-        &[">"],
-    )
-}
-
-/// The broader group's grants: sanctions only, up to AMBER.
-pub fn sanctions_only() -> Grants {
-    grants(
-        Level::Amber,
-        "SANCTIONS",
-        &["sanctions.>"],
-        &["sanctions.>", "exercise.>"],
-    )
-}
-
-/// A roster body: UA, PL, US (core), JP, KR (sanctions only), XX (core, revocable),
-/// BROKER, AUDIT1.
+/// The roster body of [`network`].
 pub fn roster_body(version: u64, revoked: &[&str]) -> RosterBody {
-    let node = |name: &str, role: Role, g: Grants| {
-        let k = keys(name);
-        NodeEntry {
-            id: id(name),
-            role,
-            sign: k.sign_public(),
-            kem: k.kem_public(),
-            grants: g,
-            revoked: revoked.contains(&name),
-        }
-    };
-    RosterBody {
-        v: 1,
-        network: "ewx-test".into(),
-        version,
-        issued_ms: 1_700_000_000_000,
-        valid_until_ms: None,
-        threshold: 2,
-        council: (0..3)
-            .map(|i| CouncilMember {
-                name: format!("council-{i}"),
-                key: SignPublic(council_key(i).verifying_key().to_bytes()),
-            })
-            .collect(),
-        nodes: vec![
-            node("UA", Role::Liaison, core()),
-            node("PL", Role::Liaison, core()),
-            node("US", Role::Partner, core()),
-            node("JP", Role::Partner, sanctions_only()),
-            node("KR", Role::Partner, sanctions_only()),
-            node("XX", Role::Partner, core()),
-            node("BROKER", Role::Broker, Grants::none()),
-            node("AUDIT1", Role::Auditor, Grants::none()),
-        ],
-    }
+    network(version, revoked).body()
 }
 
 /// Sign a body with council keys 0 and 1.
 pub fn sign_roster(body: &RosterBody) -> SignedRoster {
-    let mut s = SignedRoster::new(body).unwrap();
-    s.sign(&council_key(0));
-    s.sign(&council_key(1));
-    s
+    ewx_testkit::sign_roster(body, &[0, 1])
 }
 
 /// A network on disk: keys, roster, broker config and data dir in a temp directory.

@@ -1,11 +1,16 @@
 //! The fuzz corpus as a regression test. Every seed under `tests/fuzz/seeds/<target>/` and
 //! every crash reproducer under `tests/fuzz/regressions/<target>/` goes through the
-//! matching `ewx_proto::fuzz` entry point — the code the `cargo fuzz` targets run — so a
-//! decoder that starts panicking on one of them fails CI without a fuzzer.
+//! matching entry point of `tests/fuzz/src/lib.rs` — included here as a module, so this
+//! is the very code the `cargo fuzz` targets run — and a decoder that starts panicking on
+//! one of them fails CI without a fuzzer.
 //!
 //! `write_seeds` (ignored) regenerates the seeds from the fixed fuzz network:
 //! `cargo test -p ewx-tests --test fuzz_corpus -- --ignored write_seeds`.
 #![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "../fuzz/src/lib.rs"]
+mod fuzz;
 
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -16,13 +21,13 @@ use ewx_proto::checkpoint::{Checkpoint, SignedCheckpoint};
 use ewx_proto::frame::{
     DEFAULT_MAX_FRAME, ExerciseFilter, Push, RejectReason, Request, Response, StartAt, encode_frame,
 };
-use ewx_proto::fuzz::{self, NOW_MS, TREE_LEAVES, fixture, proof_input};
 use ewx_proto::payload::{Bulletin, ConsultationRequest, SanctionsTrigger};
 use ewx_proto::receipt::Receipt;
 use ewx_proto::{
     Digest32, Draft, Envelope, EpochPolicy, Labels, Level, NodeId, Payload, Precedence, Sealer,
     Topic, TopicPattern,
 };
+use fuzz::{NOW_MS, TREE_LEAVES, fixture, proof_input};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 

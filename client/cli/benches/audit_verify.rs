@@ -8,7 +8,6 @@
 use std::time::Instant;
 
 use ewx_broker::store::{Batch, NewMessage, Store};
-use ewx_cli::network;
 use ewx_proto::audit::{Chain, Event};
 use ewx_proto::checkpoint::{Checkpoint, SignedCheckpoint};
 use ewx_proto::payload::{Bulletin, Payload};
@@ -20,11 +19,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let roster = network::roster().unwrap();
-    let broker = network::demo_keys("BROKER").unwrap();
+    let roster = ewx_testkit::Network::compact().roster();
+    let broker = ewx_testkit::keys("BROKER");
     let (store, _) = Store::open(dir.path(), 60_000_000).unwrap();
     let mut sealer = Sealer::new(
-        network::demo_keys("UA").unwrap(),
+        ewx_testkit::keys("UA"),
         EpochPolicy {
             max_messages: u32::MAX,
             max_age_ms: u64::MAX,
@@ -90,7 +89,7 @@ fn main() {
             e
         } else {
             Event::Delivered {
-                to: network::demo_keys("PL").unwrap().node,
+                to: ewx_testkit::keys("PL").node,
                 subscription: "desk".into(),
                 precedence: Precedence::Flash,
                 through_index: log_index,

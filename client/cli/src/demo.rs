@@ -17,8 +17,9 @@ use ewx_proto::payload::{
 use ewx_proto::{Draft, Kind, Labels, Level, Payload, Precedence, Topic, TopicPattern};
 
 use crate::error::{Error, Result};
-use crate::network::{self, BROADER, CORE};
+use crate::network;
 use ewx_client::{Client, SubscriptionOptions};
+use ewx_testkit::{BROADER, CORE};
 
 /// What the demo found.
 #[derive(Debug)]
@@ -89,7 +90,7 @@ pub async fn run() -> Result<Report> {
     )?;
     let broker = ewx_broker::Broker::start(config).await?;
     let addr = broker.local_addr();
-    let roster = network::roster()?;
+    let roster = ewx_testkit::Network::compact().roster();
     let _ = writeln!(
         text,
         "ewx demo: the Kyiv Security Compact exchange on {addr} (DEMO KEYS ONLY)"
@@ -98,7 +99,7 @@ pub async fn run() -> Result<Report> {
         text,
         "  roster v{} of {}, council 2 of 3, {} nodes\n",
         roster.version(),
-        network::NETWORK,
+        ewx_testkit::NETWORK,
         roster.body().nodes.len()
     );
 
@@ -106,7 +107,7 @@ pub async fn run() -> Result<Report> {
     for n in CORE.iter().chain(&BROADER) {
         clients.insert(
             *n,
-            Client::connect(addr, network::demo_keys(n)?, roster.clone()).await?,
+            Client::connect(addr, ewx_testkit::keys(n), roster.clone()).await?,
         );
     }
     let client = |n: &str| {

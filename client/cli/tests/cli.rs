@@ -90,7 +90,7 @@ fn bad_input_gives_clear_errors() {
     std::fs::set_permissions(p.join("k/PL.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(
         p.join("r.cbor"),
-        ewx_cli::network::signed_roster().unwrap().encode().unwrap(),
+        ewx_testkit::Network::compact().signed().encode().unwrap(),
     )
     .unwrap();
     let e = fails(

@@ -1,53 +1,19 @@
-//! A small Compact network built from fixed seeds, shared by the proto tests.
+//! The proto tests' network, built with `ewx-testkit` (seeded keys, grant presets,
+//! 2-of-3 council signing), and a few drafts.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use ed25519_dalek::SigningKey;
 use ewx_proto::access::Grants;
 use ewx_proto::payload::{Bulletin, Payload, Precedence};
-use ewx_proto::roster::{CouncilMember, NodeEntry, RosterBody};
-use ewx_proto::{
-    Digest32, Draft, Labels, Level, NodeId, NodeKeys, Role, Roster, SignedRoster, Topic,
-    TopicPattern,
-};
+use ewx_proto::roster::{NodeEntry, RosterBody};
+use ewx_proto::{Draft, Labels, Level, Role, Roster, SignedRoster, Topic};
+use ewx_testkit::Network;
 
-pub fn id(s: &str) -> NodeId {
-    NodeId::new(s).unwrap()
-}
-
-pub fn keys(name: &str) -> NodeKeys {
-    NodeKeys::from_secrets(
-        id(name),
-        Digest32::of(&[b"sign", name.as_bytes()]).0,
-        Digest32::of(&[b"kem", name.as_bytes()]).0,
-    )
-}
+pub use ewx_testkit::grants::unrestricted as core_grants;
+pub use ewx_testkit::{id, keys};
 
 pub fn council_key(i: u8) -> SigningKey {
-    SigningKey::from_bytes(&Digest32::of(&[b"council", &[i]]).0)
-}
-
-fn patterns(list: &[&str]) -> Vec<TopicPattern> {
-    list.iter()
-        .map(|p| TopicPattern::new(*p).unwrap())
-        .collect()
-}
-
-pub fn grants(level: Level, comps: &str, publish: &[&str], subscribe: &[&str]) -> Grants {
-    Grants {
-        clearance: level,
-        compartments: Labels::parse_compartments(comps).unwrap(),
-        publish: patterns(publish),
-        subscribe: patterns(subscribe),
-    }
-}
-
-pub fn core_grants() -> Grants {
-    grants(
-        Level::Red,
-        "CORE,AIR,MARITIME,CYBER,SANCTIONS,CEASEFIRE",
-        &[">"],
-        &[">"],
-    )
+    ewx_testkit::council_key(usize::from(i))
 }
 
 pub fn node(name: &str, role: Role, grants: Grants, revoked: bool) -> NodeEntry {
@@ -63,47 +29,30 @@ pub fn node(name: &str, role: Role, grants: Grants, revoked: bool) -> NodeEntry 
 }
 
 /// UA, PL (core), JP (sanctions only, AMBER), XX (revoked core), BROKER, AUDIT1.
+pub fn network(version: u64) -> Network {
+    Network::new("test-compact")
+        .issued(1_700_000_000_000)
+        .version(version)
+        .node("UA", Role::Liaison, core_grants())
+        .node("PL", Role::Liaison, core_grants())
+        .node("JP", Role::Partner, ewx_testkit::grants::broader())
+        .node("XX", Role::Partner, core_grants())
+        .node("BROKER", Role::Broker, Grants::none())
+        .node("AUDIT1", Role::Auditor, Grants::none())
+        .revoke(&["XX"])
+}
+
 pub fn body(version: u64) -> RosterBody {
-    let sanctions = grants(
-        Level::Amber,
-        "SANCTIONS",
-        &["sanctions.>"],
-        &["sanctions.>", "exercise.>"],
-    );
-    RosterBody {
-        v: 1,
-        network: "test-compact".into(),
-        version,
-        issued_ms: 1_700_000_000_000,
-        valid_until_ms: None,
-        threshold: 2,
-        council: (0..3)
-            .map(|i| CouncilMember {
-                name: format!("council-{i}"),
-                key: ewx_proto::keys::SignPublic(council_key(i).verifying_key().to_bytes()),
-            })
-            .collect(),
-        nodes: vec![
-            node("UA", Role::Liaison, core_grants(), false),
-            node("PL", Role::Liaison, core_grants(), false),
-            node("JP", Role::Partner, sanctions, false),
-            node("XX", Role::Partner, core_grants(), true),
-            node("BROKER", Role::Broker, Grants::none(), false),
-            node("AUDIT1", Role::Auditor, Grants::none(), false),
-        ],
-    }
+    network(version).body()
 }
 
 pub fn signed(body: &RosterBody, signers: &[u8]) -> SignedRoster {
-    let mut s = SignedRoster::new(body).unwrap();
-    for i in signers {
-        s.sign(&council_key(*i));
-    }
-    s
+    let signers: Vec<usize> = signers.iter().map(|&i| usize::from(i)).collect();
+    ewx_testkit::sign_roster(body, &signers)
 }
 
 pub fn roster() -> Roster {
-    signed(&body(1), &[0, 1]).verify().unwrap()
+    network(1).roster()
 }
 
 pub fn labels(level: Level, comps: &str) -> Labels {

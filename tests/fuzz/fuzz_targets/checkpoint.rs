@@ -1,4 +1,4 @@
 //! Signed checkpoints, audit entries and Merkle inclusion/consistency proofs.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ewx_proto::fuzz::checkpoint(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ewx_fuzz::checkpoint(data));

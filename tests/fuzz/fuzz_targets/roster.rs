@@ -1,4 +1,4 @@
 //! Signed roster wire bytes: decode, verify, verify as an update of the fixed roster.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ewx_proto::fuzz::roster(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ewx_fuzz::roster(data));

@@ -16,8 +16,8 @@ use super::{
     measure,
 };
 use crate::error::{Error, Result};
-use crate::network::{self, CORE};
 use ewx_client::{Client, Subscription, SubscriptionOptions};
+use ewx_testkit::CORE;
 
 /// What to run against ewx.
 #[derive(Debug, Clone)]
@@ -134,10 +134,10 @@ impl Ewx {
     /// Connect the publishers and, for a broker-only run, seal their bulletins (all
     /// publishers at once).
     async fn connect(cfg: &BenchConfig) -> Result<Self> {
-        let roster = network::roster()?;
+        let roster = ewx_testkit::Network::compact().roster();
         let mut clients = Vec::new();
         for p in 0..cfg.load.publishers {
-            let keys = network::demo_keys(CORE[p % cfg.recipients])?;
+            let keys = ewx_testkit::keys(CORE[p % cfg.recipients]);
             clients.push(Client::connect(cfg.broker, keys, roster.clone()).await?);
         }
         let mut times = SendTimes::default();
@@ -224,8 +224,13 @@ impl Peer for Ewx {
 
     fn subscriber(&self, index: usize) -> BoxFuture<'_, Result<Box<dyn Deliveries>, PeerError>> {
         Box::pin(async move {
-            let keys = network::demo_keys(CORE[index % self.cfg.recipients])?;
-            let client = Client::connect(self.cfg.broker, keys, network::roster()?).await?;
+            let keys = ewx_testkit::keys(CORE[index % self.cfg.recipients]);
+            let client = Client::connect(
+                self.cfg.broker,
+                keys,
+                ewx_testkit::Network::compact().roster(),
+            )
+            .await?;
             let opts = SubscriptionOptions {
                 from: StartAt::Latest,
                 auto_receipt: false,

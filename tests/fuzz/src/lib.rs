@@ -1,13 +1,15 @@
-//! Entry points for the `cargo fuzz` targets in `tests/fuzz` and for the seed-corpus test
-//! in `ewx-tests`, built only with the off-by-default `fuzzing` feature.
+//! # ewx-fuzz — the entry points of the `cargo fuzz` targets
+//!
+//! The targets in `fuzz_targets/` call these, and so does the seed-corpus test in
+//! `ewx-tests` (`tests/tests/fuzz_corpus.rs` includes this very file as a module), so the
+//! fuzzer and the regression test run exactly the same code, outside `ewx-proto`.
 //!
 //! Each function feeds untrusted bytes to every decoder and verifier the broker and the
 //! client apply to such bytes — frames, envelopes (verify, open), rosters (verify,
-//! update), checkpoints, audit entries, Merkle proofs — against one fixed network. They
-//! live here rather than in the fuzz crate so that the fuzzer and the corpus regression
-//! test run exactly the same code. Any panic is a bug: decoders must answer bad input with
-//! an error, and the few asserts state invariants (re-encoding loses nothing, honest
-//! proofs verify, no other proof does).
+//! update), checkpoints, audit entries, Merkle proofs — against one fixed network from
+//! `ewx-testkit`. Any panic is a bug: decoders must answer bad input with an error, and
+//! the few asserts state invariants (re-encoding loses nothing, honest proofs verify, no
+//! other proof does).
 //!
 //! Envelopes, rosters and checkpoints are also re-signed with the fixed keys, so the
 //! checks that come after a signature run on fuzzed content too: that is what a
@@ -19,21 +21,22 @@ use std::sync::OnceLock;
 use ed25519_dalek::SigningKey;
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::access::{Grants, check_subscribe};
-use crate::audit::{Chain, Entry, Event};
-use crate::checkpoint::{Checkpoint, Cosignature, SignedCheckpoint};
-use crate::envelope::DEFAULT_MAX_ENVELOPE;
-use crate::frame::{
+use ewx_proto::access::{Grants, check_subscribe};
+use ewx_proto::audit::{Chain, Entry, Event};
+use ewx_proto::checkpoint::{Checkpoint, Cosignature, SignedCheckpoint};
+use ewx_proto::envelope::DEFAULT_MAX_ENVELOPE;
+use ewx_proto::frame::{
     DEFAULT_MAX_FRAME, Decoded, FrameStatus, PREFIX, Push, Request, Response, decode_body,
     decode_frame, encode_frame, split_frame,
 };
-use crate::merkle::{MerkleTree, leaf_hash, verify_consistency, verify_inclusion};
-use crate::receipt::Receipt;
-use crate::roster::{CouncilMember, NodeEntry, RosterBody};
-use crate::{
+use ewx_proto::merkle::{MerkleTree, leaf_hash, verify_consistency, verify_inclusion};
+use ewx_proto::receipt::Receipt;
+use ewx_proto::roster::RosterBody;
+use ewx_proto::{
     Digest32, Envelope, Kind, Labels, Level, NodeId, NodeKeys, Opener, Payload, Role, Roster,
-    SignedRoster, TopicPattern, verify_batch,
+    SignedRoster, verify_batch,
 };
+use ewx_testkit::Network;
 
 /// The fixed clock for skew and validity checks.
 pub const NOW_MS: u64 = 1_764_000_000_000;
@@ -74,23 +77,17 @@ impl Fixture {
     }
 }
 
-fn seed(kind: &str, name: &str) -> [u8; 32] {
-    let tag = b"ewx fuzz fixture, not for real use";
-    Digest32::of(&[tag, kind.as_bytes(), name.as_bytes()]).0
-}
-
 /// The fixed keys of `name` (any valid node id).
 ///
 /// # Panics
 /// If `name` is not a valid node id: callers pass constants.
 pub fn node_keys(name: &str) -> NodeKeys {
-    let id = NodeId::new(name).expect("fixed node names are valid");
-    NodeKeys::from_secrets(id, seed("sign", name), seed("kem", name))
+    ewx_testkit::keys(name)
 }
 
 /// The fixed council key `i`.
 pub fn council_key(i: u8) -> SigningKey {
-    SigningKey::from_bytes(&seed("council", &i.to_string()))
+    ewx_testkit::council_key(usize::from(i))
 }
 
 /// The data of leaf `i` of the fixed audit tree.
@@ -98,68 +95,31 @@ pub fn tree_leaf(i: u64) -> Vec<u8> {
     [b"leaf ".as_slice(), &i.to_be_bytes()].concat()
 }
 
-fn grants(level: Level, compartments: &str, publish: &[&str], subscribe: &[&str]) -> Grants {
-    let patterns = |list: &[&str]| {
-        list.iter()
-            .map(|p| TopicPattern::new(*p).expect("fixed patterns are valid"))
-            .collect()
-    };
-    Grants {
-        clearance: level,
-        compartments: Labels::parse_compartments(compartments).expect("fixed compartments"),
-        publish: patterns(publish),
-        subscribe: patterns(subscribe),
-    }
-}
-
-/// The fixed roster body at `version` (the corpus generator signs later versions).
-pub fn roster_body(version: u64) -> RosterBody {
-    let core = || grants(Level::Red, "CORE,AIR,SANCTIONS", &[">"], &[">"]);
-    let sanctions = grants(
-        Level::Amber,
-        "SANCTIONS",
-        &["sanctions.>"],
-        &["sanctions.>"],
-    );
+/// The fixed network at `version` (the corpus generator signs later versions).
+pub fn network(version: u64) -> Network {
+    use ewx_testkit::grants::{broader, unrestricted};
     let roles = [
-        (Role::Liaison, core(), false),
-        (Role::Liaison, core(), false),
-        (Role::Partner, sanctions, false),
-        (Role::Partner, core(), true),
-        (Role::Auditor, Grants::none(), false),
-        (Role::Broker, Grants::none(), false),
+        (Role::Liaison, unrestricted()),
+        (Role::Liaison, unrestricted()),
+        (Role::Partner, broader()),
+        (Role::Partner, unrestricted()),
+        (Role::Auditor, Grants::none()),
+        (Role::Broker, Grants::none()),
     ];
-    let nodes = NODES
+    NODES
         .iter()
         .zip(roles)
-        .map(|(name, (role, grants, revoked))| {
-            let k = node_keys(name);
-            NodeEntry {
-                id: k.node.clone(),
-                role,
-                sign: k.sign_public(),
-                kem: k.kem_public(),
-                grants,
-                revoked,
-            }
+        .fold(Network::new("ewx-fuzz"), |n, (name, (role, grants))| {
+            n.node(name, role, grants)
         })
-        .collect();
-    let council = (0..3)
-        .map(|i| CouncilMember {
-            name: format!("council-{i}"),
-            key: crate::keys::SignPublic(council_key(i).verifying_key().to_bytes()),
-        })
-        .collect();
-    RosterBody {
-        v: 1,
-        network: "ewx-fuzz".into(),
-        version,
-        issued_ms: NOW_MS - 1000,
-        valid_until_ms: None,
-        threshold: 2,
-        council,
-        nodes,
-    }
+        .revoke(&["XX"])
+        .version(version)
+        .issued(NOW_MS - 1000)
+}
+
+/// The fixed roster body at `version`.
+pub fn roster_body(version: u64) -> RosterBody {
+    network(version).body()
 }
 
 /// The fixed network, built once.
@@ -167,9 +127,7 @@ pub fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let council: Vec<SigningKey> = (0..3).map(council_key).collect();
-        let mut signed = SignedRoster::new(&roster_body(1)).expect("the fixed roster is valid");
-        signed.sign(&council[0]);
-        signed.sign(&council[1]);
+        let signed = network(1).signed();
         let roster = signed.verify().expect("the fixed roster verifies");
         let mut tree = MerkleTree::new();
         for i in 0..TREE_LEAVES {
