@@ -6,29 +6,31 @@
 //! transaction + flush + fdatasync, shared by all publishes in flight) and delivers it to
 //! the subscribers whose grants allow it, FLASH first.
 //!
-//! Modules: [`config`] (TOML + limits), [`router`] (the synchronous decisions),
-//! [`store`] (sled), [`writer`] (the single writer: group commit, audit chain,
-//! checkpoints), [`server`] (connections, requests, delivery lanes).
+//! Modules: [`config`] (TOML + limits); `core` (the synchronous decisions: admission,
+//! subscriptions and acks, audit access, the routing index — no I/O); [`log`] (the
+//! sequencer as a pure step, the single writer and its typed handle, the read and
+//! commit traits, and sled behind them); `net` (accept loop, sessions, one file per
+//! request kind, delivery lanes, the batched signature verifier).
 //!
-//! The broker never holds a content key: it routes sealed envelopes.
+//! The broker never holds a content key: it routes sealed envelopes. It does not seal,
+//! open or display messages (that is `ewx-client`) nor speak TLS or frames itself (that
+//! is `ewx-net`).
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod core;
 mod error;
-pub mod router;
-pub mod server;
-pub mod store;
-pub mod verifier;
-pub mod writer;
+pub mod log;
+mod net;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use config::Config;
+pub use core::Rejection;
 pub use error::{Error, Result};
-use server::Shared;
-use tokio::sync::{broadcast, mpsc};
+use net::Shared;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,6 +40,7 @@ use ewx_net::{tls, wire};
 #[derive(Debug)]
 pub struct Broker {
     shared: Arc<Shared>,
+    store: log::Store,
     endpoint: quinn::Endpoint,
     addr: SocketAddr,
     writer: std::thread::JoinHandle<()>,
@@ -52,75 +55,44 @@ impl Broker {
     pub async fn start(config: Config) -> Result<Self> {
         let keys = Arc::new(ewx_net::files::read_keys(&config.key)?);
         let file_roster = ewx_net::files::read_roster(&config.roster)?;
-        let (store, recovered) = store::Store::open(&config.data_dir, config.limits.replay_window)?;
-        // the store may hold a newer roster accepted at run time: keep the newer one
-        let roster = match &recovered.roster {
-            Some(bytes) => match ewx_proto::SignedRoster::decode(bytes)
-                .and_then(|s| s.verify_update(&file_roster))
-            {
-                Ok(stored) => stored,
-                Err(e) => {
-                    tracing::warn!(
-                        "stored roster not used ({e}); using {}",
-                        config.roster.display()
-                    );
-                    file_roster
-                }
-            },
-            None => file_roster,
-        };
-        let me = roster.active(&keys.node)?;
-        if me.role != ewx_proto::Role::Broker || me.sign != keys.sign_public() {
-            return Err(Error::Config(format!(
-                "key file {} is not the roster's broker key for {}",
-                config.key.display(),
-                keys.node
-            )));
-        }
+        let (store, recovered) = log::Store::open(&config.data_dir, config.limits.replay_window)?;
+        let roster = newest_roster(recovered.roster.as_deref(), file_roster, &config);
+        check_broker_key(&roster, &keys, &config)?;
         let roster = tls::RosterCell::new(roster);
-        let limits = tls::TransportLimits {
-            idle_timeout: Duration::from_millis(config.limits.idle_timeout_ms),
-            max_bidi_streams: config.limits.max_streams_per_connection,
-            max_uni_streams: 0,
-            stream_window: config.limits.stream_window_bytes,
-            connection_window: config.limits.connection_window_bytes,
-        };
-        let server_config = tls::server_config(&keys, roster.clone(), limits)?;
-        let endpoint = tls::endpoint(&keys, server_config, config.listen)?;
+        let endpoint = listen(&config, &keys, &roster)?;
         let addr = endpoint
             .local_addr()
             .map_err(|e| Error::Transport(e.to_string()))?;
-
         let logged_roster = recovered.logged_roster;
-        let (live, _) = broadcast::channel(config.limits.live_buffer);
-        let (tx, rx) = mpsc::channel(config.limits.write_queue);
-        let (head, writer) = writer::spawn(
-            store.clone(),
+        let routes = Arc::new(net::Routes::new(roster.clone()));
+        let settings = log::sequencer::Settings {
+            checkpoint: config.checkpoint.clone(),
+            replay_width: config.limits.replay_window,
+            retention: config.retention.clone(),
+            queue: config.limits.write_queue,
+        };
+        let read: Arc<dyn log::LogRead> = Arc::new(store.clone());
+        let (writer_handle, head, writer) = log::spawn(
             recovered,
             keys,
-            writer::Settings {
-                checkpoint: config.checkpoint.clone(),
-                replay_width: config.limits.replay_window,
-                retention: config.retention.clone(),
-                queue: config.limits.write_queue,
-            },
-            live.clone(),
-            rx,
+            settings,
+            (Box::new(store.clone()), read.clone()),
+            routes.clone(),
         )
         .map_err(|e| Error::Store(format!("cannot start the writer: {e}")))?;
         let shared = Arc::new(Shared {
             request_budget: Arc::new(tokio::sync::Semaphore::new(wire::budget_permits(
                 config.limits.request_budget_bytes,
             ) as usize)),
-            verifier: verifier::Verifier::start()
+            verifier: net::verifier::Verifier::start()
                 .map_err(|e| Error::Store(format!("cannot start the verifier: {e}")))?,
             config,
             roster,
             roster_update: tokio::sync::Mutex::new(()),
-            store,
-            writer: tx,
+            log: read,
+            writer: writer_handle,
             head,
-            live,
+            routes,
             connections: Mutex::new(Default::default()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -128,32 +100,26 @@ impl Broker {
         // the audit log records every roster in force, starting with this one
         let current = shared.roster.get();
         if logged_roster != Some(current.hash()) {
-            let (reply, done) = tokio::sync::oneshot::channel();
             let event = ewx_proto::audit::Event::RosterChanged {
                 version: current.version(),
                 hash: current.hash(),
             };
-            let bytes = current.signed().encode()?;
-            let sent = shared
+            if !shared
                 .writer
-                .send(writer::Command::Roster {
-                    bytes,
-                    event,
-                    reply,
-                })
+                .roster(current.signed().encode()?, event)
                 .await
-                .is_ok();
-            if !sent || !done.await.unwrap_or(false) {
+            {
                 return Err(Error::Store("cannot record the roster in force".into()));
             }
         }
         shared
             .tasks
-            .spawn(server::accept_loop(endpoint.clone(), shared.clone()));
-        shared.tasks.spawn(server::ticker(shared.clone()));
+            .spawn(net::accept_loop(endpoint.clone(), shared.clone()));
+        shared.tasks.spawn(net::ticker(shared.clone()));
         tracing::info!("listening on {addr}");
         Ok(Self {
             shared,
+            store,
             endpoint,
             addr,
             writer,
@@ -166,15 +132,15 @@ impl Broker {
     }
 
     /// The store, for inspection (tests, auditors in-process).
-    pub fn store(&self) -> &store::Store {
-        &self.shared.store
+    pub fn store(&self) -> &log::Store {
+        &self.store
     }
 
     /// Install a newer roster (as on SIGHUP): verified against the one in force.
     ///
     /// # Errors
     /// The rejection if it does not verify.
-    pub async fn update_roster(&self, bytes: &[u8]) -> std::result::Result<u64, router::Rejection> {
+    pub async fn update_roster(&self, bytes: &[u8]) -> std::result::Result<u64, Rejection> {
         self.shared.update_roster(bytes).await
     }
 
@@ -193,6 +159,7 @@ impl Broker {
             shared,
             endpoint,
             writer,
+            store,
             ..
         } = self;
         shared.cancel.cancel();
@@ -205,7 +172,7 @@ impl Broker {
         }
         endpoint.close(ewx_net::CloseCode::Normal.varint(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
-        drop(shared); // the last queue sender: the writer commits what is left and stops
+        drop((shared, store)); // the last writer handle: it commits what is left and stops
         tokio::task::spawn_blocking(move || writer.join())
             .await
             .map_err(|e| Error::Store(e.to_string()))?
@@ -251,4 +218,58 @@ async fn reload(broker: &Broker, path: &std::path::Path) {
         },
         Err(e) => tracing::warn!("cannot read {}: {e}", path.display()),
     }
+}
+
+/// The roster to run with: the one in the store if it is a valid update of the file's
+/// (a newer roster accepted at run time), else the file's.
+fn newest_roster(
+    stored: Option<&[u8]>,
+    file: ewx_proto::Roster,
+    config: &Config,
+) -> ewx_proto::Roster {
+    let Some(bytes) = stored else { return file };
+    match ewx_proto::SignedRoster::decode(bytes).and_then(|s| s.verify_update(&file)) {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::warn!(
+                "stored roster not used ({e}); using {}",
+                config.roster.display()
+            );
+            file
+        }
+    }
+}
+
+/// The key file must be the roster's broker key.
+fn check_broker_key(
+    roster: &ewx_proto::Roster,
+    keys: &ewx_proto::NodeKeys,
+    config: &Config,
+) -> Result<()> {
+    let me = roster.active(&keys.node)?;
+    if me.role != ewx_proto::Role::Broker || me.sign != keys.sign_public() {
+        return Err(Error::Config(format!(
+            "key file {} is not the roster's broker key for {}",
+            config.key.display(),
+            keys.node
+        )));
+    }
+    Ok(())
+}
+
+/// The QUIC endpoint with the roster-pinned server configuration and the limits.
+fn listen(
+    config: &Config,
+    keys: &ewx_proto::NodeKeys,
+    roster: &tls::RosterCell,
+) -> Result<quinn::Endpoint> {
+    let limits = tls::TransportLimits {
+        idle_timeout: Duration::from_millis(config.limits.idle_timeout_ms),
+        max_bidi_streams: config.limits.max_streams_per_connection,
+        max_uni_streams: 0,
+        stream_window: config.limits.stream_window_bytes,
+        connection_window: config.limits.connection_window_bytes,
+    };
+    let server_config = tls::server_config(keys, roster.clone(), limits)?;
+    Ok(tls::endpoint(keys, server_config, config.listen)?)
 }

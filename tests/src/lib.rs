@@ -214,7 +214,7 @@ pub async fn verify_copy(
 }
 
 /// Every audit event in a store, in order.
-pub fn audit_events(store: &ewx_broker::store::Store) -> Vec<Event> {
+pub fn audit_events(store: &ewx_broker::log::Store) -> Vec<Event> {
     let entries = store.audit_range(0, u64::MAX).unwrap();
     entries
         .iter()

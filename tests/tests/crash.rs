@@ -202,7 +202,7 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
 
     // one last crash, then the store itself: every acked message exactly once, chain verifies
     broker.kill_9();
-    let store = ewx_broker::store::Store::open_for_audit(&net.data_dir()).unwrap();
+    let store = ewx_broker::log::Store::open_for_audit(&net.data_dir()).unwrap();
     let mut copies: HashMap<MessageId, u32> = HashMap::new();
     let mut index = 0u64;
     let mut stored = 0u64;

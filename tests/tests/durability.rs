@@ -250,7 +250,7 @@ async fn the_store_holds_a_verifiable_audit_chain() {
     ua.close().await;
     broker.shutdown().await.unwrap();
 
-    let (store, _) = ewx_broker::store::Store::open(&net.data_dir(), 60_000_000).unwrap();
+    let (store, _) = ewx_broker::log::Store::open(&net.data_dir(), 60_000_000).unwrap();
     let entries = store.audit_range(0, u64::MAX).unwrap();
     let mut chain = Chain::new();
     let mut kinds = Vec::new();

@@ -153,7 +153,7 @@ async fn a_full_disk_gives_storage_full_loses_nothing_and_recovers() {
     broker.kill_9();
 
     // nothing acknowledged was lost or damaged, and the audit chain verifies
-    let store = ewx_broker::store::Store::open_for_audit(&net.data_dir()).unwrap();
+    let store = ewx_broker::log::Store::open_for_audit(&net.data_dir()).unwrap();
     for (index, id) in &acked {
         let bytes = store
             .message(*index)

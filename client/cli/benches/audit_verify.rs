@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use ewx_broker::store::{Batch, NewMessage, Store};
+use ewx_broker::log::{Batch, NewMessage, Store};
 use ewx_proto::audit::{Chain, Event};
 use ewx_proto::checkpoint::{Checkpoint, SignedCheckpoint};
 use ewx_proto::payload::{Bulletin, Payload};

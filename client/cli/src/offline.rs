@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use ewx_broker::store::Store;
+use ewx_broker::log::Store;
 use ewx_client::audit::AuditSource;
 use ewx_proto::Digest32;
 

@@ -19,7 +19,7 @@ use ewx_proto::{Envelope, Error as ProtoError, Roster};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most signatures verified in one batch.
-pub const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 64;
 
 /// Publishes waiting for the verifier, at most; callers wait for room beyond this.
 const QUEUE: usize = 4 * MAX_BATCH;
@@ -32,7 +32,7 @@ struct Job {
 
 /// Handle to the verifying thread; it stops when every handle is dropped.
 #[derive(Clone)]
-pub struct Verifier {
+pub(crate) struct Verifier {
     jobs: mpsc::Sender<Job>,
     /// Publishes being verified now, inline or queued.
     busy: Arc<AtomicUsize>,
@@ -109,7 +109,7 @@ fn stopped() -> ProtoError {
 /// Each envelope's verdict, as [`Envelope::verify`] would give it: one batch when all are
 /// good, else each one alone (a failed batch says nothing about which signatures are good:
 /// `verify_batch` stops at the first envelope that breaks a rule before it checks any).
-pub fn verify_all(items: &[(&Envelope, &Roster)]) -> Vec<Result<(), ProtoError>> {
+pub(crate) fn verify_all(items: &[(&Envelope, &Roster)]) -> Vec<Result<(), ProtoError>> {
     if items.len() > 1 && ewx_proto::verify_batch(items).is_ok() {
         return items.iter().map(|_| Ok(())).collect();
     }
@@ -138,5 +138,74 @@ fn run(mut rx: mpsc::Receiver<Job>) {
             // the publisher may have gone away: nothing to tell
             let _ = job.reply.send(verdict.map(|()| job.envelope));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::fixture::{roster, sealed};
+    use ewx_proto::{Level, Precedence};
+
+    /// What a misbehaving but enrolled node could send: another node's envelope with
+    /// the sender changed, re-signed by `signer`.
+    fn resigned(env: &Envelope, signer: &str) -> Envelope {
+        let mut h = env.header().clone();
+        h.sender = ewx_testkit::id(signer);
+        let mut header = Vec::new();
+        ciborium::into_writer(&h, &mut header).unwrap();
+        Envelope::sign(
+            header,
+            env.ciphertext().to_vec(),
+            &ewx_testkit::keys(signer),
+        )
+        .unwrap()
+    }
+
+    /// A batch with a forged signature ahead of an envelope that breaks a publish rule:
+    /// every envelope gets its own verdict, and the forgery is caught (a failed batch
+    /// must not vouch for the envelopes before the one it names).
+    #[test]
+    fn a_failed_batch_gives_each_envelope_its_own_verdict() {
+        let roster = roster();
+        let seal = |seq| {
+            sealed(
+                &roster,
+                "UA",
+                "ew.air",
+                (Level::Amber, "CORE"),
+                Precedence::Routine,
+                seq,
+            )
+        };
+        let (good, victim, later) = (seal(1), seal(2), seal(3));
+        let forged = victim.with_signature(ewx_proto::keys::Signature([7; 64]));
+        // JP signs an early warning it has no grant for: a rule failure, not a bad signature
+        let ruled = resigned(&later, "JP");
+        let items = [
+            (&good, &roster),
+            (&forged, &roster),
+            (&ruled, &roster),
+            (&later, &roster),
+        ];
+        let verdicts = verify_all(&items);
+        assert!(verdicts[0].is_ok(), "{:?}", verdicts[0]);
+        assert!(
+            matches!(verdicts[1], Err(ProtoError::BadSignature { .. })),
+            "the forgery passed: {:?}",
+            verdicts[1]
+        );
+        assert!(
+            matches!(verdicts[2], Err(ProtoError::NotPermitted(_))),
+            "{:?}",
+            verdicts[2]
+        );
+        assert!(verdicts[3].is_ok(), "{:?}", verdicts[3]);
+        // and a batch of good ones passes as one
+        assert!(
+            verify_all(&[(&good, &roster), (&later, &roster)])
+                .iter()
+                .all(Result::is_ok)
+        );
     }
 }

@@ -9,6 +9,8 @@
 //! signed roster, every roster ever in force), `receipts`, `meta` (schema, newest roster).
 
 use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,79 +21,15 @@ use ewx_proto::{MessageId, NodeId, Precedence, Topic};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use crate::core::replay::ReplayWindow;
 use crate::error::{Error, Result};
-use crate::router::ReplayWindow;
+
+use super::batch::{Batch, Prune};
+use super::sequencer::Recovered;
+use super::{LogCommit, LogRead};
 
 /// Version of the layout above; a store with another version is refused.
 pub const SCHEMA: u32 = 1;
-
-/// What the writer needs to continue where the store left off.
-#[derive(Debug)]
-pub struct Recovered {
-    /// The audit chain replayed and checked.
-    pub chain: Chain,
-    /// Next message-log index.
-    pub next_index: u64,
-    /// Anti-replay state per sender, rebuilt from the audit log.
-    pub replay: HashMap<NodeId, ReplayWindow>,
-    /// Messages so far per topic (the next per-topic sequence number).
-    pub topic_seq: HashMap<Topic, u64>,
-    /// Size of the last checkpoint.
-    pub checkpoint_size: u64,
-    /// Hash of the last checkpoint body (zero if none).
-    pub checkpoint_hash: ewx_proto::Digest32,
-    /// The newest roster the broker accepted, if any.
-    pub roster: Option<Vec<u8>>,
-    /// Hash of the roster named by the last `RosterChanged` entry.
-    pub logged_roster: Option<ewx_proto::Digest32>,
-}
-
-/// One message in a batch.
-#[derive(Debug)]
-pub struct NewMessage {
-    /// Its log index.
-    pub index: u64,
-    /// Its precedence lane.
-    pub precedence: Precedence,
-    /// Its id.
-    pub id: MessageId,
-    /// The envelope as received.
-    pub bytes: bytes::Bytes,
-}
-
-/// Everything one group commit writes.
-#[derive(Debug, Default)]
-pub struct Batch {
-    /// New envelopes.
-    pub messages: Vec<NewMessage>,
-    /// New audit entries (index, bytes).
-    pub audit: Vec<(u64, Vec<u8>)>,
-    /// Per-topic index entries: (topic, topic seq, log index).
-    pub topics: Vec<(Topic, u64, u64)>,
-    /// Cursor updates (key, next index).
-    pub cursors: Vec<(Vec<u8>, u64)>,
-    /// A checkpoint (size, signed bytes).
-    pub checkpoint: Option<(u64, Vec<u8>)>,
-    /// Checkpoints rewritten with new witness co-signatures (size, bytes).
-    pub cosigned: Vec<(u64, Vec<u8>)>,
-    /// A newly accepted roster: (version, signed bytes).
-    pub roster: Option<(u64, Vec<u8>)>,
-    /// Receipts logged: (message id, recipient).
-    pub receipts: Vec<(MessageId, NodeId)>,
-}
-
-impl Batch {
-    /// Nothing to write?
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-            && self.audit.is_empty()
-            && self.cursors.is_empty()
-            && self.checkpoint.is_none()
-            && self.roster.is_none()
-            && self.receipts.is_empty()
-            && self.cosigned.is_empty()
-    }
-}
 
 /// The sled store.
 #[derive(Debug, Clone)]
@@ -405,6 +343,17 @@ impl Store {
             },
         );
         r.map_err(|e| Error::Store(format!("commit failed: {e:?}")))?;
+        if let Some(p) = batch.prune {
+            // retention is housekeeping: a failure to drop old envelopes loses nothing
+            match self.prune(p) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    pruned = n,
+                    "retention: dropped old envelopes (audit entries kept)"
+                ),
+                Err(e) => tracing::warn!("retention failed: {e}"),
+            }
+        }
         self.sync()
     }
 
@@ -542,13 +491,15 @@ impl Store {
         self.log.len()
     }
 
-    /// Retention: drop the oldest envelopes while their index is below `keep_from` or
-    /// they were created before `min_created_ms`. Audit entries always stay (the audit log
-    /// names envelopes by hash), so the record survives its content.
-    ///
-    /// # Errors
-    /// `Store` on I/O failure.
-    pub fn prune(&self, keep_from: u64, min_created_ms: u64) -> Result<usize> {
+    /// Retention ([`Prune`]): drop the oldest envelopes while their index is below
+    /// `keep_from` or they were created before `min_created_ms`.
+    fn prune(
+        &self,
+        Prune {
+            keep_from,
+            min_created_ms,
+        }: Prune,
+    ) -> Result<usize> {
         let mut n = 0;
         for kv in self.log.iter() {
             let (k, bytes) = kv?;
@@ -566,5 +517,67 @@ impl Store {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+fn owned(v: sled::IVec) -> Bytes {
+    Bytes::from_owner(v)
+}
+
+impl LogRead for Store {
+    fn message(&self, index: u64) -> Result<Option<Bytes>> {
+        Ok(Store::message(self, index)?.map(owned))
+    }
+
+    fn lane(
+        &self,
+        precedence: Precedence,
+        from: u64,
+        until: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Bytes)>> {
+        let page = Store::lane(self, precedence, from, until, limit, max_bytes)?;
+        Ok(page.into_iter().map(|(i, v)| (i, owned(v))).collect())
+    }
+
+    fn cursor(&self, key: &[u8]) -> Result<Option<u64>> {
+        Store::cursor(self, key)
+    }
+
+    fn index_of(&self, id: &MessageId) -> Result<Option<u64>> {
+        Store::index_of(self, id)
+    }
+
+    fn has_receipt(&self, id: &MessageId, by: &NodeId) -> Result<bool> {
+        Store::has_receipt(self, id, by)
+    }
+
+    fn audit_range(&self, from: u64, to: u64) -> Result<Vec<Bytes>> {
+        Ok(Store::audit_range(self, from, to)?
+            .into_iter()
+            .map(owned)
+            .collect())
+    }
+
+    fn checkpoint(&self, size: u64) -> Result<Option<Bytes>> {
+        Ok(Store::checkpoint(self, size)?.map(owned))
+    }
+
+    fn checkpoints_from(&self, from_size: u64, limit: usize) -> Result<Vec<Bytes>> {
+        Ok(Store::checkpoints_from(self, from_size, limit)?
+            .into_iter()
+            .map(owned)
+            .collect())
+    }
+
+    fn roster(&self, version: u64) -> Result<Option<Bytes>> {
+        Ok(Store::roster(self, version)?.map(owned))
+    }
+}
+
+impl LogCommit for Store {
+    fn commit(&mut self, batch: &Batch) -> Result<()> {
+        Store::commit(self, batch)
     }
 }

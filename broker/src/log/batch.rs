@@ -1,0 +1,65 @@
+//! The write set of one group commit: everything the sequencer decided for a batch of
+//! commands, written atomically by whichever log implementation is in use.
+
+use ewx_proto::{MessageId, NodeId, Precedence, Topic};
+
+/// One message in a batch.
+#[derive(Debug)]
+pub struct NewMessage {
+    /// Its log index.
+    pub index: u64,
+    /// Its precedence lane.
+    pub precedence: Precedence,
+    /// Its id.
+    pub id: MessageId,
+    /// The envelope as received.
+    pub bytes: bytes::Bytes,
+}
+
+/// Everything one group commit writes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// New envelopes.
+    pub messages: Vec<NewMessage>,
+    /// New audit entries (index, bytes).
+    pub audit: Vec<(u64, Vec<u8>)>,
+    /// Per-topic index entries: (topic, topic seq, log index).
+    pub topics: Vec<(Topic, u64, u64)>,
+    /// Cursor updates (key, next index).
+    pub cursors: Vec<(Vec<u8>, u64)>,
+    /// A checkpoint (size, signed bytes).
+    pub checkpoint: Option<(u64, Vec<u8>)>,
+    /// Checkpoints rewritten with new witness co-signatures (size, bytes).
+    pub cosigned: Vec<(u64, Vec<u8>)>,
+    /// A newly accepted roster: (version, signed bytes).
+    pub roster: Option<(u64, Vec<u8>)>,
+    /// Receipts logged: (message id, recipient).
+    pub receipts: Vec<(MessageId, NodeId)>,
+    /// Envelopes to drop by retention, after the rest is written.
+    pub prune: Option<Prune>,
+}
+
+/// Retention: drop the oldest envelopes while their index is below `keep_from` or they
+/// were created before `min_created_ms`. Audit entries always stay (the audit log names
+/// envelopes by hash), so the record survives its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prune {
+    /// Keep envelopes from this log index on…
+    pub keep_from: u64,
+    /// …and those created at or after this time.
+    pub min_created_ms: u64,
+}
+
+impl Batch {
+    /// Nothing to write?
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.audit.is_empty()
+            && self.cursors.is_empty()
+            && self.checkpoint.is_none()
+            && self.roster.is_none()
+            && self.receipts.is_empty()
+            && self.cosigned.is_empty()
+            && self.prune.is_none()
+    }
+}

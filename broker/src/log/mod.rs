@@ -1,0 +1,118 @@
+//! The log: what the broker has committed, and the one way to change it. The sequencing
+//! decisions are a pure step ([`sequencer`]: operations and time in, [`Batch`], outcomes
+//! and live messages out); the single [`writer`] thread runs that step over whatever is
+//! queued (group commit), commits the batch through [`LogCommit`] and only then answers.
+//! Everything else reads through [`LogRead`]. [`Store`] (sled, flush + fdatasync) is the
+//! implementation of both today; a replicated log can take its place behind the traits.
+
+mod batch;
+pub(crate) mod sequencer;
+mod store;
+mod writer;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ewx_proto::{Header, MessageId, NodeId, Precedence};
+
+pub use batch::{Batch, NewMessage, Prune};
+pub use sequencer::Recovered;
+pub use store::{SCHEMA, Store, cursor_key};
+pub use writer::{Head, LogHandle, spawn};
+
+use crate::error::Result;
+
+/// Envelopes up to this size ride along in the live fan-out; larger ones are read from
+/// the log by each lane, so live buffers never pin much memory.
+pub const INLINE_BYTES: usize = 16 << 10;
+
+/// A committed message as the live fan-out carries it.
+#[derive(Debug)]
+pub struct Stored {
+    /// Log index.
+    pub index: u64,
+    /// Decoded header (for routing).
+    pub header: Header,
+    /// Envelope bytes as received, if small (else read them from the log).
+    pub bytes: Option<Bytes>,
+}
+
+/// Reading what is durable: delivery lanes, audit requests and the sequencer's lookups.
+pub trait LogRead: Send + Sync + std::fmt::Debug {
+    /// The envelope at a log index (`None`: never stored, or pruned by retention).
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn message(&self, index: u64) -> Result<Option<Bytes>>;
+
+    /// Envelopes of one precedence lane with index in `[from, until)`, at most `limit` of
+    /// them and about `max_bytes` in all.
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn lane(
+        &self,
+        precedence: Precedence,
+        from: u64,
+        until: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Bytes)>>;
+
+    /// A durable cursor (next index to deliver), by [`cursor_key`].
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn cursor(&self, key: &[u8]) -> Result<Option<u64>>;
+
+    /// The log index of a message id.
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn index_of(&self, id: &MessageId) -> Result<Option<u64>>;
+
+    /// Has `by`'s receipt for `id` been logged?
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn has_receipt(&self, id: &MessageId, by: &NodeId) -> Result<bool>;
+
+    /// Audit entries `[from, to)`.
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn audit_range(&self, from: u64, to: u64) -> Result<Vec<Bytes>>;
+
+    /// The signed checkpoint of `size` entries.
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn checkpoint(&self, size: u64) -> Result<Option<Bytes>>;
+
+    /// Signed checkpoints of `from_size` entries and more, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn checkpoints_from(&self, from_size: u64, limit: usize) -> Result<Vec<Bytes>>;
+
+    /// A roster that was in force, by version.
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn roster(&self, version: u64) -> Result<Option<Bytes>>;
+}
+
+/// Committing: where a replicated log would take the local one's place.
+pub trait LogCommit: Send {
+    /// Write a batch atomically and make it durable; retention (`batch.prune`) after.
+    ///
+    /// # Errors
+    /// If it could not be made durable: then nothing of it may be acknowledged.
+    fn commit(&mut self, batch: &Batch) -> Result<()>;
+}
+
+/// Where committed messages go once durable: the routing index of the delivery lanes.
+pub trait Fanout: Send + Sync {
+    /// These messages were just committed, in log order.
+    fn committed(&self, messages: Vec<Arc<Stored>>);
+}

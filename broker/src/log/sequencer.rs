@@ -1,0 +1,590 @@
+//! The sequencing decisions as one pure step: the operations of a group commit and the
+//! time go in; the write set ([`Batch`]), one [`Outcome`] per operation and the messages
+//! to fan out come back. It assigns log indexes, enforces unique ids and the anti-replay
+//! window, appends the hash-chained audit entries, signs checkpoints when due and decides
+//! retention. Nothing is written here: the writer commits the batch (to sled, or to a
+//! replicated log) and only then hands out the outcomes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ewx_proto::audit::{Chain, Event};
+use ewx_proto::checkpoint::{Checkpoint, Cosignature, SignedCheckpoint};
+use ewx_proto::frame::RejectReason;
+use ewx_proto::receipt::Receipt;
+use ewx_proto::{Digest32, Envelope, MessageId, NodeId, NodeKeys, Topic};
+
+use super::batch::{Batch, NewMessage, Prune};
+use super::{INLINE_BYTES, LogRead, Stored};
+use crate::config::{CheckpointPolicy, Retention};
+use crate::core::Rejection;
+use crate::core::replay::ReplayWindow;
+
+/// What the writer continues from: the state the log's recovery rebuilt.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The audit chain replayed and checked.
+    pub chain: Chain,
+    /// Next message-log index.
+    pub next_index: u64,
+    /// Anti-replay state per sender, rebuilt from the audit log.
+    pub replay: HashMap<NodeId, ReplayWindow>,
+    /// Messages so far per topic (the next per-topic sequence number).
+    pub topic_seq: HashMap<Topic, u64>,
+    /// Size of the last checkpoint.
+    pub checkpoint_size: u64,
+    /// Hash of the last checkpoint body (zero if none).
+    pub checkpoint_hash: Digest32,
+    /// The newest roster the broker accepted, if any.
+    pub roster: Option<Vec<u8>>,
+    /// Hash of the roster named by the last `RosterChanged` entry.
+    pub logged_roster: Option<Digest32>,
+}
+
+/// The sequencer's policies, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Checkpoint cadence.
+    pub checkpoint: CheckpointPolicy,
+    /// Anti-replay window width.
+    pub replay_width: u64,
+    /// Envelope retention.
+    pub retention: Retention,
+    /// Commands the writer holds waiting (as many as its channel).
+    pub queue: usize,
+}
+
+/// One change to the log.
+#[derive(Debug)]
+pub enum Op {
+    /// Store an accepted envelope (decoded and checked, with its bytes as received).
+    Publish(Box<Envelope>, Vec<u8>),
+    /// Append an audit entry.
+    Audit(Event),
+    /// Set durable cursors (key, next index), with an audit entry if given.
+    Cursors(Vec<(Vec<u8>, u64)>, Option<Event>),
+    /// Log a verified receipt unless this recipient's receipt is logged already.
+    Receipt(Receipt),
+    /// Persist a newly accepted roster (signed bytes) and log its `RosterChanged` entry.
+    Roster(Vec<u8>, Event),
+    /// Add a witness's (verified) co-signature to the stored checkpoint of `size`.
+    Cosign(u64, Cosignature),
+    /// Time passed: sign a checkpoint and apply retention if due.
+    Tick,
+}
+
+impl Op {
+    /// Its outcome when the log refuses every write (after a failed commit).
+    pub fn refused(&self, why: &str) -> Outcome {
+        match self {
+            Op::Publish(..) => Outcome::Published(Err(storage_failed(why))),
+            Op::Receipt(_) => Outcome::Receipt(Err(storage_failed(why))),
+            Op::Cursors(..) | Op::Roster(..) => Outcome::Done(false),
+            Op::Cosign(..) => Outcome::Cosigned(Err(storage_failed(why))),
+            Op::Audit(_) | Op::Tick => Outcome::Nothing,
+        }
+    }
+}
+
+/// What an operation comes to (final only once its batch is durable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A publish: its log index, or why it was refused.
+    Published(Result<u64, Rejection>),
+    /// A receipt: `true` if newly logged, `false` if a duplicate.
+    Receipt(Result<bool, Rejection>),
+    /// Cursors or a roster written (`false`: the commit failed).
+    Done(bool),
+    /// A co-signature added (also if this witness had co-signed already).
+    Cosigned(Result<(), Rejection>),
+    /// Nothing to answer (an audit entry, a tick).
+    Nothing,
+}
+
+/// The refusal of every write once a commit has failed (nothing of it was kept).
+pub fn storage_failed(why: &str) -> Rejection {
+    Rejection::new(
+        RejectReason::StorageFull,
+        format!("the broker's storage failed ({why}); nothing was kept, and it must be restarted"),
+    )
+}
+
+impl Outcome {
+    /// The outcome when its batch could not be committed: nothing of it was kept.
+    pub fn uncommitted(self, why: &str) -> Self {
+        match self {
+            Outcome::Published(Ok(_)) => Outcome::Published(Err(storage_failed(why))),
+            Outcome::Published(Err(e)) => Outcome::Published(Err(e)),
+            Outcome::Receipt(_) => Outcome::Receipt(Err(storage_failed(why))),
+            Outcome::Done(_) => Outcome::Done(false),
+            Outcome::Cosigned(_) => Outcome::Cosigned(Err(storage_failed(why))),
+            Outcome::Nothing => Outcome::Nothing,
+        }
+    }
+}
+
+/// One group commit, decided.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// What to write, atomically.
+    pub batch: Batch,
+    /// One per operation, in order.
+    pub outcomes: Vec<Outcome>,
+    /// Newly stored messages, for the live fan-out once durable.
+    pub live: Vec<Arc<Stored>>,
+}
+
+/// The sequencer: the log's state between commits.
+#[derive(Debug)]
+pub struct Sequencer {
+    state: Recovered,
+    settings: Settings,
+    keys: Arc<NodeKeys>,
+    last_checkpoint_ms: u64,
+}
+
+fn internal(e: impl std::fmt::Display) -> Rejection {
+    Rejection::new(RejectReason::Internal, e.to_string())
+}
+
+impl Sequencer {
+    /// Continue from `state`, signing checkpoints with `keys`; `now_ms` starts the
+    /// checkpoint interval.
+    pub fn new(state: Recovered, settings: Settings, keys: Arc<NodeKeys>, now_ms: u64) -> Self {
+        Self {
+            state,
+            settings,
+            keys,
+            last_checkpoint_ms: now_ms,
+        }
+    }
+
+    /// Next message-log index (everything below is decided).
+    pub fn next_index(&self) -> u64 {
+        self.state.next_index
+    }
+
+    /// The audit chain so far.
+    pub fn chain(&self) -> &Chain {
+        &self.state.chain
+    }
+
+    /// The policies.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Decide one group commit. `closing`: the last one before shutdown (checkpoint
+    /// whatever is new). `log` answers the lookups (ids, receipts, checkpoints) against
+    /// what is durable.
+    pub fn step(&mut self, ops: Vec<Op>, now_ms: u64, closing: bool, log: &dyn LogRead) -> Step {
+        let mut step = Step::default();
+        let mut ids = HashSet::new();
+        let mut tick = closing;
+        for op in ops {
+            let outcome = match op {
+                Op::Publish(envelope, bytes) => {
+                    let r = self.publish(&mut step.batch, &mut ids, now_ms, &envelope, bytes, log);
+                    Outcome::Published(r.map(|stored| {
+                        let index = stored.index;
+                        step.live.push(stored);
+                        index
+                    }))
+                }
+                Op::Audit(event) => {
+                    self.append(&mut step.batch, now_ms, event);
+                    Outcome::Nothing
+                }
+                Op::Cursors(cursors, event) => {
+                    step.batch.cursors.extend(cursors);
+                    if let Some(e) = event {
+                        self.append(&mut step.batch, now_ms, e);
+                    }
+                    Outcome::Done(true)
+                }
+                Op::Receipt(receipt) => {
+                    Outcome::Receipt(self.receipt(&mut step.batch, now_ms, receipt, log))
+                }
+                Op::Roster(bytes, event) => {
+                    let version = match &event {
+                        Event::RosterChanged { version, .. } => *version,
+                        _ => 0,
+                    };
+                    step.batch.roster = Some((version, bytes));
+                    self.append(&mut step.batch, now_ms, event);
+                    Outcome::Done(true)
+                }
+                Op::Cosign(size, c) => {
+                    Outcome::Cosigned(self.cosign(&mut step.batch, size, c, log))
+                }
+                Op::Tick => {
+                    tick = true;
+                    Outcome::Nothing
+                }
+            };
+            step.outcomes.push(outcome);
+        }
+        if self.checkpoint_due(tick, closing, now_ms) {
+            self.checkpoint(&mut step.batch, now_ms);
+        }
+        if tick {
+            step.batch.prune = self.retention(now_ms);
+        }
+        step
+    }
+
+    fn append(&mut self, batch: &mut Batch, now_ms: u64, event: Event) -> bool {
+        match self.state.chain.append(now_ms, event) {
+            Ok((entry, bytes)) => {
+                batch.audit.push((entry.index, bytes));
+                true
+            }
+            Err(e) => {
+                tracing::error!("cannot encode audit entry: {e}");
+                false
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        batch: &mut Batch,
+        ids: &mut HashSet<MessageId>,
+        now_ms: u64,
+        envelope: &Envelope,
+        bytes: Vec<u8>,
+        log: &dyn LogRead,
+    ) -> Result<Arc<Stored>, Rejection> {
+        let h = envelope.header();
+        if ids.contains(&h.id) || log.index_of(&h.id).map_err(internal)?.is_some() {
+            return Err(Rejection::new(
+                RejectReason::Replay,
+                format!("message id {} is already in the log", h.id),
+            ));
+        }
+        let window = self.state.replay.entry(h.sender.clone()).or_default();
+        window.accept(&h.sender, h.seq, self.settings.replay_width)?;
+        let index = self.state.next_index;
+        let event = Event::Published {
+            id: h.id,
+            sender: h.sender.clone(),
+            seq: h.seq,
+            topic: h.topic.clone(),
+            kind: h.kind,
+            precedence: h.precedence,
+            labels: h.labels.clone(),
+            log_index: index,
+            envelope_hash: envelope.hash(),
+        };
+        if !self.append(batch, now_ms, event) {
+            return Err(internal("cannot write the audit entry"));
+        }
+        self.state.next_index += 1;
+        ids.insert(h.id);
+        let topic_seq = self.state.topic_seq.entry(h.topic.clone()).or_default();
+        batch.topics.push((h.topic.clone(), *topic_seq, index));
+        *topic_seq += 1;
+        let bytes = Bytes::from(bytes);
+        let inline = (bytes.len() <= INLINE_BYTES).then(|| bytes.clone());
+        batch.messages.push(NewMessage {
+            index,
+            precedence: h.precedence,
+            id: h.id,
+            bytes,
+        });
+        Ok(Arc::new(Stored {
+            index,
+            header: h.clone(),
+            bytes: inline,
+        }))
+    }
+
+    fn receipt(
+        &mut self,
+        batch: &mut Batch,
+        now_ms: u64,
+        receipt: Receipt,
+        log: &dyn LogRead,
+    ) -> Result<bool, Rejection> {
+        let key = (receipt.id, receipt.by.clone());
+        let dup =
+            batch.receipts.contains(&key) || log.has_receipt(&key.0, &key.1).map_err(internal)?;
+        if !dup {
+            batch.receipts.push(key);
+            self.append(batch, now_ms, Event::Receipt(receipt));
+        }
+        Ok(!dup)
+    }
+
+    fn cosign(
+        &mut self,
+        batch: &mut Batch,
+        size: u64,
+        cosignature: Cosignature,
+        log: &dyn LogRead,
+    ) -> Result<(), Rejection> {
+        // a checkpoint co-signed earlier in this batch, or the stored one
+        let stored = match batch.cosigned.iter().rposition(|(s, _)| *s == size) {
+            Some(i) => batch.cosigned.remove(i).1,
+            None => match log.checkpoint(size).map_err(internal)? {
+                Some(b) => b.to_vec(),
+                None => {
+                    return Err(Rejection::new(
+                        RejectReason::Malformed,
+                        format!("no checkpoint of size {size}"),
+                    ));
+                }
+            },
+        };
+        let mut cp = SignedCheckpoint::decode(&stored).map_err(internal)?;
+        if !cp
+            .cosignatures
+            .iter()
+            .any(|c| c.witness == cosignature.witness)
+        {
+            cp.cosignatures.push(cosignature);
+        }
+        batch.cosigned.push((size, cp.encode().map_err(internal)?));
+        Ok(())
+    }
+
+    fn checkpoint_due(&self, tick: bool, closing: bool, now_ms: u64) -> bool {
+        let new = self.state.chain.len() - self.state.checkpoint_size;
+        let policy = &self.settings.checkpoint;
+        new > 0
+            && (closing
+                || new >= policy.every_entries
+                || tick && now_ms.saturating_sub(self.last_checkpoint_ms) >= policy.interval_ms)
+    }
+
+    fn checkpoint(&mut self, batch: &mut Batch, now_ms: u64) {
+        let size = self.state.chain.len();
+        let cp = Checkpoint {
+            size,
+            root: self.state.chain.tree().root(),
+            prev: self.state.checkpoint_hash,
+            time_ms: now_ms,
+        };
+        match SignedCheckpoint::sign(&cp, &self.keys).and_then(|s| Ok((s.encode()?, s.body_hash())))
+        {
+            Ok((bytes, hash)) => {
+                batch.checkpoint = Some((size, bytes));
+                self.state.checkpoint_size = size;
+                self.state.checkpoint_hash = hash;
+                self.last_checkpoint_ms = now_ms;
+            }
+            Err(e) => tracing::error!("cannot sign checkpoint: {e}"),
+        }
+    }
+
+    fn retention(&self, now_ms: u64) -> Option<Prune> {
+        let r = &self.settings.retention;
+        if r.max_messages.is_none() && r.max_age_ms.is_none() {
+            return None;
+        }
+        Some(Prune {
+            keep_from: r
+                .max_messages
+                .map_or(0, |m| self.state.next_index.saturating_sub(m)),
+            min_created_ms: r.max_age_ms.map_or(0, |a| now_ms.saturating_sub(a)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::fixture::{NOW, roster, sealed};
+    use ewx_proto::{Level, Precedence};
+
+    /// An empty durable log: every lookup finds nothing.
+    #[derive(Debug)]
+    struct Empty;
+
+    impl LogRead for Empty {
+        fn message(&self, _: u64) -> crate::Result<Option<Bytes>> {
+            Ok(None)
+        }
+        fn lane(
+            &self,
+            _: Precedence,
+            _: u64,
+            _: u64,
+            _: usize,
+            _: usize,
+        ) -> crate::Result<Vec<(u64, Bytes)>> {
+            Ok(Vec::new())
+        }
+        fn cursor(&self, _: &[u8]) -> crate::Result<Option<u64>> {
+            Ok(None)
+        }
+        fn index_of(&self, _: &MessageId) -> crate::Result<Option<u64>> {
+            Ok(None)
+        }
+        fn has_receipt(&self, _: &MessageId, _: &NodeId) -> crate::Result<bool> {
+            Ok(false)
+        }
+        fn audit_range(&self, _: u64, _: u64) -> crate::Result<Vec<Bytes>> {
+            Ok(Vec::new())
+        }
+        fn checkpoint(&self, _: u64) -> crate::Result<Option<Bytes>> {
+            Ok(None)
+        }
+        fn checkpoints_from(&self, _: u64, _: usize) -> crate::Result<Vec<Bytes>> {
+            Ok(Vec::new())
+        }
+        fn roster(&self, _: u64) -> crate::Result<Option<Bytes>> {
+            Ok(None)
+        }
+    }
+
+    fn sequencer(every_entries: u64, retention: Retention) -> Sequencer {
+        let state = Recovered {
+            chain: Chain::new(),
+            next_index: 0,
+            replay: HashMap::new(),
+            topic_seq: HashMap::new(),
+            checkpoint_size: 0,
+            checkpoint_hash: Digest32::default(),
+            roster: None,
+            logged_roster: None,
+        };
+        let settings = Settings {
+            checkpoint: CheckpointPolicy {
+                every_entries,
+                interval_ms: 1000,
+            },
+            replay_width: 1_000_000,
+            retention,
+            queue: 16,
+        };
+        Sequencer::new(state, settings, Arc::new(ewx_testkit::keys("BROKER")), NOW)
+    }
+
+    fn publish(seq: u64) -> Op {
+        let env = sealed(
+            &roster(),
+            "UA",
+            "ew.air",
+            (Level::Amber, "CORE"),
+            Precedence::Flash,
+            seq,
+        );
+        let bytes = env.encode().unwrap();
+        Op::Publish(Box::new(env), bytes)
+    }
+
+    #[test]
+    fn publishes_get_consecutive_indexes_and_replays_are_refused() {
+        let mut s = sequencer(1000, Retention::default());
+        let dup = publish(2);
+        let Op::Publish(env, bytes) = &dup else {
+            unreachable!()
+        };
+        let again = Op::Publish(env.clone(), bytes.clone());
+        let step = s.step(vec![publish(1), dup, again, publish(1)], NOW, false, &Empty);
+        let indexes: Vec<_> = step
+            .outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Published(r) => r.as_ref().map(|i| *i).map_err(|e| e.reason),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            indexes,
+            [
+                Ok(0),
+                Ok(1),
+                Err(RejectReason::Replay),
+                Err(RejectReason::Replay)
+            ]
+        );
+        assert_eq!(step.batch.messages.len(), 2);
+        assert_eq!(
+            step.batch.audit.len(),
+            2,
+            "one Published entry per stored message"
+        );
+        assert_eq!(
+            step.live.iter().map(|m| m.index).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert_eq!(s.next_index(), 2);
+        assert!(step.batch.checkpoint.is_none(), "not due yet");
+    }
+
+    #[test]
+    fn checkpoints_come_by_count_by_time_and_at_close() {
+        let mut s = sequencer(3, Retention::default());
+        let step = s.step(vec![publish(1), publish(2)], NOW, false, &Empty);
+        assert!(step.batch.checkpoint.is_none());
+        let step = s.step(vec![publish(3)], NOW, false, &Empty);
+        assert_eq!(step.batch.checkpoint.as_ref().map(|c| c.0), Some(3));
+        let step = s.step(vec![publish(4), Op::Tick], NOW + 10, false, &Empty);
+        assert!(step.batch.checkpoint.is_none(), "interval not over");
+        let step = s.step(vec![Op::Tick], NOW + 1000, false, &Empty);
+        assert_eq!(step.batch.checkpoint.as_ref().map(|c| c.0), Some(4));
+        let step = s.step(vec![publish(5)], NOW + 1001, true, &Empty);
+        assert_eq!(
+            step.batch.checkpoint.as_ref().map(|c| c.0),
+            Some(5),
+            "closing"
+        );
+        let step = s.step(Vec::new(), NOW + 5000, true, &Empty);
+        assert!(step.batch.is_empty(), "nothing new: nothing to write");
+    }
+
+    #[test]
+    fn receipts_are_logged_once_and_retention_rides_on_ticks() {
+        let retention = Retention {
+            max_age_ms: None,
+            max_messages: Some(1),
+        };
+        let mut s = sequencer(1000, retention);
+        let env = sealed(
+            &roster(),
+            "UA",
+            "ew.air",
+            (Level::Amber, "CORE"),
+            Precedence::Flash,
+            1,
+        );
+        let r = Receipt::sign(&ewx_testkit::keys("PL"), env.header().id, env.hash(), NOW);
+        let ops = vec![
+            publish(1),
+            publish(2),
+            Op::Receipt(r.clone()),
+            Op::Receipt(r),
+        ];
+        let step = s.step(ops, NOW, false, &Empty);
+        assert_eq!(step.outcomes[2], Outcome::Receipt(Ok(true)));
+        assert_eq!(step.outcomes[3], Outcome::Receipt(Ok(false)));
+        assert!(step.batch.prune.is_none(), "retention runs on ticks");
+        let step = s.step(vec![Op::Tick], NOW, false, &Empty);
+        assert_eq!(
+            step.batch.prune,
+            Some(Prune {
+                keep_from: 1,
+                min_created_ms: 0
+            })
+        );
+    }
+
+    #[test]
+    fn nothing_is_acknowledged_from_a_batch_that_was_not_kept() {
+        let ok = Outcome::Published(Ok(3)).uncommitted("disk full");
+        let Outcome::Published(Err(e)) = ok else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(e.reason, RejectReason::StorageFull);
+        assert!(e.detail.contains("disk full"), "{}", e.detail);
+        assert_eq!(Outcome::Done(true).uncommitted("x"), Outcome::Done(false));
+        assert_eq!(Op::Tick.refused("x"), Outcome::Nothing);
+        assert!(matches!(
+            publish(1).refused("x"),
+            Outcome::Published(Err(_))
+        ));
+    }
+}

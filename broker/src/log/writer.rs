@@ -1,0 +1,305 @@
+//! The single writer: every change to the log goes through one thread that takes whatever
+//! is queued (group commit), runs the sequencer's step over it, commits the batch once,
+//! and only then answers the requesters and fans new messages out. If a commit fails the
+//! writer refuses every later write (fail-stop): after a failed flush or fsync nothing
+//! about the disk can be trusted until a restart rechecks it.
+//!
+//! [`LogHandle`] is the typed way in: one method per operation, each returning once its
+//! batch is durable.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ewx_net::now_ms;
+use ewx_proto::audit::Event;
+use ewx_proto::checkpoint::Cosignature;
+use ewx_proto::frame::RejectReason;
+use ewx_proto::receipt::Receipt;
+use ewx_proto::{Envelope, NodeKeys, Precedence};
+use tokio::sync::{mpsc, oneshot};
+
+use super::sequencer::{Op, Outcome, Recovered, Sequencer, Settings};
+use super::{Fanout, LogCommit, LogRead};
+use crate::core::Rejection;
+
+/// Most operations folded into one commit. Larger batches spread one fsync over more
+/// messages, but a FLASH publish arriving during a commit waits for all of it (≈ 50 µs a
+/// message): 256 keeps that wait near 10 ms at full load.
+const MAX_BATCH: usize = 256;
+
+/// An operation and where its outcome goes (`None`: nobody waits).
+#[derive(Debug)]
+struct Command {
+    op: Op,
+    reply: Option<oneshot::Sender<Outcome>>,
+}
+
+/// Shared view of what the writer has committed.
+#[derive(Debug, Default)]
+pub struct Head {
+    /// Next message-log index (everything below is durable).
+    pub next_index: AtomicU64,
+    /// Audit entries durable.
+    pub audit_len: AtomicU64,
+    /// The Merkle tree of the durable audit entries, for proofs.
+    pub tree: std::sync::RwLock<ewx_proto::merkle::MerkleTree>,
+}
+
+/// The typed handle to the writer. Cheap to clone; the writer stops when the last one
+/// is dropped, after a last checkpoint of whatever is new.
+#[derive(Debug, Clone)]
+pub struct LogHandle {
+    /// Bounded: when full, callers wait (backpressure on every request task).
+    tx: mpsc::Sender<Command>,
+}
+
+fn shutting_down() -> Rejection {
+    Rejection::new(RejectReason::Internal, "broker is shutting down".into())
+}
+
+impl LogHandle {
+    async fn call(&self, op: Op) -> Option<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        let cmd = Command {
+            op,
+            reply: Some(reply),
+        };
+        self.tx.send(cmd).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Store an accepted envelope; its log index once durable.
+    ///
+    /// # Errors
+    /// `Replay` for a seen id or seq, `StorageFull` after a failed commit, `Internal` at
+    /// shutdown.
+    pub async fn publish(&self, envelope: Envelope, bytes: Vec<u8>) -> Result<u64, Rejection> {
+        match self.call(Op::Publish(Box::new(envelope), bytes)).await {
+            Some(Outcome::Published(r)) => r,
+            _ => Err(shutting_down()),
+        }
+    }
+
+    /// Append an audit entry (waits only for room in the queue; lost only at shutdown).
+    pub async fn audit(&self, event: Event) {
+        let cmd = Command {
+            op: Op::Audit(event),
+            reply: None,
+        };
+        if self.tx.send(cmd).await.is_err() {
+            tracing::warn!("writer gone; audit entry not written");
+        }
+    }
+
+    /// Set durable cursors (and log `event`); `true` once durable.
+    pub async fn set_cursors(&self, cursors: Vec<(Vec<u8>, u64)>, event: Option<Event>) -> bool {
+        matches!(
+            self.call(Op::Cursors(cursors, event)).await,
+            Some(Outcome::Done(true))
+        )
+    }
+
+    /// Log a verified receipt: `true` if new, `false` if a duplicate.
+    ///
+    /// # Errors
+    /// `StorageFull` after a failed commit, `Internal` at shutdown.
+    pub async fn receipt(&self, receipt: Receipt) -> Result<bool, Rejection> {
+        match self.call(Op::Receipt(receipt)).await {
+            Some(Outcome::Receipt(r)) => r,
+            _ => Err(shutting_down()),
+        }
+    }
+
+    /// Persist a newly accepted roster and its `RosterChanged` entry; `true` once durable.
+    pub async fn roster(&self, bytes: Vec<u8>, event: Event) -> bool {
+        matches!(
+            self.call(Op::Roster(bytes, event)).await,
+            Some(Outcome::Done(true))
+        )
+    }
+
+    /// Add a verified co-signature to the stored checkpoint of `size` entries.
+    ///
+    /// # Errors
+    /// `Malformed` for an unknown checkpoint, `StorageFull`, `Internal`.
+    pub async fn cosign(&self, size: u64, cosignature: Cosignature) -> Result<(), Rejection> {
+        match self.call(Op::Cosign(size, cosignature)).await {
+            Some(Outcome::Cosigned(r)) => r,
+            _ => Err(shutting_down()),
+        }
+    }
+
+    /// Time passed: checkpoint and retention if due. Dropped if the queue is full (the
+    /// writer is busy and checkpoints by count anyway).
+    pub fn tick(&self) {
+        let _ = self.tx.try_send(Command {
+            op: Op::Tick,
+            reply: None,
+        });
+    }
+}
+
+struct Writer {
+    sequencer: Sequencer,
+    commit: Box<dyn LogCommit>,
+    read: Arc<dyn LogRead>,
+    fanout: Arc<dyn Fanout>,
+    head: Arc<Head>,
+    /// Set after a failed commit: every later write is refused.
+    failed: Option<String>,
+}
+
+/// Start the writer thread over a log: `commit` writes, `read` answers the sequencer's
+/// lookups, `fanout` gets every message once durable.
+///
+/// # Errors
+/// If the thread cannot be spawned.
+pub fn spawn(
+    state: Recovered,
+    keys: Arc<NodeKeys>,
+    settings: Settings,
+    (commit, read): (Box<dyn LogCommit>, Arc<dyn LogRead>),
+    fanout: Arc<dyn Fanout>,
+) -> std::io::Result<(LogHandle, Arc<Head>, std::thread::JoinHandle<()>)> {
+    let head = Arc::new(Head {
+        tree: std::sync::RwLock::new(state.chain.tree().clone()),
+        ..Head::default()
+    });
+    head.next_index.store(state.next_index, Ordering::Release);
+    head.audit_len.store(state.chain.len(), Ordering::Release);
+    let (tx, rx) = mpsc::channel(settings.queue);
+    let writer = Writer {
+        sequencer: Sequencer::new(state, settings, keys, now_ms()),
+        commit,
+        read,
+        fanout,
+        head: head.clone(),
+        failed: None,
+    };
+    let thread = std::thread::Builder::new()
+        .name("ewx-writer".into())
+        .spawn(move || writer.run(rx))?;
+    Ok((LogHandle { tx }, head, thread))
+}
+
+/// Whether a command is a FLASH or IMMEDIATE publish.
+fn urgent(c: &Command) -> bool {
+    matches!(&c.op, Op::Publish(envelope, _)
+        if envelope.header().precedence >= Precedence::Immediate)
+}
+
+/// The next commit: with `urgent_first`, the urgent publishes waiting, alone (a small
+/// commit: one sync, no ROUTINE inserts to wait for); else up to [`MAX_BATCH`] commands
+/// in arrival order.
+fn next_batch(waiting: &mut VecDeque<Command>, urgent_first: bool) -> Vec<Command> {
+    let mut batch = Vec::with_capacity(MAX_BATCH.min(waiting.len()));
+    if urgent_first && waiting.iter().any(urgent) {
+        let mut rest = VecDeque::with_capacity(waiting.len());
+        for c in waiting.drain(..) {
+            if batch.len() < MAX_BATCH && urgent(&c) {
+                batch.push(c);
+            } else {
+                rest.push_back(c);
+            }
+        }
+        *waiting = rest;
+        return batch;
+    }
+    let n = MAX_BATCH.min(waiting.len());
+    batch.extend(waiting.drain(..n));
+    batch
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        // waiting commands, taken from the channel so FLASH and IMMEDIATE publishes can be
+        // committed ahead of a ROUTINE backlog (bounded: at most one queue's worth)
+        let mut waiting = VecDeque::new();
+        let mut urgent_last = false;
+        let room = self.sequencer.settings().queue.max(MAX_BATCH);
+        loop {
+            if waiting.is_empty() {
+                match rx.blocking_recv() {
+                    Some(c) => waiting.push_back(c),
+                    None => break,
+                }
+            }
+            while waiting.len() < room {
+                match rx.try_recv() {
+                    Ok(c) => waiting.push_back(c),
+                    Err(_) => break,
+                }
+            }
+            // an urgent-only batch is followed by one in arrival order, so a stream of
+            // FLASH can delay ROUTINE, acks and checkpoints by one commit, never starve them
+            let cmds = next_batch(&mut waiting, !urgent_last);
+            urgent_last = cmds.iter().all(urgent) && !waiting.is_empty();
+            self.process(cmds, false);
+        }
+        self.process(Vec::new(), true);
+        tracing::info!(
+            audit_entries = self.sequencer.chain().len(),
+            "writer stopped"
+        );
+    }
+
+    fn process(&mut self, cmds: Vec<Command>, closing: bool) {
+        if let Some(why) = self.failed.clone() {
+            for c in cmds {
+                if let Some(reply) = c.reply {
+                    let _ = reply.send(c.op.refused(&why));
+                }
+            }
+            return;
+        }
+        let (ops, replies): (Vec<Op>, Vec<_>) = cmds.into_iter().map(|c| (c.op, c.reply)).unzip();
+        let step = self
+            .sequencer
+            .step(ops, now_ms(), closing, self.read.as_ref());
+        let committed = step.batch.is_empty() || self.commit(&step.batch);
+        let why = self.failed.clone().unwrap_or_default();
+        for (outcome, reply) in step.outcomes.into_iter().zip(replies) {
+            let outcome = if committed {
+                outcome
+            } else {
+                outcome.uncommitted(&why)
+            };
+            if let Some(r) = reply {
+                let _ = r.send(outcome); // the requester may have gone: nothing to tell
+            }
+        }
+        if !committed {
+            return;
+        }
+        self.head
+            .next_index
+            .store(self.sequencer.next_index(), Ordering::Release);
+        {
+            let mut tree = self.head.tree.write().unwrap_or_else(|p| p.into_inner());
+            for (_, bytes) in &step.batch.audit {
+                tree.push(ewx_proto::merkle::leaf_hash(bytes));
+            }
+        }
+        self.head
+            .audit_len
+            .store(self.sequencer.chain().len(), Ordering::Release);
+        if !step.live.is_empty() {
+            self.fanout.committed(step.live);
+        }
+    }
+
+    /// Commit. On failure, stop: the batch may be half on disk and half in sled's memory,
+    /// and a failed fsync may have dropped dirty pages, so no later write is trusted.
+    /// Nothing in the batch is acknowledged; a restart replays and checks the log.
+    fn commit(&mut self, batch: &super::Batch) -> bool {
+        match self.commit.commit(batch) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("log commit failed; refusing all writes until restarted: {e}");
+                self.failed = Some(e.to_string());
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Delivery lanes: one task and one QUIC stream per (subscription, precedence). A lane
+//! first catches up from the log to the durable head, then takes what the routing index
+//! sends it as messages are committed. Its live queue is bounded: when it is full the
+//! lane is marked lagged and catches up from the log again, so a slow subscriber never
+//! holds back the writer or anyone else, and loses nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ewx_net::{CloseCode, RosterCell};
+use ewx_proto::frame::delivery_frame_head;
+use ewx_proto::{Envelope, Precedence};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::core::routing::{LaneId, RoutingIndex};
+use crate::core::subscription::{LaneStart, SubscriptionSpec, deliverable};
+use crate::log::{Fanout, Stored};
+
+/// Messages read from the log per catch-up step of a lane…
+const CATCH_UP_BATCH: usize = 256;
+/// …and bytes, so a stalled lane pins little memory.
+const CATCH_UP_BYTES: usize = 1 << 20;
+
+/// Where the routing index puts a lane's messages.
+#[derive(Debug)]
+pub(crate) struct LaneSink {
+    /// Bounded (`limits.live_buffer`): when full, the message is dropped here and the
+    /// lane marked [`Lag`] — it reads the message from the log instead.
+    tx: mpsc::Sender<Arc<Stored>>,
+    lag: Arc<Lag>,
+}
+
+/// A lane's mark that its live queue overflowed, and the wake-up that goes with it (so
+/// a lane that drained its queue before the mark was set still catches up at once).
+#[derive(Debug, Default)]
+struct Lag {
+    flag: AtomicBool,
+    wake: Notify,
+}
+
+impl Lag {
+    fn set(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> bool {
+        self.flag.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// The open lanes, fed by the writer once per commit.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    index: Mutex<RoutingIndex<LaneSink>>,
+    roster: RosterCell,
+}
+
+impl Routes {
+    pub(crate) fn new(roster: RosterCell) -> Self {
+        Self {
+            index: Mutex::default(),
+            roster,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RoutingIndex<LaneSink>> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Fanout for Routes {
+    fn committed(&self, messages: Vec<Arc<Stored>>) {
+        let roster = self.roster.get();
+        let index = self.lock();
+        for m in &messages {
+            for sink in index.route(&m.header, &roster) {
+                if sink.tx.try_send(m.clone()).is_err() {
+                    sink.lag.set();
+                }
+            }
+        }
+    }
+}
+
+/// Removes a lane from the routing index however its task ends.
+struct Registered<'a>(&'a Routes, LaneId);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.lock().remove(self.1);
+    }
+}
+
+/// One ordered delivery lane: a subscription's messages of one precedence.
+pub(super) struct Lane {
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    spec: Arc<SubscriptionSpec>,
+    precedence: Precedence,
+    next: u64,
+}
+
+impl Lane {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        conn: quinn::Connection,
+        spec: Arc<SubscriptionSpec>,
+        start: LaneStart,
+    ) -> Self {
+        Self {
+            shared,
+            conn,
+            spec,
+            precedence: start.precedence,
+            next: start.start,
+        }
+    }
+
+    /// Deliver until cancelled. If delivery fails while the subscription is still wanted,
+    /// the connection is closed: a silently dead lane would lose warnings, a closed
+    /// connection is seen, and the subscriber resumes from its cursor.
+    pub(super) async fn run(mut self, cancel: CancellationToken) {
+        let (tx, rx) = mpsc::channel(self.shared.config.limits.live_buffer);
+        let lag = Arc::new(Lag::default());
+        let sink = LaneSink {
+            tx,
+            lag: lag.clone(),
+        };
+        let routes = self.shared.routes.clone();
+        // registered before the first catch-up reads the head: nothing committed in
+        // between is missed (and what comes twice is skipped by index)
+        let id = routes.lock().add(self.spec.clone(), self.precedence, sink);
+        let _registered = Registered(&routes, id);
+        let mut stream = None;
+        let result = tokio::select! {
+            _ = cancel.cancelled() => Ok(()),
+            r = self.deliver(&mut stream, rx, &lag) => r,
+        };
+        if let Err(e) = result {
+            if !cancel.is_cancelled() {
+                tracing::warn!("delivery lane failed, closing the connection: {e}");
+                CloseCode::LaneFailed.close(&self.conn);
+            }
+        }
+    }
+
+    async fn deliver(
+        &mut self,
+        stream: &mut Option<quinn::SendStream>,
+        mut live: mpsc::Receiver<Arc<Stored>>,
+        lag: &Lag,
+    ) -> crate::Result<()> {
+        self.catch_up(stream).await?;
+        loop {
+            let m = tokio::select! {
+                m = live.recv() => match m {
+                    Some(m) => Some(m),
+                    None => return Ok(()),
+                },
+                () = lag.wake.notified() => None,
+            };
+            // a message dropped from a full queue was committed before `m` was queued, so
+            // its mark is seen here: catch up (through `m` too) before going on
+            if lag.take() {
+                tracing::debug!("live queue overflowed; catching up from the log");
+                self.catch_up(stream).await?;
+            }
+            let Some(m) = m else { continue };
+            if m.index < self.next {
+                continue; // delivered by a catch-up already
+            }
+            self.next = m.index + 1;
+            let bytes = match &m.bytes {
+                Some(b) => Some(b.clone()),
+                None => self.shared.log.message(m.index)?,
+            };
+            match bytes {
+                Some(b) => self.send(stream, m.index, b).await?,
+                None => tracing::debug!(index = m.index, "pruned before delivery"),
+            }
+        }
+    }
+
+    /// Deliver stored messages of this lane from `next` up to the durable head.
+    async fn catch_up(&mut self, stream: &mut Option<quinn::SendStream>) -> crate::Result<()> {
+        loop {
+            let head = self.shared.head.next_index.load(Ordering::Acquire);
+            let batch = self.shared.log.lane(
+                self.precedence,
+                self.next,
+                head,
+                CATCH_UP_BATCH,
+                CATCH_UP_BYTES,
+            )?;
+            if batch.is_empty() {
+                // nothing stored below the head is left for this lane
+                self.next = self.next.max(head);
+                return Ok(());
+            }
+            for (index, bytes) in batch {
+                self.next = index + 1;
+                match Envelope::decode(&bytes, usize::MAX) {
+                    Ok(env) if deliverable(&self.spec, &self.shared.roster.get(), env.header()) => {
+                        self.send(stream, index, bytes).await?;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(index, "stored envelope does not decode: {e}"),
+                }
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        stream: &mut Option<quinn::SendStream>,
+        index: u64,
+        envelope: Bytes,
+    ) -> crate::Result<()> {
+        let s = match stream {
+            Some(s) => s,
+            None => {
+                let s = self
+                    .conn
+                    .open_uni()
+                    .await
+                    .map_err(|e| crate::Error::Transport(e.to_string()))?;
+                // higher precedence streams are sent first by QUIC
+                let _ = s.set_priority(self.precedence as i32);
+                stream.insert(s)
+            }
+        };
+        // the frame's head, then the stored bytes themselves: fan-out copies nothing
+        let head = delivery_frame_head(&self.spec.name, index, envelope.len(), usize::MAX)?;
+        s.write_all_chunks(&mut [Bytes::from(head), envelope])
+            .await
+            .map_err(|e| crate::Error::Transport(e.to_string()))
+    }
+}

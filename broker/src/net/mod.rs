@@ -1,0 +1,184 @@
+//! The QUIC side: the accept loop (with a connection cap), one task per connection and
+//! per request stream, each in a span naming the peer node; a [`session`] per connection
+//! that reads one request per stream and hands it to the file for its kind
+//! ([`publish`], [`subscribe`], [`receipt`], [`audit`], [`roster`]); and the delivery
+//! [`lane`]s, one task and one QUIC stream per (subscription, precedence), fed by the
+//! routing index so FLASH never queues behind ROUTINE.
+//!
+//! The decisions are [`crate::core`]'s; every change goes through the log's writer.
+
+mod audit;
+mod lane;
+mod publish;
+mod receipt;
+mod roster;
+mod session;
+mod subscribe;
+pub(crate) mod verifier;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ewx_net::wire::write_msg;
+use ewx_net::{CloseCode, RosterCell};
+use ewx_proto::NodeId;
+use ewx_proto::frame::Push;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::log::{Head, LogHandle, LogRead};
+
+pub(crate) use lane::Routes;
+
+/// State every task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Checks publish signatures, batched across connections.
+    pub verifier: verifier::Verifier,
+    /// The roster in force.
+    pub roster: RosterCell,
+    /// Serialises roster updates (verify, persist, install) so none is rolled back.
+    pub roster_update: tokio::sync::Mutex<()>,
+    /// Reads of what is durable (writes go through `writer`).
+    pub log: Arc<dyn LogRead>,
+    /// The writer.
+    pub writer: LogHandle,
+    /// What the writer has committed.
+    pub head: Arc<Head>,
+    /// The open delivery lanes, which the writer feeds.
+    pub routes: Arc<Routes>,
+    /// Request bytes held at once, in KiB permits (see `ewx_net::wire::read_frame`).
+    pub request_budget: Arc<Semaphore>,
+    /// Open connections by QUIC id.
+    pub connections: Mutex<HashMap<usize, (NodeId, quinn::Connection)>>,
+    /// Cancelled on shutdown.
+    pub cancel: CancellationToken,
+    /// Every spawned task, awaited on shutdown.
+    pub tasks: TaskTracker,
+}
+
+impl Shared {
+    /// Largest frame read or written (an envelope of the configured maximum, framed).
+    fn max_frame(&self) -> usize {
+        self.config.limits.max_frame_bytes + 1024
+    }
+
+    /// Close every connection of a node that is no longer active in the roster.
+    pub fn disconnect_inactive(&self) {
+        let roster = self.roster.get();
+        let conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        for (node, conn) in conns.values() {
+            if roster.active(node).is_err() {
+                tracing::warn!(%node, "disconnecting: node revoked or removed from the roster");
+                CloseCode::Revoked.close(conn);
+            }
+        }
+    }
+
+    /// Push a message to every connection of `node` (or of everyone if `None`).
+    fn push(self: &Arc<Self>, to: Option<&NodeId>, msg: Push) {
+        let conns: Vec<quinn::Connection> = {
+            let c = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+            c.values()
+                .filter(|(n, _)| to.is_none_or(|t| t == n))
+                .map(|(_, c)| c.clone())
+                .collect()
+        };
+        for conn in conns {
+            let (shared, msg) = (self.clone(), msg.clone());
+            self.tasks.spawn(async move {
+                let r = async {
+                    let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
+                    write_msg(&mut s, &msg, shared.max_frame())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    s.finish().map_err(|e| e.to_string())
+                };
+                if let Err(e) = r.await {
+                    tracing::debug!("push not delivered: {e}");
+                }
+            });
+        }
+    }
+
+    fn connections_of(&self, node: &NodeId) -> usize {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|(n, _)| n == node)
+            .count()
+    }
+}
+
+/// Accept connections until cancelled, refusing those past the cap.
+pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    let cap = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+    loop {
+        let incoming = tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+        };
+        match cap.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let s = shared.clone();
+                shared.tasks.spawn(async move {
+                    connection(incoming, s).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(remote = %incoming.remote_address(), "connection refused: cap of {} reached", shared.config.limits.max_connections);
+                incoming.refuse();
+            }
+        }
+    }
+}
+
+async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%remote, "handshake refused: {e}");
+            return;
+        }
+    };
+    let node = match ewx_net::tls::peer_node(&conn, &shared.roster.get()) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(%remote, "connection refused: {e}");
+            CloseCode::NotInRoster.close(&conn);
+            return;
+        }
+    };
+    let cap = shared.config.limits.max_connections_per_node;
+    if shared.connections_of(&node) >= cap {
+        tracing::warn!(%remote, %node, "connection refused: {cap} connections of this node already");
+        CloseCode::TooManyConnections.close(&conn);
+        return;
+    }
+    let span = tracing::info_span!("conn", node = %node, %remote);
+    session::Session::run(shared, conn, node)
+        .instrument(span)
+        .await;
+}
+
+/// Ticks the writer so checkpoints are signed on time even when idle.
+pub(crate) async fn ticker(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_millis(
+        shared.config.checkpoint.interval_ms.max(10),
+    ));
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = every.tick() => shared.writer.tick(),
+        }
+    }
+}
