@@ -218,17 +218,7 @@ fn audit_log(env: &Envelope) -> Vec<Vec<u8>> {
     let h = env.header();
     let receipt = Receipt::sign(&fx.nodes[1], h.id, env.hash(), NOW_MS + 5);
     let events = vec![
-        Event::Published {
-            id: h.id,
-            sender: h.sender.clone(),
-            seq: h.seq,
-            topic: h.topic.clone(),
-            kind: h.kind,
-            precedence: h.precedence,
-            labels: h.labels.clone(),
-            log_index: 0,
-            envelope_hash: env.hash(),
-        },
+        Event::published(env, 0),
         Event::Receipt(receipt),
         Event::RosterChanged {
             version: 1,

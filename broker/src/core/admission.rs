@@ -146,22 +146,15 @@ pub fn check_roster_update(bytes: &[u8], current: &Roster) -> Result<Option<Rost
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::fixture::{NOW, roster, sealed};
+    use crate::core::fixture::{NOW, roster, warning};
     use ewx_proto::checkpoint::Checkpoint;
-    use ewx_proto::{Digest32, Level, Precedence};
+    use ewx_proto::Digest32;
     use ewx_testkit::{Network, id, keys};
 
     #[test]
     fn publishes_are_checked_in_order_each_with_its_reason() {
         let roster = roster();
-        let env = sealed(
-            &roster,
-            "UA",
-            "ew.air",
-            (Level::Amber, "CORE"),
-            Precedence::Flash,
-            1,
-        );
+        let env = warning(&roster, 1);
         let bytes = env.encode().unwrap();
         assert!(check_envelope(&id("UA"), &bytes, 1 << 20).is_ok());
         let wrong = check_envelope(&id("PL"), &bytes, 1 << 20).unwrap_err();
@@ -176,14 +169,7 @@ mod tests {
     #[test]
     fn receipts_must_be_the_recipients_own_and_fit_the_message() {
         let roster = roster();
-        let env = sealed(
-            &roster,
-            "UA",
-            "ew.air",
-            (Level::Amber, "CORE"),
-            Precedence::Flash,
-            1,
-        );
+        let env = warning(&roster, 1);
         let stored = env.encode().unwrap();
         let r = Receipt::sign(&keys("PL"), env.header().id, env.hash(), NOW);
         check_receipt(&r, &id("PL"), &roster).unwrap();

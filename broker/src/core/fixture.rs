@@ -45,3 +45,15 @@ pub fn sealed(
         .seal(roster, draft, NOW, &mut rand::rngs::OsRng)
         .unwrap()
 }
+
+/// UA's FLASH early warning on `ew.air`, AMBER, CORE.
+pub fn warning(roster: &Roster, seq: u64) -> Envelope {
+    sealed(
+        roster,
+        "UA",
+        "ew.air",
+        (Level::Amber, "CORE"),
+        Precedence::Flash,
+        seq,
+    )
+}

@@ -6,25 +6,49 @@
 //! implementation of both today; a replicated log can take its place behind the traits.
 
 mod batch;
+mod ops;
 pub(crate) mod sequencer;
 mod store;
 mod writer;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ewx_proto::{Header, MessageId, NodeId, Precedence};
+use ewx_proto::audit::Chain;
+use ewx_proto::{Digest32, Header, MessageId, NodeId, Precedence, Topic};
 
 pub use batch::{Batch, NewMessage, Prune};
-pub use sequencer::Recovered;
 pub use store::{SCHEMA, Store, cursor_key};
 pub use writer::{Head, LogHandle, spawn};
 
+use crate::core::replay::ReplayWindow;
 use crate::error::Result;
 
 /// Envelopes up to this size ride along in the live fan-out; larger ones are read from
 /// the log by each lane, so live buffers never pin much memory.
 pub const INLINE_BYTES: usize = 16 << 10;
+
+/// What the writer continues from: the state the log's recovery rebuilt.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The audit chain replayed and checked.
+    pub chain: Chain,
+    /// Next message-log index.
+    pub next_index: u64,
+    /// Anti-replay state per sender, rebuilt from the audit log.
+    pub replay: HashMap<NodeId, ReplayWindow>,
+    /// Messages so far per topic (the next per-topic sequence number).
+    pub topic_seq: HashMap<Topic, u64>,
+    /// Size of the last checkpoint.
+    pub checkpoint_size: u64,
+    /// Hash of the last checkpoint body (zero if none).
+    pub checkpoint_hash: Digest32,
+    /// The newest roster the broker accepted, if any.
+    pub roster: Option<Vec<u8>>,
+    /// Hash of the roster named by the last `RosterChanged` entry.
+    pub logged_roster: Option<Digest32>,
+}
 
 /// A committed message as the live fan-out carries it.
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 //! retention. Nothing is written here: the writer commits the batch (to sled, or to a
 //! replicated log) and only then hands out the outcomes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,34 +13,13 @@ use ewx_proto::audit::{Chain, Event};
 use ewx_proto::checkpoint::{Checkpoint, Cosignature, SignedCheckpoint};
 use ewx_proto::frame::RejectReason;
 use ewx_proto::receipt::Receipt;
-use ewx_proto::{Digest32, Envelope, MessageId, NodeId, NodeKeys, Topic};
+use ewx_proto::{Envelope, MessageId, NodeKeys};
 
 use super::batch::{Batch, NewMessage, Prune};
-use super::{INLINE_BYTES, LogRead, Stored};
+pub use super::ops::{Op, Outcome};
+use super::{INLINE_BYTES, LogRead, Recovered, Stored};
 use crate::config::{CheckpointPolicy, Retention};
 use crate::core::Rejection;
-use crate::core::replay::ReplayWindow;
-
-/// What the writer continues from: the state the log's recovery rebuilt.
-#[derive(Debug)]
-pub struct Recovered {
-    /// The audit chain replayed and checked.
-    pub chain: Chain,
-    /// Next message-log index.
-    pub next_index: u64,
-    /// Anti-replay state per sender, rebuilt from the audit log.
-    pub replay: HashMap<NodeId, ReplayWindow>,
-    /// Messages so far per topic (the next per-topic sequence number).
-    pub topic_seq: HashMap<Topic, u64>,
-    /// Size of the last checkpoint.
-    pub checkpoint_size: u64,
-    /// Hash of the last checkpoint body (zero if none).
-    pub checkpoint_hash: Digest32,
-    /// The newest roster the broker accepted, if any.
-    pub roster: Option<Vec<u8>>,
-    /// Hash of the roster named by the last `RosterChanged` entry.
-    pub logged_roster: Option<Digest32>,
-}
 
 /// The sequencer's policies, from the configuration.
 #[derive(Debug, Clone)]
@@ -53,75 +32,6 @@ pub struct Settings {
     pub retention: Retention,
     /// Commands the writer holds waiting (as many as its channel).
     pub queue: usize,
-}
-
-/// One change to the log.
-#[derive(Debug)]
-pub enum Op {
-    /// Store an accepted envelope (decoded and checked, with its bytes as received).
-    Publish(Box<Envelope>, Vec<u8>),
-    /// Append an audit entry.
-    Audit(Event),
-    /// Set durable cursors (key, next index), with an audit entry if given.
-    Cursors(Vec<(Vec<u8>, u64)>, Option<Event>),
-    /// Log a verified receipt unless this recipient's receipt is logged already.
-    Receipt(Receipt),
-    /// Persist a newly accepted roster (signed bytes) and log its `RosterChanged` entry.
-    Roster(Vec<u8>, Event),
-    /// Add a witness's (verified) co-signature to the stored checkpoint of `size`.
-    Cosign(u64, Cosignature),
-    /// Time passed: sign a checkpoint and apply retention if due.
-    Tick,
-}
-
-impl Op {
-    /// Its outcome when the log refuses every write (after a failed commit).
-    pub fn refused(&self, why: &str) -> Outcome {
-        match self {
-            Op::Publish(..) => Outcome::Published(Err(storage_failed(why))),
-            Op::Receipt(_) => Outcome::Receipt(Err(storage_failed(why))),
-            Op::Cursors(..) | Op::Roster(..) => Outcome::Done(false),
-            Op::Cosign(..) => Outcome::Cosigned(Err(storage_failed(why))),
-            Op::Audit(_) | Op::Tick => Outcome::Nothing,
-        }
-    }
-}
-
-/// What an operation comes to (final only once its batch is durable).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// A publish: its log index, or why it was refused.
-    Published(Result<u64, Rejection>),
-    /// A receipt: `true` if newly logged, `false` if a duplicate.
-    Receipt(Result<bool, Rejection>),
-    /// Cursors or a roster written (`false`: the commit failed).
-    Done(bool),
-    /// A co-signature added (also if this witness had co-signed already).
-    Cosigned(Result<(), Rejection>),
-    /// Nothing to answer (an audit entry, a tick).
-    Nothing,
-}
-
-/// The refusal of every write once a commit has failed (nothing of it was kept).
-pub fn storage_failed(why: &str) -> Rejection {
-    Rejection::new(
-        RejectReason::StorageFull,
-        format!("the broker's storage failed ({why}); nothing was kept, and it must be restarted"),
-    )
-}
-
-impl Outcome {
-    /// The outcome when its batch could not be committed: nothing of it was kept.
-    pub fn uncommitted(self, why: &str) -> Self {
-        match self {
-            Outcome::Published(Ok(_)) => Outcome::Published(Err(storage_failed(why))),
-            Outcome::Published(Err(e)) => Outcome::Published(Err(e)),
-            Outcome::Receipt(_) => Outcome::Receipt(Err(storage_failed(why))),
-            Outcome::Done(_) => Outcome::Done(false),
-            Outcome::Cosigned(_) => Outcome::Cosigned(Err(storage_failed(why))),
-            Outcome::Nothing => Outcome::Nothing,
-        }
-    }
 }
 
 /// One group commit, decided.
@@ -266,18 +176,7 @@ impl Sequencer {
         let window = self.state.replay.entry(h.sender.clone()).or_default();
         window.accept(&h.sender, h.seq, self.settings.replay_width)?;
         let index = self.state.next_index;
-        let event = Event::Published {
-            id: h.id,
-            sender: h.sender.clone(),
-            seq: h.seq,
-            topic: h.topic.clone(),
-            kind: h.kind,
-            precedence: h.precedence,
-            labels: h.labels.clone(),
-            log_index: index,
-            envelope_hash: envelope.hash(),
-        };
-        if !self.append(batch, now_ms, event) {
+        if !self.append(batch, now_ms, Event::published(envelope, index)) {
             return Err(internal("cannot write the audit entry"));
         }
         self.state.next_index += 1;
@@ -395,8 +294,10 @@ impl Sequencer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::fixture::{NOW, roster, sealed};
-    use ewx_proto::{Level, Precedence};
+    use crate::core::fixture::{NOW, roster, warning};
+    use ewx_proto::{Digest32, NodeId};
+    use ewx_proto::Precedence;
+    use std::collections::HashMap;
 
     /// An empty durable log: every lookup finds nothing.
     #[derive(Debug)]
@@ -463,14 +364,7 @@ mod tests {
     }
 
     fn publish(seq: u64) -> Op {
-        let env = sealed(
-            &roster(),
-            "UA",
-            "ew.air",
-            (Level::Amber, "CORE"),
-            Precedence::Flash,
-            seq,
-        );
+        let env = warning(&roster(), seq);
         let bytes = env.encode().unwrap();
         Op::Publish(Box::new(env), bytes)
     }
@@ -543,14 +437,7 @@ mod tests {
             max_messages: Some(1),
         };
         let mut s = sequencer(1000, retention);
-        let env = sealed(
-            &roster(),
-            "UA",
-            "ew.air",
-            (Level::Amber, "CORE"),
-            Precedence::Flash,
-            1,
-        );
+        let env = warning(&roster(), 1);
         let r = Receipt::sign(&ewx_testkit::keys("PL"), env.header().id, env.hash(), NOW);
         let ops = vec![
             publish(1),

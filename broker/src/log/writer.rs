@@ -19,7 +19,8 @@ use ewx_proto::receipt::Receipt;
 use ewx_proto::{Envelope, NodeKeys, Precedence};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sequencer::{Op, Outcome, Recovered, Sequencer, Settings};
+use super::Recovered;
+use super::sequencer::{Op, Outcome, Sequencer, Settings};
 use super::{Fanout, LogCommit, LogRead};
 use crate::core::Rejection;
 

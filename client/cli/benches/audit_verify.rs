@@ -68,17 +68,7 @@ fn main() {
             };
             let env = sealer.seal(&roster, draft, now, &mut rng).unwrap();
             let h = env.header();
-            let e = Event::Published {
-                id: h.id,
-                sender: h.sender.clone(),
-                seq: h.seq,
-                topic: h.topic.clone(),
-                kind: h.kind,
-                precedence: h.precedence,
-                labels: h.labels.clone(),
-                log_index,
-                envelope_hash: env.hash(),
-            };
+            let e = Event::published(&env, log_index);
             batch.messages.push(NewMessage {
                 index: log_index,
                 precedence: h.precedence,

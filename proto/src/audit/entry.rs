@@ -93,6 +93,26 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The `Published` entry of an envelope stored at `log_index`: what the audit log
+    /// keeps of it (its header's public facts and its hash), so the record survives the
+    /// envelope's retention.
+    pub fn published(envelope: &crate::Envelope, log_index: u64) -> Self {
+        let h = envelope.header();
+        Event::Published {
+            id: h.id,
+            sender: h.sender.clone(),
+            seq: h.seq,
+            topic: h.topic.clone(),
+            kind: h.kind,
+            precedence: h.precedence,
+            labels: h.labels.clone(),
+            log_index,
+            envelope_hash: envelope.hash(),
+        }
+    }
+}
+
 /// One audit log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,7 +1,7 @@
 //! `ewx audit …`: verify a broker's log without trusting the broker, and list who
 //! received a message.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -9,7 +9,7 @@ use clap::Subcommand;
 use ewx_cli::files;
 use ewx_cli::offline::{Source, StoreCopy};
 use ewx_client::audit::{self, Summary};
-use ewx_proto::MessageId;
+use ewx_proto::{MessageId, Roster};
 
 use super::{Conn, render, runtime};
 
@@ -103,99 +103,122 @@ pub fn run(cmd: AuditCmd, conn: &Conn) -> Result<ExitCode> {
         AuditCmd::Verify {
             store,
             min_witnesses,
-        } => runtime()?.block_on(async {
-            let source = open_source(conn, store).await?;
-            let bar = progress_bar();
-            let result = audit::verify(&source, anchor, min_witnesses, &mut |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            })
-            .await;
-            bar.finish_and_clear();
-            source.close().await;
-            report(result)
-        }),
-        AuditCmd::Bundle { id, out, store } => {
-            let id: MessageId = id.parse()?;
-            let bundle = runtime()?.block_on(async {
-                let source = open_source(conn, store).await?;
-                let b = audit::bundle(&source, &id).await;
-                source.close().await;
-                anyhow::Ok(b?)
-            })?;
-            let report = bundle.verify(&anchor)?;
-            files::write_public(&out, &bundle.encode()?)?;
+        } => verify(conn, store, anchor, min_witnesses),
+        AuditCmd::Bundle { id, out, store } => bundle(conn, store, &id.parse()?, &out, &anchor),
+        AuditCmd::VerifyBundle { file } => verify_bundle(&file, &anchor),
+        AuditCmd::Receipts { id, store } => receipts(conn, store, &id.parse()?, &anchor),
+    }
+}
+
+fn verify(
+    conn: &Conn,
+    store: Option<PathBuf>,
+    anchor: Roster,
+    min_witnesses: usize,
+) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let source = open_source(conn, store).await?;
+        let bar = progress_bar();
+        let result = audit::verify(&source, anchor, min_witnesses, &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await;
+        bar.finish_and_clear();
+        source.close().await;
+        report(result)
+    })
+}
+
+fn bundle(
+    conn: &Conn,
+    store: Option<PathBuf>,
+    id: &MessageId,
+    out: &Path,
+    anchor: &Roster,
+) -> Result<ExitCode> {
+    let bundle = runtime()?.block_on(async {
+        let source = open_source(conn, store).await?;
+        let b = audit::bundle(&source, id).await;
+        source.close().await;
+        anyhow::Ok(b?)
+    })?;
+    let report = bundle.verify(anchor)?;
+    files::write_public(out, &bundle.encode()?)?;
+    println!(
+        "wrote {}: message {} by {} at audit index {}, checkpoint of {} entries, {} witnesses",
+        out.display(),
+        report.id,
+        report.sender,
+        report.index,
+        report.checkpoint_size,
+        report.witnesses.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_bundle(file: &Path, anchor: &Roster) -> Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    match audit::Bundle::decode(&bytes).and_then(|b| b.verify(anchor)) {
+        Ok(r) => {
+            let w: Vec<&str> = r.witnesses.iter().map(|n| n.as_str()).collect();
             println!(
-                "wrote {}: message {} by {} at audit index {}, checkpoint of {} entries, {} witnesses",
-                out.display(),
-                report.id,
-                report.sender,
-                report.index,
-                report.checkpoint_size,
-                report.witnesses.len()
+                "verified: message {} published by {} on {} is entry {} of a broker-signed log of {} entries; witnesses: {}",
+                r.id,
+                r.sender,
+                r.topic,
+                r.index,
+                r.checkpoint_size,
+                if w.is_empty() {
+                    "none".to_string()
+                } else {
+                    w.join(" ")
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
-        AuditCmd::VerifyBundle { file } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            match audit::Bundle::decode(&bytes).and_then(|b| b.verify(&anchor)) {
-                Ok(r) => {
-                    let w: Vec<&str> = r.witnesses.iter().map(|n| n.as_str()).collect();
-                    println!(
-                        "verified: message {} published by {} on {} is entry {} of a broker-signed log of {} entries; witnesses: {}",
-                        r.id,
-                        r.sender,
-                        r.topic,
-                        r.index,
-                        r.checkpoint_size,
-                        if w.is_empty() {
-                            "none".to_string()
-                        } else {
-                            w.join(" ")
-                        }
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    println!("NOT VERIFIED: {e}");
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
-        AuditCmd::Receipts { id, store } => {
-            let id: MessageId = id.parse()?;
-            let (log_index, receipts) = runtime()?.block_on(async {
-                let source = open_source(conn, store).await?;
-                let r = audit::receipts(&source, &id).await;
-                source.close().await;
-                anyhow::Ok(r?)
-            })?;
-            println!(
-                "message {id} at log index {log_index}: {} receipts",
-                receipts.len()
-            );
-            let mut bad = 0;
-            for r in &receipts {
-                let ok = r.verify(&anchor).is_ok();
-                bad += usize::from(!ok);
-                println!(
-                    "  {:<8} {}  {}",
-                    r.by.as_str(),
-                    render::utc(r.time_ms),
-                    if ok {
-                        "signature valid"
-                    } else {
-                        "SIGNATURE INVALID"
-                    }
-                );
-            }
-            if bad > 0 {
-                bail!("{bad} receipts do not verify");
-            }
-            Ok(ExitCode::SUCCESS)
+        Err(e) => {
+            println!("NOT VERIFIED: {e}");
+            Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn receipts(
+    conn: &Conn,
+    store: Option<PathBuf>,
+    id: &MessageId,
+    anchor: &Roster,
+) -> Result<ExitCode> {
+    let (log_index, receipts) = runtime()?.block_on(async {
+        let source = open_source(conn, store).await?;
+        let r = audit::receipts(&source, id).await;
+        source.close().await;
+        anyhow::Ok(r?)
+    })?;
+    println!(
+        "message {id} at log index {log_index}: {} receipts",
+        receipts.len()
+    );
+    let mut bad = 0;
+    for r in &receipts {
+        let ok = r.verify(anchor).is_ok();
+        bad += usize::from(!ok);
+        println!(
+            "  {:<8} {}  {}",
+            r.by.as_str(),
+            render::utc(r.time_ms),
+            if ok {
+                "signature valid"
+            } else {
+                "SIGNATURE INVALID"
+            }
+        );
+    }
+    if bad > 0 {
+        bail!("{bad} receipts do not verify");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `ewx witness`: co-sign the broker's checkpoints after checking each one extends the

@@ -8,25 +8,23 @@
 //! precedence → next index), `checkpoints` (size → signed checkpoint), `rosters` (version →
 //! signed roster, every roster ever in force), `receipts`, `meta` (schema, newest roster).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use bytes::Bytes;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use ewx_proto::audit::{Chain, ChainFault, Event};
-use ewx_proto::checkpoint::SignedCheckpoint;
 use ewx_proto::{MessageId, NodeId, Precedence, Topic};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use crate::core::replay::ReplayWindow;
 use crate::error::{Error, Result};
 
+mod recovery;
+
 use super::batch::{Batch, Prune};
-use super::sequencer::Recovered;
-use super::{LogCommit, LogRead};
+use super::{LogCommit, LogRead, Recovered};
 
 /// Version of the layout above; a store with another version is refused.
 pub const SCHEMA: u32 = 1;
@@ -211,86 +209,6 @@ impl Store {
             .last()?
             .and_then(|(k, _)| read_u64(&k))
             .map_or(0, |i| i + 1))
-    }
-
-    /// Rebuild the writer's state from disk (on start).
-    ///
-    /// # Errors
-    /// `Proto(AuditChain)` for a broken chain, `Store` on I/O failure.
-    pub fn recover(&self, replay_width: u64) -> Result<Recovered> {
-        let mut chain = Chain::new();
-        let mut next_index = 0;
-        let mut replay: HashMap<NodeId, ReplayWindow> = HashMap::new();
-        let mut topic_seq: HashMap<Topic, u64> = HashMap::new();
-        let mut logged_roster = None;
-        for kv in self.audit.iter() {
-            let (k, v) = kv?;
-            if read_u64(&k) != Some(chain.len()) {
-                return Err(ewx_proto::Error::AuditChain {
-                    index: chain.len(),
-                    fault: ChainFault::Missing,
-                }
-                .into());
-            }
-            let event = chain.push(&v)?.event;
-            if let Event::RosterChanged { hash, .. } = event {
-                logged_roster = Some(hash);
-            } else if let Event::Published {
-                log_index,
-                sender,
-                seq,
-                topic,
-                ..
-            } = event
-            {
-                next_index = next_index.max(log_index + 1);
-                // accepted before, so accepted again; this only rebuilds the window
-                let _ =
-                    replay
-                        .entry(sender.clone())
-                        .or_default()
-                        .accept(&sender, seq, replay_width);
-                *topic_seq.entry(topic).or_default() += 1;
-            }
-        }
-        if let Some((k, _)) = self.log.last()? {
-            next_index = next_index.max(read_u64(&k).map_or(0, |i| i + 1));
-        }
-        let (mut checkpoint_size, mut checkpoint_hash) = (0, ewx_proto::Digest32::default());
-        if let Some((_, v)) = self.checkpoints.last()? {
-            let signed = SignedCheckpoint::decode(&v)?;
-            let cp = signed.checkpoint()?;
-            let root = chain
-                .tree()
-                .root_at(cp.size)
-                .map_err(|_| ewx_proto::Error::AuditChain {
-                    index: chain.len(),
-                    fault: ChainFault::CheckpointBeyondLog {
-                        covers: cp.size,
-                        len: chain.len(),
-                    },
-                })?;
-            if root != cp.root {
-                return Err(ewx_proto::Error::AuditChain {
-                    index: cp.size,
-                    fault: ChainFault::CheckpointMismatch,
-                }
-                .into());
-            }
-            checkpoint_size = cp.size;
-            checkpoint_hash = signed.body_hash();
-        }
-        let roster = self.meta.get("roster")?.map(|v| v.to_vec());
-        Ok(Recovered {
-            chain,
-            logged_roster,
-            next_index,
-            replay,
-            topic_seq,
-            checkpoint_size,
-            checkpoint_hash,
-            roster,
-        })
     }
 
     /// Write a batch atomically and make it durable.

@@ -1,0 +1,79 @@
+//! The operations the writer sequences and what each comes to: what a request task hands
+//! the log, and what it gets back once the batch is durable (or refused).
+
+use ewx_proto::Envelope;
+use ewx_proto::audit::Event;
+use ewx_proto::checkpoint::Cosignature;
+use ewx_proto::frame::RejectReason;
+use ewx_proto::receipt::Receipt;
+
+use crate::core::Rejection;
+
+/// One change to the log.
+#[derive(Debug)]
+pub enum Op {
+    /// Store an accepted envelope (decoded and checked, with its bytes as received).
+    Publish(Box<Envelope>, Vec<u8>),
+    /// Append an audit entry.
+    Audit(Event),
+    /// Set durable cursors (key, next index), with an audit entry if given.
+    Cursors(Vec<(Vec<u8>, u64)>, Option<Event>),
+    /// Log a verified receipt unless this recipient's receipt is logged already.
+    Receipt(Receipt),
+    /// Persist a newly accepted roster (signed bytes) and log its `RosterChanged` entry.
+    Roster(Vec<u8>, Event),
+    /// Add a witness's (verified) co-signature to the stored checkpoint of `size`.
+    Cosign(u64, Cosignature),
+    /// Time passed: sign a checkpoint and apply retention if due.
+    Tick,
+}
+
+impl Op {
+    /// Its outcome when the log refuses every write (after a failed commit).
+    pub fn refused(&self, why: &str) -> Outcome {
+        match self {
+            Op::Publish(..) => Outcome::Published(Err(storage_failed(why))),
+            Op::Receipt(_) => Outcome::Receipt(Err(storage_failed(why))),
+            Op::Cursors(..) | Op::Roster(..) => Outcome::Done(false),
+            Op::Cosign(..) => Outcome::Cosigned(Err(storage_failed(why))),
+            Op::Audit(_) | Op::Tick => Outcome::Nothing,
+        }
+    }
+}
+
+/// What an operation comes to (final only once its batch is durable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A publish: its log index, or why it was refused.
+    Published(Result<u64, Rejection>),
+    /// A receipt: `true` if newly logged, `false` if a duplicate.
+    Receipt(Result<bool, Rejection>),
+    /// Cursors or a roster written (`false`: the commit failed).
+    Done(bool),
+    /// A co-signature added (also if this witness had co-signed already).
+    Cosigned(Result<(), Rejection>),
+    /// Nothing to answer (an audit entry, a tick).
+    Nothing,
+}
+
+/// The refusal of every write once a commit has failed (nothing of it was kept).
+pub fn storage_failed(why: &str) -> Rejection {
+    Rejection::new(
+        RejectReason::StorageFull,
+        format!("the broker's storage failed ({why}); nothing was kept, and it must be restarted"),
+    )
+}
+
+impl Outcome {
+    /// The outcome when its batch could not be committed: nothing of it was kept.
+    pub fn uncommitted(self, why: &str) -> Self {
+        match self {
+            Outcome::Published(Ok(_)) => Outcome::Published(Err(storage_failed(why))),
+            Outcome::Published(Err(e)) => Outcome::Published(Err(e)),
+            Outcome::Receipt(_) => Outcome::Receipt(Err(storage_failed(why))),
+            Outcome::Done(_) => Outcome::Done(false),
+            Outcome::Cosigned(_) => Outcome::Cosigned(Err(storage_failed(why))),
+            Outcome::Nothing => Outcome::Nothing,
+        }
+    }
+}

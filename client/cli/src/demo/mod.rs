@@ -1,0 +1,299 @@
+//! `ewx demo`: the Compact exchange in one process. An embedded broker on loopback with a
+//! temporary store and the demo network; every node connects over real QUIC and plays its
+//! part; then a table of what each node received and was denied, the FLASH latency, and
+//! an offline verification of the audit log. The report says whether every expectation
+//! held, so the command can exit non-zero when one did not.
+
+mod drafts;
+mod report;
+mod seen;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use ewx_client::{Client, SubscriptionOptions};
+use ewx_proto::frame::{ExerciseFilter, RejectReason, StartAt};
+use ewx_proto::receipt::Receipt;
+use ewx_proto::{Kind, Level, MessageId, Precedence, Roster, TopicPattern};
+use ewx_testkit::{BROADER, CORE};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::network;
+use drafts::{bulletin, draft};
+use seen::Board;
+
+/// What the demo found.
+#[derive(Debug)]
+pub struct Report {
+    /// The printed narrative and table.
+    pub text: String,
+    /// Expectations that failed (empty: success).
+    pub failures: Vec<String>,
+}
+
+/// The demo network running: its broker, a client per node, what they have seen.
+struct Demo {
+    dir: tempfile::TempDir,
+    broker: Option<ewx_broker::Broker>,
+    roster: Roster,
+    clients: BTreeMap<&'static str, Client>,
+    board: Board,
+    collectors: Vec<tokio::task::JoinHandle<()>>,
+    text: String,
+    failures: Vec<String>,
+}
+
+/// Run the demo, printing progress into the report text.
+///
+/// # Errors
+/// Only if the demo could not even start (no loopback, no temp dir); failed expectations
+/// are reported in [`Report::failures`].
+pub async fn run() -> Result<Report> {
+    let mut demo = Demo::start().await?;
+    demo.denied_read().await?;
+    let ua = demo.client("UA")?;
+    let mut receipts = ua
+        .receipts()
+        .ok_or_else(|| Error::Unexpected("receipts taken".into()))?;
+    let consultation = demo.publish_script().await?;
+    demo.forgery(&ua).await?;
+    demo.wait_for_traffic().await;
+    let receipt_from = receipts_for(&mut receipts, consultation).await;
+    demo.stop().await?;
+    demo.table();
+    demo.receipts(&receipt_from);
+    demo.audit().await?;
+    Ok(Report {
+        text: demo.text,
+        failures: demo.failures,
+    })
+}
+
+/// Who sent a receipt for the consultation request, as the broker forwards them to UA.
+async fn receipts_for(
+    receipts: &mut mpsc::Receiver<Receipt>,
+    id: Option<MessageId>,
+) -> BTreeSet<String> {
+    let mut from = BTreeSet::new();
+    while let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(500), receipts.recv()).await
+    {
+        if Some(r.id) == id {
+            from.insert(r.by.to_string());
+        }
+    }
+    from
+}
+
+/// Messages a node should have received: the five published, plus the seven
+/// guarantors' answers at each core node; JP and KR only the exercise and the snapback.
+fn wanted(node: &str) -> usize {
+    if BROADER.contains(&node) {
+        2
+    } else {
+        5 + CORE.len() - 1
+    }
+}
+
+impl Demo {
+    async fn start() -> Result<Self> {
+        let dir =
+            tempfile::tempdir().map_err(|e| Error::File(format!("cannot make a temp dir: {e}")))?;
+        network::write(dir.path())?;
+        let config = ewx_broker::Config::from_toml(
+            "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'keys/BROKER.key'\nroster = 'roster.cbor'\n\
+             [checkpoint]\nevery_entries = 50\ninterval_ms = 500\n",
+            dir.path(),
+        )?;
+        let broker = ewx_broker::Broker::start(config).await?;
+        let addr = broker.local_addr();
+        let roster = ewx_testkit::Network::compact().roster();
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "ewx demo: the Kyiv Security Compact exchange on {addr} (DEMO KEYS ONLY)"
+        );
+        let _ = writeln!(
+            text,
+            "  roster v{} of {}, council 2 of 3, {} nodes\n",
+            roster.version(),
+            ewx_testkit::NETWORK,
+            roster.body().nodes.len()
+        );
+        let mut clients = BTreeMap::new();
+        for n in CORE.iter().chain(&BROADER) {
+            let c = Client::connect(addr, ewx_testkit::keys(n), roster.clone()).await?;
+            clients.insert(*n, c);
+        }
+        let mut demo = Self {
+            dir,
+            broker: Some(broker),
+            roster,
+            clients,
+            board: Board::default(),
+            collectors: Vec::new(),
+            text,
+            failures: Vec::new(),
+        };
+        demo.subscribe_everyone().await?;
+        Ok(demo)
+    }
+
+    fn expect(&mut self, ok: bool, what: String) {
+        if !ok {
+            self.failures.push(what);
+        }
+    }
+
+    fn client(&self, n: &str) -> Result<Client> {
+        self.clients
+            .get(n)
+            .cloned()
+            .ok_or_else(|| Error::Unexpected(format!("no client {n}")))
+    }
+
+    /// Every node subscribes to everything it may read, from now on.
+    async fn subscribe_everyone(&mut self) -> Result<()> {
+        for (name, c) in &self.clients {
+            let opts = SubscriptionOptions {
+                from: StartAt::Latest,
+                ..Default::default()
+            };
+            let sub = c
+                .subscribe_with("demo", TopicPattern::new(">")?, opts)
+                .await?;
+            let task = self.board.clone().collect(name.to_string(), c.clone(), sub);
+            self.collectors.push(tokio::spawn(task));
+        }
+        Ok(())
+    }
+
+    /// JP tries to read early-warning traffic: refused by the broker.
+    async fn denied_read(&mut self) -> Result<()> {
+        let denied = self
+            .client("JP")?
+            .subscribe(
+                "ew",
+                TopicPattern::new("ew.>")?,
+                StartAt::Latest,
+                ExerciseFilter::All,
+            )
+            .await;
+        let jp_denied = matches!(
+            denied,
+            Err(ewx_client::Error::Rejected {
+                reason: RejectReason::NotPermitted,
+                ..
+            })
+        );
+        self.expect(jp_denied, "JP's subscription to ew.> is refused".into());
+        self.board.with(|all| {
+            all.entry("JP".into())
+                .or_default()
+                .denied
+                .push("ew.>".into())
+        });
+        let _ = writeln!(
+            self.text,
+            "  JP  subscribe ew.>           -> {}",
+            if jp_denied {
+                "DENIED (no grant for military early warning)"
+            } else {
+                "NOT DENIED"
+            }
+        );
+        Ok(())
+    }
+
+    /// Publish the script; returns the consultation request's id.
+    async fn publish_script(&mut self) -> Result<Option<MessageId>> {
+        self.board.flash_sent_now();
+        let mut consultation = None;
+        for (who, d) in drafts::script()? {
+            let (topic, prec, labels, kind) = (
+                d.topic.clone(),
+                d.precedence,
+                d.labels.clone(),
+                d.payload.kind(),
+            );
+            let ack = self.client(who)?.publish(d).await?;
+            if kind == Kind::ConsultationRequest {
+                consultation = Some(ack.id);
+            }
+            let _ = writeln!(
+                self.text,
+                "  {who:<3} publish {:<22} {:<9} {:<28} -> log #{}",
+                topic.as_str(),
+                prec.as_str(),
+                labels.to_string(),
+                ack.log_index
+            );
+        }
+        Ok(consultation)
+    }
+
+    /// A forgery: UA's name, somebody else's signature.
+    async fn forgery(&mut self, ua: &Client) -> Result<()> {
+        let env = ua
+            .seal(draft(
+                "ew.air.missile",
+                Level::Amber,
+                "CORE",
+                Precedence::Flash,
+                bulletin("FAKE: all clear", "forged"),
+            )?)
+            .await?;
+        let forged = env.with_signature(ewx_proto::keys::Signature([0x42; 64]));
+        let r = ua.publish_envelope(&forged.encode()?).await;
+        let rejected = matches!(
+            r,
+            Err(ewx_client::Error::Rejected {
+                reason: RejectReason::BadSignature,
+                ..
+            })
+        );
+        self.expect(rejected, "a forged envelope is rejected".into());
+        let _ = writeln!(
+            self.text,
+            "  ??  publish forged \"all clear\"  -> {}",
+            if rejected {
+                "REJECTED (bad signature)"
+            } else {
+                "ACCEPTED"
+            }
+        );
+        Ok(())
+    }
+
+    /// Wait (up to 15 s) until every node has what it should receive.
+    async fn wait_for_traffic(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let done = self.board.with(|all| {
+                CORE.iter()
+                    .chain(&BROADER)
+                    .all(|n| all.get(*n).is_some_and(|s| s.kinds.len() >= wanted(n)))
+            });
+            if done || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Let late deliveries show up, then close every client and the broker.
+    async fn stop(&mut self) -> Result<()> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for c in self.clients.values() {
+            c.clone().close().await;
+        }
+        for t in self.collectors.drain(..) {
+            t.abort();
+        }
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().await?;
+        }
+        Ok(())
+    }
+}

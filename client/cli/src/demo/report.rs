@@ -1,0 +1,106 @@
+//! The demo's closing part: the table of what each node received (and the expectations
+//! on it), the receipts for the consultation request, and the offline audit check.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use ewx_proto::Kind;
+use ewx_testkit::{BROADER, CORE};
+
+use super::{Demo, wanted};
+use crate::error::Result;
+
+impl Demo {
+    /// Print the table and check each node got exactly what its grants allow.
+    pub(super) fn table(&mut self) {
+        let seen = self.board.with(|all| all.clone());
+        let _ = writeln!(
+            self.text,
+            "\n  node  role     received  CORE  exercise  denied  FLASH latency"
+        );
+        for n in CORE.iter().chain(&BROADER) {
+            let s = seen.get(*n).cloned().unwrap_or_default();
+            let broader = BROADER.contains(n);
+            let role = if broader { "partner" } else { "liaison" };
+            let lat = s.flash_latency.map_or("-".to_string(), |d| {
+                format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+            });
+            let denied = if s.denied.is_empty() {
+                "-".to_string()
+            } else {
+                s.denied.join(",")
+            };
+            let _ = writeln!(
+                self.text,
+                "  {n:<5} {role:<8} {:>8}  {:>4}  {:>8}  {denied:<6}  {lat}",
+                s.kinds.len(),
+                s.core,
+                s.exercise
+            );
+            let (got, want) = (s.kinds.len(), wanted(n));
+            self.expect(
+                got == want,
+                format!("{n} received {got} messages, expected {want}"),
+            );
+            if broader {
+                self.expect(
+                    s.core == 0,
+                    format!("{n} received {} CORE messages", s.core),
+                );
+                self.expect(
+                    s.kinds.contains(&Kind::SanctionsTrigger),
+                    format!("{n} got the sanctions snapback"),
+                );
+            } else {
+                self.expect(
+                    s.flash_latency.is_some(),
+                    format!("{n} got the FLASH warning"),
+                );
+            }
+        }
+    }
+
+    /// Every guarantor sent a receipt for the consultation request.
+    pub(super) fn receipts(&mut self, receipt_from: &BTreeSet<String>) {
+        let guarantors: BTreeSet<String> = CORE[1..].iter().map(|s| s.to_string()).collect();
+        let all_receipts = guarantors.is_subset(receipt_from);
+        self.expect(
+            all_receipts,
+            format!(
+                "receipts for the consultation request from every guarantor (got {receipt_from:?})"
+            ),
+        );
+        let _ = writeln!(
+            self.text,
+            "\n  consultation request: receipts from {} of {} guarantors; deadlines 24 h / 72 h",
+            guarantors.intersection(receipt_from).count(),
+            guarantors.len()
+        );
+    }
+
+    /// Verify the stopped broker's store offline, as an auditor would.
+    pub(super) async fn audit(&mut self) -> Result<()> {
+        let copy = crate::offline::StoreCopy::open(&self.dir.path().join("data"))?;
+        match ewx_client::audit::verify(&copy, self.roster.clone(), 0, &mut |_, _| {}).await {
+            Ok(s) => {
+                let _ = writeln!(
+                    self.text,
+                    "  audit log: verified: {} entries, {} envelopes signed by their senders, {} receipts, {} signed checkpoints, root {}",
+                    s.entries,
+                    s.envelopes,
+                    s.receipts,
+                    s.checkpoints,
+                    s.root.short()
+                );
+            }
+            Err(ewx_client::Error::Unsound(f)) => {
+                let _ = writeln!(self.text, "  audit log: FAILED: {f}");
+                self.failures.push(format!("audit verification: {f}"));
+            }
+            Err(e) => self
+                .failures
+                .push(format!("audit verification could not run: {e}")),
+        }
+        Ok(())
+    }
+}
