@@ -147,8 +147,8 @@ pub fn check_roster_update(bytes: &[u8], current: &Roster) -> Result<Option<Rost
 mod tests {
     use super::*;
     use crate::core::fixture::{NOW, roster, warning};
-    use ewx_proto::checkpoint::Checkpoint;
     use ewx_proto::Digest32;
+    use ewx_proto::checkpoint::Checkpoint;
     use ewx_testkit::{Network, id, keys};
 
     #[test]

@@ -295,8 +295,8 @@ impl Sequencer {
 mod tests {
     use super::*;
     use crate::core::fixture::{NOW, roster, warning};
-    use ewx_proto::{Digest32, NodeId};
     use ewx_proto::Precedence;
+    use ewx_proto::{Digest32, NodeId};
     use std::collections::HashMap;
 
     /// An empty durable log: every lookup finds nothing.
