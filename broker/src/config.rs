@@ -62,7 +62,8 @@ pub struct Limits {
     pub connection_window_bytes: u32,
     /// Allowed difference between a publisher's clock and the broker's.
     pub max_clock_skew_ms: u64,
-    /// Deliveries buffered for live fan-out before a slow lane falls back to the store.
+    /// Committed messages queued per delivery lane; a lane whose queue is full catches
+    /// up from the store instead (so a slow subscriber pins at most this many).
     pub live_buffer: usize,
     /// Requests queued for the writer; beyond this, request tasks wait (backpressure).
     pub write_queue: usize,
@@ -84,7 +85,7 @@ impl Default for Limits {
             stream_window_bytes: 2 << 20,
             connection_window_bytes: 16 << 20,
             max_clock_skew_ms: 5 * 60_000,
-            live_buffer: 4096,
+            live_buffer: 1024,
             write_queue: 4096,
             replay_window: 60_000_000,
         }

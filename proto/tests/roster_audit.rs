@@ -319,3 +319,87 @@ fn audit_chain_replays_and_finds_the_first_bad_index() {
         })
     ));
 }
+
+#[test]
+fn a_witness_cosigns_only_extensions_of_what_it_saw() {
+    use ewx_proto::audit::{Judgement, Witness, Witnessed};
+    use ewx_proto::merkle::{MerkleTree, leaf_hash};
+    let broker = keys("BROKER");
+    let mut tree = MerkleTree::new();
+    let sign = |tree: &MerkleTree, size: u64| {
+        let cp = Checkpoint {
+            size,
+            root: tree.root_at(size).unwrap(),
+            prev: Digest32::default(),
+            time_ms: NOW,
+        };
+        SignedCheckpoint::sign(&cp, &broker)
+            .unwrap()
+            .encode()
+            .unwrap()
+    };
+    for i in 0..20u64 {
+        tree.push(leaf_hash(&i.to_be_bytes()));
+    }
+    let (ten, twenty) = (sign(&tree, 10), sign(&tree, 20));
+    let key = broker.sign_public();
+
+    let fresh = Witness::new(key, None).unwrap();
+    assert_eq!(fresh.judge(Some(&ten)).unwrap(), Judgement::Cosign);
+    assert_eq!(
+        fresh.judge(None).unwrap(),
+        Judgement::Decided(Witnessed::NoCheckpoint)
+    );
+
+    let seen = Witness::new(key, Some(&ten)).unwrap();
+    assert_eq!(seen.from_size(), 10);
+    assert_eq!(
+        seen.judge(Some(&ten)).unwrap(),
+        Judgement::Decided(Witnessed::UpToDate { size: 10 })
+    );
+    assert_eq!(
+        seen.judge(Some(&twenty)).unwrap(),
+        Judgement::NeedProof { old: 10, new: 20 }
+    );
+    let proof = tree.consistency_proof(10, 20).unwrap();
+    assert_eq!(
+        seen.judge_proof(&twenty, &proof).unwrap(),
+        Judgement::Cosign
+    );
+    // another history of the same size, a proof that does not fit, a shrunken log, a
+    // vanished checkpoint: each a fork, never co-signed
+    let mut other = MerkleTree::new();
+    for i in 100..120u64 {
+        other.push(leaf_hash(&i.to_be_bytes()));
+    }
+    let forks = [
+        seen.judge(Some(&sign(&other, 10))).unwrap(),
+        seen.judge_proof(&sign(&other, 20), &proof).unwrap(),
+        Witness::new(key, Some(&twenty))
+            .unwrap()
+            .judge(Some(&ten))
+            .unwrap(),
+        seen.judge(None).unwrap(),
+    ];
+    for f in forks {
+        assert!(
+            matches!(f, Judgement::Decided(Witnessed::Fork { .. })),
+            "{f:?}"
+        );
+    }
+    // a checkpoint not signed by the broker is an error, not a judgement
+    let forged = {
+        let cp = Checkpoint {
+            size: 20,
+            root: tree.root(),
+            prev: Digest32::default(),
+            time_ms: NOW,
+        };
+        SignedCheckpoint::sign(&cp, &keys("UA"))
+            .unwrap()
+            .encode()
+            .unwrap()
+    };
+    assert!(seen.judge(Some(&forged)).is_err());
+    assert_eq!(seen.seen(), Some(ten));
+}
