@@ -77,7 +77,10 @@ impl Broker {
             keys,
             settings,
             (Box::new(store.clone()), read.clone()),
-            routes.clone(),
+            Arc::new(
+                net::spawn_fanout(routes.clone())
+                    .map_err(|e| Error::Store(format!("cannot start the fan-out: {e}")))?,
+            ),
         )
         .map_err(|e| Error::Store(format!("cannot start the writer: {e}")))?;
         let shared = Arc::new(Shared {

@@ -140,10 +140,10 @@ impl AckBook {
             .is_none_or(|&a| through > a))
     }
 
-    /// Remember a durable ack.
+    /// Remember a durable ack: the cursor it wrote is the lane's now (the last written
+    /// wins, so a lower ack that committed last is rewritten by the next higher one).
     pub fn record(&mut self, name: &str, precedence: Precedence, through: u64) {
-        let a = self.acked.entry((name.to_owned(), precedence)).or_insert(0);
-        *a = (*a).max(through);
+        self.acked.insert((name.to_owned(), precedence), through);
     }
 }
 

@@ -35,7 +35,8 @@ pub struct Batch {
     pub roster: Option<(u64, Vec<u8>)>,
     /// Receipts logged: (message id, recipient).
     pub receipts: Vec<(MessageId, NodeId)>,
-    /// Envelopes to drop by retention, after the rest is written.
+    /// Envelopes to drop by retention, once the rest is durable and answered
+    /// ([`crate::log::LogCommit::retain`]; not a write that needs syncing).
     pub prune: Option<Prune>,
 }
 
@@ -51,7 +52,7 @@ pub struct Prune {
 }
 
 impl Batch {
-    /// Nothing to write?
+    /// Nothing to write (retention aside)?
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
             && self.audit.is_empty()
@@ -60,6 +61,5 @@ impl Batch {
             && self.roster.is_none()
             && self.receipts.is_empty()
             && self.cosigned.is_empty()
-            && self.prune.is_none()
     }
 }

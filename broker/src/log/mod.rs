@@ -128,11 +128,15 @@ pub trait LogRead: Send + Sync + std::fmt::Debug {
 
 /// Committing: where a replicated log would take the local one's place.
 pub trait LogCommit: Send {
-    /// Write a batch atomically and make it durable; retention (`batch.prune`) after.
+    /// Write a batch atomically and make it durable (`batch.prune` aside).
     ///
     /// # Errors
     /// If it could not be made durable: then nothing of it may be acknowledged.
     fn commit(&mut self, batch: &Batch) -> Result<()>;
+
+    /// Apply retention: drop old envelopes (never audit entries). Housekeeping after the
+    /// batch is answered: a failure is logged, loses nothing and stops nothing.
+    fn retain(&mut self, prune: Prune);
 }
 
 /// Where committed messages go once durable: the routing index of the delivery lanes.

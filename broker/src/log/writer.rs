@@ -288,6 +288,9 @@ impl Writer {
         if !step.live.is_empty() {
             self.fanout.committed(step.live);
         }
+        if let Some(p) = step.batch.prune {
+            self.commit.retain(p);
+        }
     }
 
     /// Commit. On failure, stop: the batch may be half on disk and half in sled's memory,

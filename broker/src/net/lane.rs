@@ -1,99 +1,29 @@
 //! Delivery lanes: one task and one QUIC stream per (subscription, precedence). A lane
-//! first catches up from the log to the durable head, then takes what the routing index
-//! sends it as messages are committed. Its live queue is bounded: when it is full the
-//! lane is marked lagged and catches up from the log again, so a slow subscriber never
-//! holds back the writer or anyone else, and loses nothing.
+//! first catches up from the log to the durable head, then takes what the fan-out sends
+//! it as messages are committed. Its live queue is bounded (and so is what all queues
+//! hold together): when it is full the lane is marked lagged and catches up from the log
+//! again, so a slow subscriber never holds back the writer or anyone else, and loses
+//! nothing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use ewx_net::{CloseCode, RosterCell};
+use ewx_net::CloseCode;
 use ewx_proto::frame::delivery_frame_head;
 use ewx_proto::{Envelope, Precedence};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::core::routing::{LaneId, RoutingIndex};
+use super::fanout::{Lag, Registered};
 use crate::core::subscription::{LaneStart, SubscriptionSpec, deliverable};
-use crate::log::{Fanout, Stored};
+use crate::log::Stored;
 
 /// Messages read from the log per catch-up step of a lane…
 const CATCH_UP_BATCH: usize = 256;
 /// …and bytes, so a stalled lane pins little memory.
 const CATCH_UP_BYTES: usize = 1 << 20;
-
-/// Where the routing index puts a lane's messages.
-#[derive(Debug)]
-pub(crate) struct LaneSink {
-    /// Bounded (`limits.live_buffer`): when full, the message is dropped here and the
-    /// lane marked [`Lag`] — it reads the message from the log instead.
-    tx: mpsc::Sender<Arc<Stored>>,
-    lag: Arc<Lag>,
-}
-
-/// A lane's mark that its live queue overflowed, and the wake-up that goes with it (so
-/// a lane that drained its queue before the mark was set still catches up at once).
-#[derive(Debug, Default)]
-struct Lag {
-    flag: AtomicBool,
-    wake: Notify,
-}
-
-impl Lag {
-    fn set(&self) {
-        self.flag.store(true, Ordering::Release);
-        self.wake.notify_one();
-    }
-
-    fn take(&self) -> bool {
-        self.flag.swap(false, Ordering::AcqRel)
-    }
-}
-
-/// The open lanes, fed by the writer once per commit.
-#[derive(Debug)]
-pub(crate) struct Routes {
-    index: Mutex<RoutingIndex<LaneSink>>,
-    roster: RosterCell,
-}
-
-impl Routes {
-    pub(crate) fn new(roster: RosterCell) -> Self {
-        Self {
-            index: Mutex::default(),
-            roster,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, RoutingIndex<LaneSink>> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Fanout for Routes {
-    fn committed(&self, messages: Vec<Arc<Stored>>) {
-        let roster = self.roster.get();
-        let index = self.lock();
-        for m in &messages {
-            for sink in index.route(&m.header, &roster) {
-                if sink.tx.try_send(m.clone()).is_err() {
-                    sink.lag.set();
-                }
-            }
-        }
-    }
-}
-
-/// Removes a lane from the routing index however its task ends.
-struct Registered<'a>(&'a Routes, LaneId);
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.0.lock().remove(self.1);
-    }
-}
 
 /// One ordered delivery lane: a subscription's messages of one precedence.
 pub(super) struct Lane {
@@ -124,22 +54,19 @@ impl Lane {
     /// the connection is closed: a silently dead lane would lose warnings, a closed
     /// connection is seen, and the subscriber resumes from its cursor.
     pub(super) async fn run(mut self, cancel: CancellationToken) {
-        let (tx, rx) = mpsc::channel(self.shared.config.limits.live_buffer);
+        let (tx, mut rx) = mpsc::channel(self.shared.config.limits.live_buffer);
         let lag = Arc::new(Lag::default());
-        let sink = LaneSink {
-            tx,
-            lag: lag.clone(),
-        };
         let routes = self.shared.routes.clone();
         // registered before the first catch-up reads the head: nothing committed in
         // between is missed (and what comes twice is skipped by index)
-        let id = routes.lock().add(self.spec.clone(), self.precedence, sink);
-        let _registered = Registered(&routes, id);
+        let registered = Registered::new(&routes, self.spec.clone(), self.precedence, tx, &lag);
         let mut stream = None;
         let result = tokio::select! {
             _ = cancel.cancelled() => Ok(()),
-            r = self.deliver(&mut stream, rx, &lag) => r,
+            r = self.deliver(&mut stream, &mut rx, &lag) => r,
         };
+        drop(registered);
+        routes.drain(&mut rx);
         if let Err(e) = result {
             if !cancel.is_cancelled() {
                 tracing::warn!("delivery lane failed, closing the connection: {e}");
@@ -151,7 +78,7 @@ impl Lane {
     async fn deliver(
         &mut self,
         stream: &mut Option<quinn::SendStream>,
-        mut live: mpsc::Receiver<Arc<Stored>>,
+        live: &mut mpsc::Receiver<Arc<Stored>>,
         lag: &Lag,
     ) -> crate::Result<()> {
         self.catch_up(stream).await?;
@@ -170,10 +97,16 @@ impl Lane {
                 self.catch_up(stream).await?;
             }
             let Some(m) = m else { continue };
+            self.shared.routes.taken(&m);
             if m.index < self.next {
                 continue; // delivered by a catch-up already
             }
             self.next = m.index + 1;
+            // routed under the roster at commit time; a roster update since may have
+            // narrowed this node's grants
+            if !deliverable(&self.spec, &self.shared.roster.get(), &m.header) {
+                continue;
+            }
             let bytes = match &m.bytes {
                 Some(b) => Some(b.clone()),
                 None => self.shared.log.message(m.index)?,

@@ -1,13 +1,15 @@
 //! The QUIC side: the accept loop (with a connection cap), one task per connection and
 //! per request stream, each in a span naming the peer node; a [`session`] per connection
 //! that reads one request per stream and hands it to the file for its kind
-//! ([`publish`], [`subscribe`], [`receipt`], [`audit`], [`roster`]); and the delivery
-//! [`lane`]s, one task and one QUIC stream per (subscription, precedence), fed by the
-//! routing index so FLASH never queues behind ROUTINE.
+//! ([`publish`], [`subscribe`], [`receipt`], [`audit`], [`roster`]); the [`fanout`]
+//! thread that queues each committed message for the lanes the routing index names; and
+//! the delivery [`lane`]s, one task and one QUIC stream per (subscription, precedence),
+//! so FLASH never queues behind ROUTINE.
 //!
 //! The decisions are [`crate::core`]'s; every change goes through the log's writer.
 
 mod audit;
+mod fanout;
 mod lane;
 mod publish;
 mod receipt;
@@ -32,7 +34,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::log::{Head, LogHandle, LogRead};
 
-pub(crate) use lane::Routes;
+pub(crate) use fanout::{Routes, spawn as spawn_fanout};
 
 /// State every task shares.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ mod source;
 
 use std::collections::HashMap;
 
-use ewx_proto::audit::{Chain, Event, Judgement, Need, ReceiptScan, Verifier, Witness};
+use ewx_proto::audit::{Chain, Entry, Event, Judgement, Need, ReceiptScan, Verifier, Witness};
 use ewx_proto::frame::{Request, Response};
 use ewx_proto::receipt::Receipt;
 use ewx_proto::{MessageId, Roster};
@@ -76,19 +76,21 @@ fn size_of(checkpoint: &[u8]) -> Option<u64> {
     Some(signed.checkpoint().ok()?.size)
 }
 
-/// Every checkpoint of `from_size` entries and more, page by page.
+/// Every checkpoint of `from_size` entries and more, page by page. Stops at a
+/// checkpoint that does not decode or does not move forward (a damaged store or a lying
+/// broker): the verifier then reports it, instead of this asking for the same page again.
 async fn all_checkpoints<S: AuditSource>(source: &S, from_size: u64) -> Result<Vec<Vec<u8>>> {
     let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut from = from_size;
     loop {
-        let from = out
-            .last()
-            .and_then(|c| size_of(c))
-            .map_or(from_size, |s| s + 1);
         let page = source.checkpoints(from).await?;
-        if page.is_empty() {
-            return Ok(out);
-        }
+        let next = page.last().and_then(|c| size_of(c)).map(|s| s + 1);
+        let last_page = page.is_empty();
         out.extend(page);
+        match next {
+            Some(n) if !last_page && n > from => from = n,
+            _ => return Ok(out),
+        }
     }
 }
 
@@ -101,13 +103,17 @@ pub async fn receipts<S: AuditSource>(source: &S, id: &MessageId) -> Result<(u64
     let (mut from, mut scan) = (0u64, ReceiptScan::new(*id));
     loop {
         let page = source.entries(from).await?;
-        if page.is_empty() {
-            break;
-        }
-        from += page.len() as u64;
+        let Some(last) = page.last() else { break };
+        // continue after the last entry seen (by its own index: a damaged store may have
+        // gaps, and counting entries would read some twice)
+        let next = Entry::decode(last).map_or(from + page.len() as u64, |e| e.index + 1);
         for bytes in &page {
             scan.observe(bytes)?;
         }
+        if next <= from {
+            break;
+        }
+        from = next;
     }
     scan.finish()
         .ok_or_else(|| Error::Audit(format!("message {id} is not in {}", source.place())))

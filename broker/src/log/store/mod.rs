@@ -261,17 +261,6 @@ impl Store {
             },
         );
         r.map_err(|e| Error::Store(format!("commit failed: {e:?}")))?;
-        if let Some(p) = batch.prune {
-            // retention is housekeeping: a failure to drop old envelopes loses nothing
-            match self.prune(p) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    pruned = n,
-                    "retention: dropped old envelopes (audit entries kept)"
-                ),
-                Err(e) => tracing::warn!("retention failed: {e}"),
-            }
-        }
         self.sync()
     }
 
@@ -410,7 +399,18 @@ impl Store {
     }
 
     /// Retention ([`Prune`]): drop the oldest envelopes while their index is below
-    /// `keep_from` or they were created before `min_created_ms`.
+    /// `keep_from` or they were created before `min_created_ms`; logs what it did.
+    pub(super) fn retain(&self, p: Prune) {
+        match self.prune(p) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                pruned = n,
+                "retention: dropped old envelopes (audit entries kept)"
+            ),
+            Err(e) => tracing::warn!("retention failed: {e}"),
+        }
+    }
+
     fn prune(
         &self,
         Prune {

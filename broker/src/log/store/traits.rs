@@ -6,7 +6,7 @@ use ewx_proto::{MessageId, NodeId, Precedence};
 
 use super::Store;
 use crate::error::Result;
-use crate::log::{Batch, LogCommit, LogRead};
+use crate::log::{Batch, LogCommit, LogRead, Prune};
 
 fn owned(v: sled::IVec) -> Bytes {
     Bytes::from_owner(v)
@@ -67,5 +67,9 @@ impl LogRead for Store {
 impl LogCommit for Store {
     fn commit(&mut self, batch: &Batch) -> Result<()> {
         Store::commit(self, batch)
+    }
+
+    fn retain(&mut self, prune: Prune) {
+        Store::retain(self, prune);
     }
 }
