@@ -15,8 +15,8 @@ use crate::core::routing::{LaneId, RoutingIndex};
 use crate::core::subscription::SubscriptionSpec;
 use crate::log::{Fanout, Stored};
 
-/// Envelope bytes all lane queues may hold at once (counted per queue, so a message
-/// queued for ten lanes counts ten times): about what the old shared ring could pin.
+/// Bytes of committed messages all lane queues may pin at once (a message counts once,
+/// however many lanes hold it): what the old shared ring of 4096 could pin.
 const QUEUED_BYTES: usize = 64 << 20;
 /// Commits the fan-out thread may be behind before the writer waits for it.
 const BACKLOG: usize = 64;
@@ -26,8 +26,23 @@ const BACKLOG: usize = 64;
 pub(super) struct LaneSink {
     /// Bounded (`limits.live_buffer`): when full, the message is dropped here and the
     /// lane marked [`Lag`] — it reads the message from the log instead.
-    tx: mpsc::Sender<Arc<Stored>>,
+    tx: mpsc::Sender<Arc<Queued>>,
     lag: Arc<Lag>,
+}
+
+/// A committed message in one or more lane queues; what it pins is released when the
+/// last lane drops it.
+#[derive(Debug)]
+pub(super) struct Queued {
+    pub stored: Arc<Stored>,
+    cost: usize,
+    budget: Arc<AtomicUsize>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.cost, Ordering::Relaxed);
+    }
 }
 
 /// A lane's mark that its live queue overflowed, and the wake-up that goes with it (so
@@ -60,7 +75,8 @@ fn cost(m: &Stored) -> usize {
 pub(crate) struct Routes {
     index: Mutex<RoutingIndex<LaneSink>>,
     roster: RosterCell,
-    queued: AtomicUsize,
+    /// Bytes pinned by [`Queued`] messages.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Routes {
@@ -68,7 +84,7 @@ impl Routes {
         Self {
             index: Mutex::default(),
             roster,
-            queued: AtomicUsize::new(0),
+            queued: Arc::default(),
         }
     }
 
@@ -81,29 +97,30 @@ impl Routes {
         let roster = self.roster.get();
         let index = self.lock();
         for m in messages {
-            let c = cost(m);
+            let mut queued: Option<Arc<Queued>> = None;
             for sink in index.route(&m.header, &roster) {
-                if self.queued.load(Ordering::Relaxed) + c > QUEUED_BYTES {
-                    sink.lag.set();
-                } else if sink.tx.try_send(m.clone()).is_ok() {
-                    self.queued.fetch_add(c, Ordering::Relaxed);
-                } else {
+                let q = match &queued {
+                    Some(q) => q.clone(),
+                    None => {
+                        let c = cost(m);
+                        if self.queued.load(Ordering::Relaxed) + c > QUEUED_BYTES {
+                            sink.lag.set(); // over the bound: this lane reads the log
+                            continue;
+                        }
+                        self.queued.fetch_add(c, Ordering::Relaxed);
+                        let q = Arc::new(Queued {
+                            stored: m.clone(),
+                            cost: c,
+                            budget: self.queued.clone(),
+                        });
+                        queued = Some(q.clone());
+                        q
+                    }
+                };
+                if sink.tx.try_send(q).is_err() {
                     sink.lag.set();
                 }
             }
-        }
-    }
-
-    /// A lane took `m` from its queue.
-    pub(super) fn taken(&self, m: &Stored) {
-        self.queued.fetch_sub(cost(m), Ordering::Relaxed);
-    }
-
-    /// A lane ended: release what is left in its queue.
-    pub(super) fn drain(&self, rx: &mut mpsc::Receiver<Arc<Stored>>) {
-        rx.close();
-        while let Ok(m) = rx.try_recv() {
-            self.taken(&m);
         }
     }
 }
@@ -116,7 +133,7 @@ impl<'a> Registered<'a> {
         routes: &'a Routes,
         spec: Arc<SubscriptionSpec>,
         precedence: Precedence,
-        tx: mpsc::Sender<Arc<Stored>>,
+        tx: mpsc::Sender<Arc<Queued>>,
         lag: &Arc<Lag>,
     ) -> Self {
         let sink = LaneSink {
@@ -195,12 +212,14 @@ mod tests {
         routes.route(&messages);
         assert!(lag.take(), "three did not fit: the lane must catch up");
         assert!(!lag.take());
+        assert!(routes.queued.load(Ordering::Relaxed) > 0);
         let first = rx.try_recv().unwrap();
-        assert_eq!(first.index, 0);
-        routes.taken(&first);
+        assert_eq!(first.stored.index, 0);
+        drop(first);
         drop(registered);
         routes.route(&messages); // no lane any more: nothing queued
-        routes.drain(&mut rx);
+        rx.close();
+        while rx.try_recv().is_ok() {}
         assert_eq!(routes.queued.load(Ordering::Relaxed), 0);
     }
 }

@@ -16,9 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::fanout::{Lag, Registered};
+use super::fanout::{Lag, Queued, Registered};
 use crate::core::subscription::{LaneStart, SubscriptionSpec, deliverable};
-use crate::log::Stored;
 
 /// Messages read from the log per catch-up step of a lane…
 const CATCH_UP_BATCH: usize = 256;
@@ -66,7 +65,7 @@ impl Lane {
             r = self.deliver(&mut stream, &mut rx, &lag) => r,
         };
         drop(registered);
-        routes.drain(&mut rx);
+        rx.close(); // what is left is released as the queue drops
         if let Err(e) = result {
             if !cancel.is_cancelled() {
                 tracing::warn!("delivery lane failed, closing the connection: {e}");
@@ -78,7 +77,7 @@ impl Lane {
     async fn deliver(
         &mut self,
         stream: &mut Option<quinn::SendStream>,
-        live: &mut mpsc::Receiver<Arc<Stored>>,
+        live: &mut mpsc::Receiver<Arc<Queued>>,
         lag: &Lag,
     ) -> crate::Result<()> {
         self.catch_up(stream).await?;
@@ -96,8 +95,8 @@ impl Lane {
                 tracing::debug!("live queue overflowed; catching up from the log");
                 self.catch_up(stream).await?;
             }
-            let Some(m) = m else { continue };
-            self.shared.routes.taken(&m);
+            let Some(q) = m else { continue };
+            let m = &q.stored;
             if m.index < self.next {
                 continue; // delivered by a catch-up already
             }
