@@ -18,20 +18,9 @@ use ewx_proto::{Draft, Envelope, EpochPolicy, MessageId, NodeKeys, Roster, Seale
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Inner, OpenSub, request_on};
+use crate::connection::{Inner, LANE_BUFFER, MAX_FRAME, OpenSub, RESPONSE_WAIT, request_on};
 use crate::error::{Error, Result};
 use crate::subscription::{Lanes, Subscription, SubscriptionOptions};
-
-/// Largest frame this client sends or accepts.
-pub(crate) const MAX_FRAME: usize = ewx_proto::frame::DEFAULT_MAX_FRAME + 1024;
-/// Deliveries buffered per subscription lane. When full, the reader waits, QUIC flow
-/// control pushes back, and the broker's lane for us slows down — nobody else does.
-pub(crate) const LANE_BUFFER: usize = 1024;
-/// How long a request waits for the broker's answer (a slow or lossy link, a busy
-/// broker); the broker's own per-frame deadline against slow senders is much shorter.
-pub(crate) const RESPONSE_WAIT: Duration = Duration::from_secs(120);
-/// How long a request waits for a connection while the client reconnects.
-pub(crate) const RECONNECT_WAIT: Duration = Duration::from_secs(15);
 
 /// The broker's answer to a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,9 +20,19 @@ use ewx_proto::{Envelope, NodeKeys, Precedence, Sealer, TopicPattern};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{MAX_FRAME, RECONNECT_WAIT, RESPONSE_WAIT};
 use crate::error::{Error, Result};
 use crate::subscription::{Delivery, Lanes};
+
+/// Largest frame this client sends or accepts.
+pub(crate) const MAX_FRAME: usize = ewx_proto::frame::DEFAULT_MAX_FRAME + 1024;
+/// Deliveries buffered per subscription lane. When full, the reader waits, QUIC flow
+/// control pushes back, and the broker's lane for us slows down — nobody else does.
+pub(crate) const LANE_BUFFER: usize = 1024;
+/// How long a request waits for the broker's answer (a slow or lossy link, a busy
+/// broker); the broker's own per-frame deadline against slow senders is much shorter.
+pub(crate) const RESPONSE_WAIT: Duration = Duration::from_secs(120);
+/// How long a request waits for a connection while the client reconnects.
+pub(crate) const RECONNECT_WAIT: Duration = Duration::from_secs(15);
 
 /// A subscription as the client re-opens it after a reconnect.
 #[derive(Debug, Clone)]
