@@ -41,6 +41,7 @@ fn draft(seq: u64) -> Draft {
         seq,
         expires_ms: None,
         receipt: false,
+        case: None,
     }
 }
 

@@ -7,6 +7,7 @@ use sha2::Digest as _;
 
 use crate::access::check_publish;
 
+use crate::case::CaseTag;
 use crate::cbor;
 use crate::error::{Error, Result};
 use crate::ids::{Digest32, MessageId, NodeId};
@@ -77,6 +78,9 @@ pub struct Header {
     pub key_commit: Digest32,
     /// The content key for each recipient.
     pub recipients: Vec<WrappedKey>,
+    /// The case this message opens or answers, if any: all the broker learns of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<CaseTag>,
 }
 
 impl Header {

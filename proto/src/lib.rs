@@ -4,7 +4,8 @@
 //! who may read and publish what ([`labels`], [`access`], [`topic`]), how a message is
 //! sealed, signed and opened ([`envelope`], [`seal`], [`payload`]), how it travels
 //! ([`frame`]), and how the record of it is kept verifiable ([`audit`], [`merkle`],
-//! [`checkpoint`], [`receipt`]).
+//! [`checkpoint`], [`receipt`]), and the Compact's mechanism as one fold over a log
+//! ([`case`]).
 //!
 //! This crate does **no** I/O: no sockets, no files, no clock, no global RNG. Callers pass
 //! `now_ms`, an `impl CryptoRngCore` and keys; they read and write files themselves. That
@@ -26,6 +27,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod case;
 mod cbor;
 pub mod checkpoint;
 pub mod envelope;

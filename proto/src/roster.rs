@@ -106,6 +106,20 @@ pub struct RosterBody {
     pub council: Vec<CouncilMember>,
     /// Every node.
     pub nodes: Vec<NodeEntry>,
+    /// Who may attest the event that fires a snapback, and how many must.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attesters: Option<Panel>,
+}
+
+/// A k-of-n panel of nodes (the snapback attesters): a statement counts when `threshold`
+/// distinct members, with distinct keys, have signed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Panel {
+    /// The members (roster nodes that publish).
+    pub members: Vec<NodeId>,
+    /// Signatures needed, 1 to the number of members.
+    pub threshold: u8,
 }
 
 /// One council member's signature over the body bytes.
@@ -181,6 +195,34 @@ impl RosterBody {
                 .map_err(|e| Error::InvalidRoster(format!("node {}: {e}", n.id)))?;
             if is_low_order(&n.kem) {
                 return bad(format!("node {} has a low-order x25519 key", n.id));
+            }
+        }
+        if let Some(p) = &self.attesters {
+            self.validate_panel("attesters", p, &ids)?;
+        }
+        Ok(())
+    }
+}
+
+impl RosterBody {
+    fn validate_panel(&self, what: &str, panel: &Panel, ids: &BTreeSet<&NodeId>) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidRoster(m));
+        if panel.threshold == 0 || usize::from(panel.threshold) > panel.members.len() {
+            return bad(format!(
+                "{what}: threshold {} must be between 1 and the {} members",
+                panel.threshold,
+                panel.members.len()
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for m in &panel.members {
+            if !seen.insert(m) {
+                return bad(format!("{what}: {m} is named twice"));
+            }
+            let publishes =
+                ids.contains(m) && self.nodes.iter().any(|n| &n.id == m && n.role.publishes());
+            if !publishes {
+                return bad(format!("{what}: {m} is not a node that publishes"));
             }
         }
         Ok(())

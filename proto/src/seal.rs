@@ -66,6 +66,8 @@ pub struct Draft {
     pub expires_ms: Option<u64>,
     /// Ask recipients for signed receipts.
     pub receipt: bool,
+    /// The case this message opens or answers (in the signed header, seen by the broker).
+    pub case: Option<crate::case::CaseTag>,
 }
 
 struct Epoch {
@@ -233,6 +235,7 @@ impl Sealer {
             nonce,
             key_commit: key_commitment(&id, &content_key[..]),
             recipients: wrapped,
+            case: draft.case,
         };
         let header_bytes = cbor::encode("envelope header", &header)?;
         let plaintext = Zeroizing::new(draft.payload.encode()?);

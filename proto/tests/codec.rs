@@ -126,7 +126,7 @@ proptest! {
     fn sealed_envelopes_round_trip_and_open(seq in 1u64.., p in payload(), exercise: bool, prec in prop::sample::select(Precedence::ALL.to_vec())) {
         let mut l = labels(Level::Amber, "CORE");
         l.exercise = exercise;
-        let draft = Draft { topic: Topic::new("ew.air").unwrap(), precedence: prec, labels: l, payload: p.clone(), seq, expires_ms: Some(NOW + 1), receipt: exercise };
+        let draft = Draft { topic: Topic::new("ew.air").unwrap(), precedence: prec, labels: l, payload: p.clone(), seq, expires_ms: Some(NOW + 1), receipt: exercise, case: None };
         let mut s = Sealer::new(keys("UA"), EpochPolicy::default());
         let env = s.seal(&roster(), draft, NOW, &mut rand::rngs::StdRng::seed_from_u64(seq)).unwrap();
         let wire = env.encode().unwrap();
@@ -140,7 +140,7 @@ proptest! {
     fn labels_topics_and_patterns_round_trip(l in labels_s(), t in topic(), pat in pattern()) {
         let r = Request::Subscribe { name: "s".into(), pattern: pat.clone(), from: StartAt::Index(3), filter: ExerciseFilter::RealOnly };
         roundtrip_frame(&r);
-        let e = Event::Published { id: MessageId([1; 16]), sender: NodeId::new("UA").unwrap(), seq: 1, topic: t.clone(), kind: ewx_proto::Kind::Bulletin, precedence: Precedence::Flash, labels: l.clone(), log_index: 9, envelope_hash: Digest32([4; 32]) };
+        let e = Event::Published { id: MessageId([1; 16]), sender: NodeId::new("UA").unwrap(), seq: 1, topic: t.clone(), kind: ewx_proto::Kind::Bulletin, precedence: Precedence::Flash, labels: l.clone(), log_index: 9, envelope_hash: Digest32([4; 32]), case: None };
         let entry = Entry { index: 5, prev: Digest32([7; 32]), time_ms: NOW, event: e };
         prop_assert_eq!(Entry::decode(&entry.encode().unwrap()).unwrap(), entry);
         prop_assert_eq!(pat.as_str().parse::<TopicPattern>().unwrap(), pat);

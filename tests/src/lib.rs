@@ -143,6 +143,7 @@ pub fn bulletin(
         seq: 0,
         expires_ms: None,
         receipt: false,
+        case: None,
     }
 }
 

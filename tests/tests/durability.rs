@@ -264,6 +264,7 @@ async fn the_store_holds_a_verifiable_audit_chain() {
             Event::Subscribed { .. } => "subscribed",
             Event::Denied { .. } => "denied",
             Event::RosterChanged { .. } => "roster",
+            Event::CaseDeadline { .. } => "case-deadline",
         });
     }
     for k in [

@@ -93,6 +93,7 @@ fn draft(topic: &str, labels: Labels, payload: Payload, seq: u64) -> Draft {
         seq,
         expires_ms: Some(NOW_MS + 3_600_000),
         receipt: true,
+        case: None,
     }
 }
 

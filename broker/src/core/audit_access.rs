@@ -62,6 +62,7 @@ mod tests {
             labels: Labels::new(Level::Amber, []),
             log_index: 0,
             envelope_hash: Digest32::default(),
+            case: None,
         };
         Chain::new().append(0, event).unwrap().1
     }

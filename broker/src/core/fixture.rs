@@ -39,6 +39,7 @@ pub fn sealed(
         seq,
         expires_ms: None,
         receipt: true,
+        case: None,
     };
     let mut sealer = Sealer::new(keys(sender), EpochPolicy::default());
     sealer

@@ -65,6 +65,7 @@ fn main() {
                 seq: i,
                 expires_ms: None,
                 receipt: false,
+                case: None,
             };
             let env = sealer.seal(&roster, draft, now, &mut rng).unwrap();
             let h = env.header();

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::case::{CaseTag, Stage};
 use crate::cbor;
 use crate::error::Result;
 use crate::ids::{Digest32, MessageId, NodeId};
@@ -37,6 +38,10 @@ pub enum Event {
         log_index: u64,
         /// SHA-256 of the envelope bytes.
         envelope_hash: Digest32,
+        /// The header's case tag, if it belongs to a case (so the case fold survives
+        /// the envelope's retention).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        case: Option<CaseTag>,
     },
     /// A subscriber acknowledged every delivery up to `through_index` (one entry per ack
     /// batch, not per message).
@@ -84,6 +89,18 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A case deadline passed; `missing` had not answered by it (late answers count as
+    /// missing). Auditors recompute it from the case fold.
+    CaseDeadline {
+        /// The case (its opening message's id).
+        case: MessageId,
+        /// The stage that was due.
+        stage: Stage,
+        /// When it was due (broker log time).
+        due_ms: u64,
+        /// The parties that had not answered.
+        missing: Vec<NodeId>,
+    },
     /// A new roster came into force.
     RosterChanged {
         /// Its version.
@@ -109,6 +126,7 @@ impl Event {
             labels: h.labels.clone(),
             log_index,
             envelope_hash: envelope.hash(),
+            case: h.case.clone(),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
+use crate::case::CaseBook;
 use crate::checkpoint::SignedCheckpoint;
 use crate::envelope::{Envelope, verify_batch};
 use crate::error::{Error, Result};
@@ -81,6 +82,10 @@ pub struct Summary {
     pub publishers: BTreeSet<NodeId>,
     /// Receipts verified.
     pub receipts: u64,
+    /// Cases folded from the log.
+    pub cases: usize,
+    /// `CaseDeadline` entries checked against the fold.
+    pub case_deadlines: u64,
     /// Rosters that were in force.
     pub rosters: Vec<u64>,
     /// Time of the first and last entry.
@@ -115,6 +120,11 @@ impl fmt::Display for Summary {
         )?;
         writeln!(f, "publishers   {}", names(&mut self.publishers.iter()))?;
         writeln!(f, "receipts     {}", self.receipts)?;
+        writeln!(
+            f,
+            "cases        {} ({} deadline entries agree with the fold)",
+            self.cases, self.case_deadlines
+        )?;
         writeln!(f, "rosters      versions {:?}", self.rosters)?;
         writeln!(
             f,
@@ -173,6 +183,7 @@ pub struct Verifier {
     anchor_seen: bool,
     broker: SignPublic,
     pending: Vec<Pending>,
+    cases: CaseBook,
     summary: Summary,
 }
 
@@ -196,6 +207,7 @@ impl Verifier {
             anchor,
             anchor_seen: false,
             pending: Vec::new(),
+            cases: CaseBook::new(),
             summary: Summary::default(),
         })
     }
@@ -208,6 +220,11 @@ impl Verifier {
             Ok(Event::RosterChanged { version, .. }) => Need::Roster(version),
             _ => Need::Nothing,
         }
+    }
+
+    /// The cases folded so far from the log.
+    pub fn cases(&self) -> &CaseBook {
+        &self.cases
     }
 
     /// Entries replayed so far.
@@ -230,6 +247,12 @@ impl Verifier {
             other => fail(self.chain.len(), other.to_string()),
         })?;
         let index = entry.index;
+        self.cases
+            .replay(&entry, Some(&self.roster))
+            .map_err(|reason| fail(index, reason))?;
+        if let Event::CaseDeadline { .. } = entry.event {
+            self.summary.case_deadlines += 1;
+        }
         if self.summary.entries == 0 {
             self.summary.first_ms = entry.time_ms;
         }
@@ -248,6 +271,7 @@ impl Verifier {
                 seq,
                 log_index,
                 envelope_hash,
+                case,
                 ..
             } => {
                 self.summary.publishers.insert(sender.clone());
@@ -258,7 +282,12 @@ impl Verifier {
                 let env = Envelope::decode(&bytes, usize::MAX)
                     .map_err(|e| fail(index, format!("envelope {log_index}: {e}")))?;
                 let h = env.header();
-                if env.hash() != envelope_hash || h.id != id || h.sender != sender || h.seq != seq {
+                if env.hash() != envelope_hash
+                    || h.id != id
+                    || h.sender != sender
+                    || h.seq != seq
+                    || h.case != case
+                {
                     return Err(fail(
                         index,
                         format!("envelope {log_index} does not match its audit entry"),
@@ -399,6 +428,7 @@ impl Verifier {
             ));
         }
         self.summary.root = self.chain.tree().root();
+        self.summary.cases = self.cases.len();
         Ok(self.summary)
     }
 

@@ -16,13 +16,15 @@ pub mod grants;
 use ed25519_dalek::SigningKey;
 use ewx_proto::access::Grants;
 use ewx_proto::keys::SignPublic;
-use ewx_proto::roster::{CouncilMember, NodeEntry, RosterBody};
+use ewx_proto::roster::{CouncilMember, NodeEntry, Panel, RosterBody};
 use ewx_proto::{Digest32, NodeId, NodeKeys, Role, Roster, SignedRoster};
 
 /// Core guarantors (liaison nodes with military compartments), Ukraine first.
 pub const CORE: [&str; 8] = ["UA", "US", "GB", "PL", "DE", "FR", "TR", "LT"];
 /// The broader group: sanctions and other non-military traffic only.
 pub const BROADER: [&str; 2] = ["JP", "KR"];
+/// The demo network's snapback attesters (2 of them must attest).
+pub const ATTESTERS: [&str; 3] = ["UA", "PL", "GB"];
 /// The auditor.
 pub const AUDITOR: &str = "AUDIT1";
 /// The broker.
@@ -100,6 +102,7 @@ pub struct Network {
     version: u64,
     issued_ms: u64,
     members: Vec<Member>,
+    attesters: Option<Panel>,
 }
 
 impl Network {
@@ -110,6 +113,7 @@ impl Network {
             version: 1,
             issued_ms: ISSUED_MS,
             members: Vec::new(),
+            attesters: None,
         }
     }
 
@@ -125,6 +129,16 @@ impl Network {
         }
         n.node(AUDITOR, Role::Auditor, Grants::none())
             .node(BROKER, Role::Broker, Grants::none())
+            .attesters(&ATTESTERS, 2)
+    }
+
+    /// Name the snapback attesters and how many must attest.
+    pub fn attesters(mut self, members: &[&str], threshold: u8) -> Self {
+        self.attesters = Some(Panel {
+            members: members.iter().map(|m| id(m)).collect(),
+            threshold,
+        });
+        self
     }
 
     /// Add a node (its keys are [`keys`]`(name)`).
@@ -193,6 +207,7 @@ impl Network {
                     }
                 })
                 .collect(),
+            attesters: self.attesters.clone(),
         }
     }
 

@@ -74,6 +74,7 @@ pub fn bulletin(topic: &str, labels: Labels, seq: u64) -> Draft {
         seq,
         expires_ms: None,
         receipt: true,
+        case: None,
     }
 }
 

@@ -110,6 +110,7 @@ fn draft(cfg: &BenchConfig, sent_us: u64, flash: bool) -> Result<Draft> {
         seq: 0,
         expires_ms: None,
         receipt: false,
+        case: None,
     })
 }
 

@@ -178,6 +178,7 @@ pub async fn publish(client: Client, a: PublishArgs) -> Result<()> {
         seq: 0,
         expires_ms: None,
         receipt: a.receipt,
+        case: None,
     };
     let env = client
         .seal(draft)

@@ -207,6 +207,7 @@ fn init(network: &str, council: &[PathBuf], threshold: u8, out: &Path) -> Result
         threshold,
         council,
         nodes: Vec::new(),
+        attesters: None,
     };
     let draft = SignedRoster::new(&body)?;
     files::write_public(out, &draft.encode()?)?;

@@ -26,6 +26,7 @@ pub(super) fn draft(
         seq: 0,
         expires_ms: None,
         receipt: false,
+        case: None,
     })
 }
 
