@@ -31,6 +31,30 @@ pub struct Config {
     /// How long messages are kept.
     #[serde(default)]
     pub retention: Retention,
+    /// Case reminders.
+    #[serde(default)]
+    pub cases: CasePolicy,
+    /// Where log times come from: the wall clock, or a simulated clock shared with an
+    /// in-process test or demo (never from the file).
+    #[serde(skip)]
+    pub clock: ewx_net::Clock,
+}
+
+/// When the broker reminds the parties of a case that have not answered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CasePolicy {
+    /// Remind this many ms before each deadline (and again when it passes).
+    pub reminders_ms: Vec<u64>,
+}
+
+impl Default for CasePolicy {
+    /// T−6 h and T−1 h.
+    fn default() -> Self {
+        Self {
+            reminders_ms: vec![6 * 3_600_000, 3_600_000],
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -185,6 +209,17 @@ impl Config {
         }
         if self.checkpoint.every_entries == 0 || self.checkpoint.interval_ms == 0 {
             return bad("checkpoint.every_entries and checkpoint.interval_ms must be at least 1");
+        }
+        if self.cases.reminders_ms.len() > 16
+            || self
+                .cases
+                .reminders_ms
+                .iter()
+                .any(|&r| r == 0 || r > 30 * 86_400_000)
+        {
+            return bad(
+                "cases.reminders_ms takes at most 16 offsets, each from 1 ms to 30 days before a deadline",
+            );
         }
         Ok(())
     }

@@ -70,17 +70,19 @@ impl Broker {
             replay_width: config.limits.replay_window,
             retention: config.retention.clone(),
             queue: config.limits.write_queue,
+            reminders_ms: config.cases.reminders_ms.clone(),
         };
         let read: Arc<dyn log::LogRead> = Arc::new(store.clone());
+        let (outlet, reminders) = net::Outlet::new(
+            net::spawn_fanout(routes.clone())
+                .map_err(|e| Error::Store(format!("cannot start the fan-out: {e}")))?,
+        );
         let (writer_handle, head, writer) = log::spawn(
             recovered,
-            keys,
+            (keys, config.clock.clone()),
             settings,
             (Box::new(store.clone()), read.clone()),
-            Arc::new(
-                net::spawn_fanout(routes.clone())
-                    .map_err(|e| Error::Store(format!("cannot start the fan-out: {e}")))?,
-            ),
+            Arc::new(outlet),
         )
         .map_err(|e| Error::Store(format!("cannot start the writer: {e}")))?;
         let shared = Arc::new(Shared {
@@ -107,11 +109,7 @@ impl Broker {
                 version: current.version(),
                 hash: current.hash(),
             };
-            if !shared
-                .writer
-                .roster(current.signed().encode()?, event)
-                .await
-            {
+            if !shared.writer.roster(current.clone(), event).await {
                 return Err(Error::Store("cannot record the roster in force".into()));
             }
         }
@@ -119,6 +117,9 @@ impl Broker {
             .tasks
             .spawn(net::accept_loop(endpoint.clone(), shared.clone()));
         shared.tasks.spawn(net::ticker(shared.clone()));
+        shared
+            .tasks
+            .spawn(net::push_reminders(shared.clone(), reminders));
         tracing::info!("listening on {addr}");
         Ok(Self {
             shared,

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use ewx_net::tls::{self, RosterCell};
 use ewx_net::wire::{Wait, read_msg};
-use ewx_net::{CloseCode, now_ms};
+use ewx_net::CloseCode;
 use ewx_proto::frame::{ExerciseFilter, RejectReason, Request, Response, StartAt};
+use ewx_proto::case::Reminder;
 use ewx_proto::receipt::Receipt;
 use ewx_proto::{Draft, Envelope, EpochPolicy, MessageId, NodeKeys, Roster, Sealer, TopicPattern};
 use tokio::sync::{mpsc, watch};
@@ -45,6 +46,20 @@ impl Client {
     /// # Errors
     /// `NoBroker`, `Connect`, `Transport`, `Proto`.
     pub async fn connect(addr: SocketAddr, keys: NodeKeys, roster: Roster) -> Result<Self> {
+        Self::connect_with_clock(addr, keys, roster, ewx_net::Clock::system()).await
+    }
+
+    /// [`Client::connect`] with the clock its seals are timed by: a simulated clock shared
+    /// with an in-process broker, in tests and the demo.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub async fn connect_with_clock(
+        addr: SocketAddr,
+        keys: NodeKeys,
+        roster: Roster,
+        clock: ewx_net::Clock,
+    ) -> Result<Self> {
         let connect_err = |reason: String| Error::Connect { addr, reason };
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0"
@@ -60,6 +75,7 @@ impl Client {
             quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
                 .map_err(|e| connect_err(e.to_string()))?;
         let (receipts_tx, receipts_rx) = mpsc::channel(256);
+        let (reminders_tx, reminders_rx) = mpsc::channel(256);
         let inner = Arc::new(Inner {
             addr,
             endpoint,
@@ -71,6 +87,9 @@ impl Client {
             subs: Mutex::new(HashMap::new()),
             receipts_tx,
             receipts_rx: Mutex::new(Some(receipts_rx)),
+            reminders_tx,
+            reminders_rx: Mutex::new(Some(reminders_rx)),
+            clock,
             opener: ewx_proto::Opener::default(),
             dead: CancellationToken::new(),
             dead_reason: Mutex::new(String::new()),
@@ -130,7 +149,7 @@ impl Client {
     /// clock, so they collide only when sealing in the same microsecond; [`Client::publish`]
     /// then seals again.
     fn next_seq(&self) -> u64 {
-        let floor = ewx_net::clock::now_us();
+        let floor = self.inner.clock.now_us();
         let mut cur = self.inner.seq.load(Ordering::Relaxed);
         loop {
             let next = cur.saturating_add(1).max(floor);
@@ -159,7 +178,7 @@ impl Client {
             .sealer
             .lock()
             .await
-            .seal(&roster, draft, now_ms(), &mut rng)?)
+            .seal(&roster, draft, self.inner.clock.now_ms(), &mut rng)?)
     }
 
     /// Seal and publish; returns once the broker has stored it durably.
@@ -294,7 +313,7 @@ impl Client {
             &self.inner.keys,
             envelope.header().id,
             envelope.hash(),
-            now_ms(),
+            self.inner.clock.now_ms(),
         );
         self.request(&Request::Receipt(r)).await.map(|_| ())
     }
@@ -306,6 +325,20 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
+    }
+
+    /// Case reminders the broker pushed to this node (take it once).
+    pub fn reminders(&self) -> Option<mpsc::Receiver<Reminder>> {
+        self.inner
+            .reminders_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// The clock this client seals by.
+    pub fn clock(&self) -> &ewx_net::Clock {
+        &self.inner.clock
     }
 
     /// Wait until the client gives up for good (closed, or refused by the broker, e.g.

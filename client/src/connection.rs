@@ -15,6 +15,7 @@ use ewx_net::CloseCode;
 use ewx_net::tls::{self, RosterCell, TransportLimits};
 use ewx_net::wire::{Wait, read_msg, write_msg};
 use ewx_proto::frame::{ExerciseFilter, Push, Request, Response, StartAt};
+use ewx_proto::case::Reminder;
 use ewx_proto::receipt::Receipt;
 use ewx_proto::{Envelope, NodeKeys, Precedence, Sealer, TopicPattern};
 use tokio::sync::{mpsc, watch};
@@ -57,6 +58,11 @@ pub(crate) struct Inner {
     pub(crate) subs: Mutex<HashMap<String, OpenSub>>,
     pub(crate) receipts_tx: mpsc::Sender<Receipt>,
     pub(crate) receipts_rx: Mutex<Option<mpsc::Receiver<Receipt>>>,
+    pub(crate) reminders_tx: mpsc::Sender<Reminder>,
+    pub(crate) reminders_rx: Mutex<Option<mpsc::Receiver<Reminder>>>,
+    /// Where sealing times and sequence numbers come from (the broker's clock in a
+    /// simulation).
+    pub(crate) clock: ewx_net::Clock,
     /// X25519 results per sender key epoch, shared by all delivery streams.
     pub(crate) opener: ewx_proto::Opener,
     /// Cancelled when the client is closed or the broker refused it for good.
@@ -309,6 +315,10 @@ impl Inner {
                 if r.verify(&self.roster.get()).is_ok() {
                     let _ = self.receipts_tx.send(r).await;
                 }
+            }
+            Push::Reminder(r) => {
+                // nobody listening, or a backlog of 256: the case thread shows it anyway
+                let _ = self.reminders_tx.try_send(r);
             }
             Push::Roster { roster } => {
                 if let Err(e) = self.accept_roster(&roster) {

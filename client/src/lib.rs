@@ -5,7 +5,8 @@
 //! end to end and decrypted — the client does not trust the broker for either. It
 //! reconnects with backoff and resumes every subscription from its durable cursor.
 //!
-//! Modules: `client` (publish, subscribe, receipts), `connection` (connect, pushes,
+//! Modules: `client` (publish, subscribe, receipts), [`cases`] (case threads folded
+//! here, replies, default parties), `connection` (connect, pushes,
 //! reconnect and resume), `subscription` (precedence-first
 //! delivery, batched acks), [`audit`] (verification, receipts, witness rounds and bundles
 //! over the broker's audit API).
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod cases;
 mod client;
 mod connection;
 mod error;

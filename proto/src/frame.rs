@@ -300,6 +300,18 @@ pub enum Request {
         /// The co-signature.
         cosignature: crate::checkpoint::Cosignature,
     },
+    /// The cases this node may read (newest first, at most `limit`).
+    Cases {
+        /// At most this many.
+        limit: u32,
+    },
+    /// A case's thread, from after `after` (a message-log index) on.
+    CaseThread {
+        /// The case (its opening message's id).
+        case: crate::ids::MessageId,
+        /// Start after this log index (`None`: from the opening).
+        after: Option<u64>,
+    },
 }
 
 /// Wire bytes of several stored items (audit entries or signed checkpoints).
@@ -334,6 +346,8 @@ pub enum RejectReason {
     RateLimited,
     /// A fault in the broker.
     Internal,
+    /// The case fold refused a case message (unknown case, not a party, out of order…).
+    Case(crate::case::RefusalKind),
 }
 
 /// Broker → client, the answer on a request stream.
@@ -390,6 +404,10 @@ pub enum Response {
         /// Signed checkpoint bytes.
         checkpoints: Blobs,
     },
+    /// Answer to `Cases`.
+    Cases(Vec<crate::case::CaseEntry>),
+    /// Answer to `CaseThread`.
+    CaseThread(crate::case::CaseThread),
     /// Answer to a proof request.
     Proof {
         /// The proof's hashes.
@@ -419,6 +437,8 @@ pub enum Push {
     },
     /// A receipt for one of this node's messages.
     Receipt(Receipt),
+    /// A case deadline is near or passed and this node has not answered.
+    Reminder(crate::case::Reminder),
     /// A newer roster came into force.
     Roster {
         /// Signed roster wire bytes.

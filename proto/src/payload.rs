@@ -29,17 +29,20 @@ pub enum Kind {
     SanctionsTrigger,
     /// An observed ceasefire breach.
     CeasefireReport,
+    /// A reply in a case (acknowledgement, decision, attestation, reimposition…).
+    CaseReply,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Bulletin,
         Kind::ExerciseNotice,
         Kind::ConsultationRequest,
         Kind::ConsultationResponse,
         Kind::SanctionsTrigger,
         Kind::CeasefireReport,
+        Kind::CaseReply,
     ];
 
     /// Kebab-case name used on the command line.
@@ -51,6 +54,7 @@ impl Kind {
             Kind::ConsultationResponse => "consultation-response",
             Kind::SanctionsTrigger => "sanctions-trigger",
             Kind::CeasefireReport => "ceasefire-report",
+            Kind::CaseReply => "case-reply",
         }
     }
 }
@@ -70,7 +74,7 @@ impl FromStr for Kind {
             .ok_or_else(|| Error::InvalidLabel {
                 value: echo(s),
                 reason: "unknown kind (bulletin, exercise-notice, consultation-request, \
-                         consultation-response, sanctions-trigger, ceasefire-report)",
+                         consultation-response, sanctions-trigger, ceasefire-report, case-reply)",
             })
     }
 }
@@ -266,6 +270,9 @@ pub struct SanctionsTrigger {
     pub measure: String,
     /// When it takes effect.
     pub effective_ms: u64,
+    /// For a snapback: the statement of the event attested (its hash is in the header).
+    #[serde(default)]
+    pub statement: Option<String>,
 }
 
 /// An observed breach of a ceasefire.
@@ -278,6 +285,52 @@ pub struct CeasefireReport {
     pub observed_ms: u64,
     /// What was observed.
     pub description: String,
+}
+
+/// What a guarantor decided in a consultation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Joins the collective response.
+    Join,
+    /// Declines to take part.
+    Decline,
+    /// Takes a measure of its own (described in the text).
+    Measure,
+}
+
+impl FromStr for Decision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "join" => Ok(Decision::Join),
+            "decline" => Ok(Decision::Decline),
+            "measure" => Ok(Decision::Measure),
+            _ => Err(Error::InvalidLabel {
+                value: echo(s),
+                reason: "decision must be join, decline or measure",
+            }),
+        }
+    }
+}
+
+/// A reply in a case; its stage is in the signed header (the broker sees that much),
+/// what it says is here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseReply {
+    /// What the party says.
+    pub text: String,
+    /// A consultation decision: join, decline or a measure.
+    #[serde(default)]
+    pub decision: Option<Decision>,
+    /// A snapback reimposition: the date the sanctions are in force (ms since the epoch).
+    #[serde(default)]
+    pub in_force_ms: Option<u64>,
+    /// A snapback trigger or attestation: the statement attested (its hash is in the
+    /// header).
+    #[serde(default)]
+    pub statement: Option<String>,
 }
 
 /// The decrypted content of an envelope.
@@ -297,6 +350,8 @@ pub enum Payload {
     CeasefireReport(CeasefireReport),
     /// A STIX 2.1 bundle, as JSON text, for kind `Bulletin`.
     Stix(String),
+    /// See [`CaseReply`].
+    CaseReply(CaseReply),
 }
 
 impl Payload {
@@ -309,6 +364,7 @@ impl Payload {
             Payload::ConsultationResponse(_) => Kind::ConsultationResponse,
             Payload::SanctionsTrigger(_) => Kind::SanctionsTrigger,
             Payload::CeasefireReport(_) => Kind::CeasefireReport,
+            Payload::CaseReply(_) => Kind::CaseReply,
         }
     }
 

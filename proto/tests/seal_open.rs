@@ -114,6 +114,7 @@ fn sanctions_traffic_reaches_the_broader_group() {
         regime: "UNSCR 2231".into(),
         measure: "snapback".into(),
         effective_ms: NOW,
+        statement: None,
     });
     let env = s.seal(&roster(), d, NOW, &mut rng()).unwrap();
     assert_eq!(env.header().kind, Kind::SanctionsTrigger);

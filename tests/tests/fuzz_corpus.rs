@@ -116,6 +116,7 @@ fn envelopes() -> Vec<(&'static str, Envelope)> {
         regime: "UNSCR 2231".into(),
         measure: "snapback".into(),
         effective_ms: NOW_MS,
+        statement: None,
     });
     let consult = Payload::ConsultationRequest(ConsultationRequest::new(
         "CASE-1".into(),

@@ -11,10 +11,13 @@
 //!   advance a cursor;
 //! - [`audit_access`]: who may read which audit entry, envelope and proof;
 //! - [`routing`]: which delivery lanes want a committed message, decided once per
-//!   message.
+//!   message;
+//! - [`cases`]: the case index (the proto case fold from headers), its deadlines and
+//!   reminders.
 
 pub mod admission;
 pub mod audit_access;
+pub mod cases;
 #[cfg(test)]
 pub(crate) mod fixture;
 pub mod limiter;

@@ -48,6 +48,10 @@ pub struct Recovered {
     pub roster: Option<Vec<u8>>,
     /// Hash of the roster named by the last `RosterChanged` entry.
     pub logged_roster: Option<Digest32>,
+    /// That roster, verified (what the case fold checks against).
+    pub in_force: Option<Arc<ewx_proto::Roster>>,
+    /// The case fold, replayed from the audit log.
+    pub cases: ewx_proto::case::CaseBook,
 }
 
 /// A committed message as the live fan-out carries it.
@@ -143,4 +147,9 @@ pub trait LogCommit: Send {
 pub trait Fanout: Send + Sync {
     /// These messages were just committed, in log order.
     fn committed(&self, messages: Vec<Arc<Stored>>);
+
+    /// These case reminders are due (their deadlines are durable in the index).
+    fn remind(&self, reminders: Vec<crate::core::cases::Reminding>) {
+        let _ = reminders;
+    }
 }

@@ -1,11 +1,14 @@
 //! The operations the writer sequences and what each comes to: what a request task hands
 //! the log, and what it gets back once the batch is durable (or refused).
 
-use ewx_proto::Envelope;
+use std::sync::Arc;
+
 use ewx_proto::audit::Event;
+use ewx_proto::case::{Case, CaseEntry};
 use ewx_proto::checkpoint::Cosignature;
 use ewx_proto::frame::RejectReason;
 use ewx_proto::receipt::Receipt;
+use ewx_proto::{Envelope, MessageId, NodeId, Roster};
 
 use crate::core::Rejection;
 
@@ -20,8 +23,11 @@ pub enum Op {
     Cursors(Vec<(Vec<u8>, u64)>, Option<Event>),
     /// Log a verified receipt unless this recipient's receipt is logged already.
     Receipt(Receipt),
-    /// Persist a newly accepted roster (signed bytes) and log its `RosterChanged` entry.
-    Roster(Vec<u8>, Event),
+    /// Persist a newly accepted roster and log its `RosterChanged` entry; from then on
+    /// the case fold checks against it.
+    Roster(Arc<Roster>, Event),
+    /// Read the case index as committed so far.
+    Cases(CaseQuery),
     /// Add a witness's (verified) co-signature to the stored checkpoint of `size`.
     Cosign(u64, Cosignature),
     /// Time passed: sign a checkpoint and apply retention if due.
@@ -37,6 +43,7 @@ impl Op {
             Op::Cursors(..) | Op::Roster(..) => Outcome::Done(false),
             Op::Cosign(..) => Outcome::Cosigned(Err(storage_failed(why))),
             Op::Audit(_) | Op::Tick => Outcome::Nothing,
+            Op::Cases(_) => Outcome::Cases(CaseAnswer::List(Vec::new())),
         }
     }
 }
@@ -52,8 +59,38 @@ pub enum Outcome {
     Done(bool),
     /// A co-signature added (also if this witness had co-signed already).
     Cosigned(Result<(), Rejection>),
+    /// What a case query found.
+    Cases(CaseAnswer),
     /// Nothing to answer (an audit entry, a tick).
     Nothing,
+}
+
+/// A question to the case index, on behalf of a node (who sees only cases it may read).
+#[derive(Debug, Clone)]
+pub enum CaseQuery {
+    /// The cases `node` may see, newest first.
+    List {
+        /// Who asks.
+        node: NodeId,
+        /// At most this many.
+        limit: usize,
+    },
+    /// One case, if `node` may see it.
+    Case {
+        /// Who asks.
+        node: NodeId,
+        /// Which.
+        case: MessageId,
+    },
+}
+
+/// The answer to a [`CaseQuery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaseAnswer {
+    /// Cases to list.
+    List(Vec<CaseEntry>),
+    /// The case folded so far (`None`: unknown, or not for this node).
+    Case(Option<Box<Case>>),
 }
 
 /// The refusal of every write once a commit has failed (nothing of it was kept).
@@ -73,6 +110,7 @@ impl Outcome {
             Outcome::Receipt(_) => Outcome::Receipt(Err(storage_failed(why))),
             Outcome::Done(_) => Outcome::Done(false),
             Outcome::Cosigned(_) => Outcome::Cosigned(Err(storage_failed(why))),
+            Outcome::Cases(a) => Outcome::Cases(a),
             Outcome::Nothing => Outcome::Nothing,
         }
     }

@@ -13,13 +13,14 @@ use ewx_proto::audit::{Chain, Event};
 use ewx_proto::checkpoint::{Checkpoint, Cosignature, SignedCheckpoint};
 use ewx_proto::frame::RejectReason;
 use ewx_proto::receipt::Receipt;
-use ewx_proto::{Envelope, MessageId, NodeKeys};
+use ewx_proto::{Envelope, MessageId, NodeKeys, Roster};
 
 use super::batch::{Batch, NewMessage, Prune};
-pub use super::ops::{Op, Outcome};
+pub use super::ops::{CaseAnswer, CaseQuery, Op, Outcome};
 use super::{INLINE_BYTES, LogRead, Recovered, Stored};
 use crate::config::{CheckpointPolicy, Retention};
 use crate::core::Rejection;
+use crate::core::cases::{CaseIndex, Reminding};
 
 /// The sequencer's policies, from the configuration.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct Settings {
     pub retention: Retention,
     /// Commands the writer holds waiting (as many as its channel).
     pub queue: usize,
+    /// Remind the parties of a case this many ms before each deadline.
+    pub reminders_ms: Vec<u64>,
 }
 
 /// One group commit, decided.
@@ -43,6 +46,8 @@ pub struct Step {
     pub outcomes: Vec<Outcome>,
     /// Newly stored messages, for the live fan-out once durable.
     pub live: Vec<Arc<Stored>>,
+    /// Case reminders to push once durable.
+    pub reminders: Vec<Reminding>,
 }
 
 /// The sequencer: the log's state between commits.
@@ -52,6 +57,9 @@ pub struct Sequencer {
     settings: Settings,
     keys: Arc<NodeKeys>,
     last_checkpoint_ms: u64,
+    /// The roster in force, as the log records it (the case fold's rules use it).
+    roster: Option<Arc<Roster>>,
+    cases: CaseIndex,
 }
 
 fn internal(e: impl std::fmt::Display) -> Rejection {
@@ -61,12 +69,16 @@ fn internal(e: impl std::fmt::Display) -> Rejection {
 impl Sequencer {
     /// Continue from `state`, signing checkpoints with `keys`; `now_ms` starts the
     /// checkpoint interval.
-    pub fn new(state: Recovered, settings: Settings, keys: Arc<NodeKeys>, now_ms: u64) -> Self {
+    pub fn new(mut state: Recovered, settings: Settings, keys: Arc<NodeKeys>, now_ms: u64) -> Self {
+        let book = std::mem::take(&mut state.cases);
+        let cases = CaseIndex::new(book, settings.reminders_ms.clone(), now_ms);
         Self {
+            roster: state.in_force.clone(),
             state,
             settings,
             keys,
             last_checkpoint_ms: now_ms,
+            cases,
         }
     }
 
@@ -92,6 +104,12 @@ impl Sequencer {
         let mut step = Step::default();
         let mut ids = HashSet::new();
         let mut tick = closing;
+        // deadlines first: every entry of this step is logged at `now_ms`, after them
+        let (passed, at_deadline) = self.cases.deadlines(now_ms, self.roster.as_deref());
+        for event in passed {
+            self.append(&mut step.batch, now_ms, event);
+        }
+        step.reminders = at_deadline;
         for op in ops {
             let outcome = match op {
                 Op::Publish(envelope, bytes) => {
@@ -116,15 +134,10 @@ impl Sequencer {
                 Op::Receipt(receipt) => {
                     Outcome::Receipt(self.receipt(&mut step.batch, now_ms, receipt, log))
                 }
-                Op::Roster(bytes, event) => {
-                    let version = match &event {
-                        Event::RosterChanged { version, .. } => *version,
-                        _ => 0,
-                    };
-                    step.batch.roster = Some((version, bytes));
-                    self.append(&mut step.batch, now_ms, event);
-                    Outcome::Done(true)
+                Op::Roster(roster, event) => {
+                    Outcome::Done(self.roster(&mut step.batch, now_ms, roster, event))
                 }
+                Op::Cases(query) => self.query(query),
                 Op::Cosign(size, c) => {
                     Outcome::Cosigned(self.cosign(&mut step.batch, size, c, log))
                 }
@@ -135,6 +148,8 @@ impl Sequencer {
             };
             step.outcomes.push(outcome);
         }
+        let ahead = self.cases.reminders(now_ms, self.roster.as_deref());
+        step.reminders.extend(ahead);
         if self.checkpoint_due(tick, closing, now_ms) {
             self.checkpoint(&mut step.batch, now_ms);
         }
@@ -176,6 +191,13 @@ impl Sequencer {
         let window = self.state.replay.entry(h.sender.clone()).or_default();
         window.accept(&h.sender, h.seq, self.settings.replay_width)?;
         let index = self.state.next_index;
+        if h.case.is_some() {
+            let roster = self
+                .roster
+                .clone()
+                .ok_or_else(|| internal("no roster in force"))?;
+            self.cases.admit(h, index, now_ms, &roster)?;
+        }
         if !self.append(batch, now_ms, Event::published(envelope, index)) {
             return Err(internal("cannot write the audit entry"));
         }
@@ -197,6 +219,43 @@ impl Sequencer {
             header: h.clone(),
             bytes: inline,
         }))
+    }
+
+    fn roster(
+        &mut self,
+        batch: &mut Batch,
+        now_ms: u64,
+        roster: Arc<Roster>,
+        event: Event,
+    ) -> bool {
+        let bytes = match roster.signed().encode() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot encode the roster: {e}");
+                return false;
+            }
+        };
+        batch.roster = Some((roster.version(), bytes));
+        self.roster = Some(roster);
+        self.append(batch, now_ms, event)
+    }
+
+    /// Answer a case query from the index as committed so far.
+    fn query(&self, query: CaseQuery) -> Outcome {
+        let Some(roster) = self.roster.as_deref() else {
+            return Outcome::Cases(CaseAnswer::List(Vec::new()));
+        };
+        Outcome::Cases(match query {
+            CaseQuery::List { node, limit } => {
+                CaseAnswer::List(self.cases.visible(&node, roster, limit))
+            }
+            CaseQuery::Case { node, case } => CaseAnswer::Case(
+                self.cases
+                    .case_for(&node, &case, roster)
+                    .cloned()
+                    .map(Box::new),
+            ),
+        })
     }
 
     fn receipt(
@@ -350,6 +409,8 @@ mod tests {
             checkpoint_hash: Digest32::default(),
             roster: None,
             logged_roster: None,
+            in_force: Some(Arc::new(roster())),
+            cases: Default::default(),
         };
         let settings = Settings {
             checkpoint: CheckpointPolicy {
@@ -359,6 +420,7 @@ mod tests {
             replay_width: 1_000_000,
             retention,
             queue: 16,
+            reminders_ms: vec![3_600_000],
         };
         Sequencer::new(state, settings, Arc::new(ewx_testkit::keys("BROKER")), NOW)
     }

@@ -11,16 +11,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ewx_net::now_ms;
+use ewx_net::Clock;
 use ewx_proto::audit::Event;
 use ewx_proto::checkpoint::Cosignature;
 use ewx_proto::frame::RejectReason;
 use ewx_proto::receipt::Receipt;
-use ewx_proto::{Envelope, NodeKeys, Precedence};
+use ewx_proto::{Envelope, NodeKeys, Precedence, Roster};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Recovered;
-use super::sequencer::{Op, Outcome, Sequencer, Settings};
+use super::sequencer::{CaseAnswer, CaseQuery, Op, Outcome, Sequencer, Settings};
 use super::{Fanout, LogCommit, LogRead};
 use crate::core::Rejection;
 
@@ -113,11 +113,22 @@ impl LogHandle {
     }
 
     /// Persist a newly accepted roster and its `RosterChanged` entry; `true` once durable.
-    pub async fn roster(&self, bytes: Vec<u8>, event: Event) -> bool {
+    pub async fn roster(&self, roster: Arc<Roster>, event: Event) -> bool {
         matches!(
-            self.call(Op::Roster(bytes, event)).await,
+            self.call(Op::Roster(roster, event)).await,
             Some(Outcome::Done(true))
         )
+    }
+
+    /// Ask the case index (as committed so far).
+    ///
+    /// # Errors
+    /// `Internal` at shutdown.
+    pub async fn cases(&self, query: CaseQuery) -> Result<CaseAnswer, Rejection> {
+        match self.call(Op::Cases(query)).await {
+            Some(Outcome::Cases(a)) => Ok(a),
+            _ => Err(shutting_down()),
+        }
     }
 
     /// Add a verified co-signature to the stored checkpoint of `size` entries.
@@ -147,18 +158,21 @@ struct Writer {
     read: Arc<dyn LogRead>,
     fanout: Arc<dyn Fanout>,
     head: Arc<Head>,
+    /// Log times come from here.
+    clock: Clock,
     /// Set after a failed commit: every later write is refused.
     failed: Option<String>,
 }
 
 /// Start the writer thread over a log: `commit` writes, `read` answers the sequencer's
-/// lookups, `fanout` gets every message once durable.
+/// lookups, `fanout` gets every message (and case reminder) once durable, `clock` gives
+/// the log times.
 ///
 /// # Errors
 /// If the thread cannot be spawned.
 pub fn spawn(
     state: Recovered,
-    keys: Arc<NodeKeys>,
+    (keys, clock): (Arc<NodeKeys>, Clock),
     settings: Settings,
     (commit, read): (Box<dyn LogCommit>, Arc<dyn LogRead>),
     fanout: Arc<dyn Fanout>,
@@ -171,11 +185,12 @@ pub fn spawn(
     head.audit_len.store(state.chain.len(), Ordering::Release);
     let (tx, rx) = mpsc::channel(settings.queue);
     let writer = Writer {
-        sequencer: Sequencer::new(state, settings, keys, now_ms()),
+        sequencer: Sequencer::new(state, settings, keys, clock.now_ms()),
         commit,
         read,
         fanout,
         head: head.clone(),
+        clock,
         failed: None,
     };
     let thread = std::thread::Builder::new()
@@ -257,7 +272,7 @@ impl Writer {
         let (ops, replies): (Vec<Op>, Vec<_>) = cmds.into_iter().map(|c| (c.op, c.reply)).unzip();
         let step = self
             .sequencer
-            .step(ops, now_ms(), closing, self.read.as_ref());
+            .step(ops, self.clock.now_ms(), closing, self.read.as_ref());
         let committed = step.batch.is_empty() || self.commit(&step.batch);
         let why = self.failed.clone().unwrap_or_default();
         for (outcome, reply) in step.outcomes.into_iter().zip(replies) {
@@ -287,6 +302,9 @@ impl Writer {
             .store(self.sequencer.chain().len(), Ordering::Release);
         if !step.live.is_empty() {
             self.fanout.committed(step.live);
+        }
+        if !step.reminders.is_empty() {
+            self.fanout.remind(step.reminders);
         }
         if let Some(p) = step.batch.prune {
             self.commit.retain(p);

@@ -4,15 +4,18 @@
 //! ([`publish`], [`subscribe`], [`receipt`], [`audit`], [`roster`]); the [`fanout`]
 //! thread that queues each committed message for the lanes the routing index names; and
 //! the delivery [`lane`]s, one task and one QUIC stream per (subscription, precedence),
-//! so FLASH never queues behind ROUTINE.
+//! so FLASH never queues behind ROUTINE; case [`reminder`]s pushed to their parties; and
+//! the [`cases`] requests.
 //!
 //! The decisions are [`crate::core`]'s; every change goes through the log's writer.
 
 mod audit;
+mod cases;
 mod fanout;
 mod lane;
 mod publish;
 mod receipt;
+mod reminder;
 mod roster;
 mod session;
 mod subscribe;
@@ -24,8 +27,8 @@ use std::time::Duration;
 
 use ewx_net::wire::write_msg;
 use ewx_net::{CloseCode, RosterCell};
-use ewx_proto::NodeId;
 use ewx_proto::frame::Push;
+use ewx_proto::{NodeId, Precedence};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,6 +38,7 @@ use crate::config::Config;
 use crate::log::{Head, LogHandle, LogRead};
 
 pub(crate) use fanout::{Routes, spawn as spawn_fanout};
+pub(crate) use reminder::{Outlet, push_reminders};
 
 /// State every task shares.
 #[derive(Debug)]
@@ -85,6 +89,11 @@ impl Shared {
 
     /// Push a message to every connection of `node` (or of everyone if `None`).
     fn push(self: &Arc<Self>, to: Option<&NodeId>, msg: Push) {
+        self.push_with(to, msg, Precedence::Routine);
+    }
+
+    /// Push on a stream with the priority of a precedence lane.
+    fn push_with(self: &Arc<Self>, to: Option<&NodeId>, msg: Push, precedence: Precedence) {
         let conns: Vec<quinn::Connection> = {
             let c = self.connections.lock().unwrap_or_else(|p| p.into_inner());
             c.values()
@@ -97,6 +106,7 @@ impl Shared {
             self.tasks.spawn(async move {
                 let r = async {
                     let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
+                    let _ = s.set_priority(precedence as i32);
                     write_msg(&mut s, &msg, shared.max_frame())
                         .await
                         .map_err(|e| e.to_string())?;

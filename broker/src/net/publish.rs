@@ -2,7 +2,6 @@
 //! across connections by the verifier), admission after it, then the writer — answered
 //! with `PublishAck` only once the envelope and its audit entry are durable.
 
-use ewx_net::now_ms;
 use ewx_proto::frame::Response;
 
 use super::session::{Outcome, Session};
@@ -21,7 +20,13 @@ impl Session {
             .verify(env, roster.clone())
             .await
             .map_err(|e| (reject(e), None))?;
-        check_signed(&env, &roster, now_ms(), limits.max_clock_skew_ms).map_err(|r| (r, None))?;
+        check_signed(
+            &env,
+            &roster,
+            shared.config.clock.now_ms(),
+            limits.max_clock_skew_ms,
+        )
+        .map_err(|r| (r, None))?;
         let (id, hash) = (env.header().id, env.hash());
         match shared.writer.publish(env, bytes).await {
             Ok(log_index) => Ok(Response::PublishAck { id, log_index }),

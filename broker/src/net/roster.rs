@@ -48,7 +48,8 @@ impl Shared {
         };
         let (version, hash) = (new.version(), new.hash());
         let event = Event::RosterChanged { version, hash };
-        if !self.writer.roster(bytes.to_vec(), event).await {
+        let new = Arc::new(new);
+        if !self.writer.roster(new.clone(), event).await {
             return Err(Rejection::new(
                 RejectReason::StorageFull,
                 "cannot store the roster".into(),

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ewx_net::now_ms;
 use ewx_net::wire::{Wait, read_frame, write_msg};
 use ewx_proto::frame::{Request, Response, decode_body};
 use ewx_proto::{Digest32, NodeId};
@@ -73,7 +72,7 @@ impl Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
-        let folded = session.lock_limiter().flush(now_ms());
+        let folded = session.lock_limiter().flush(shared.config.clock.now_ms());
         if let Some(e) = folded {
             shared.writer.audit(e).await;
         }
@@ -87,7 +86,9 @@ impl Session {
     /// Log a rejection and write its audit entries (as the limiter folds them).
     async fn reject(&self, r: &Rejection, envelope_hash: Option<Digest32>) {
         tracing::warn!(reason = ?r.reason, "rejected: {}", r.detail);
-        let events = self.lock_limiter().record(now_ms(), r, envelope_hash);
+        let events =
+            self.lock_limiter()
+                .record(self.shared.config.clock.now_ms(), r, envelope_hash);
         for e in events {
             self.shared.writer.audit(e).await;
         }
@@ -142,6 +143,8 @@ impl Session {
             Request::Unsubscribe { name } => Ok(self.unsubscribe(&name)),
             Request::Receipt(r) => self.receipt(r).await,
             Request::UpdateRoster { roster } => self.update_roster(&roster).await,
+            Request::Cases { limit } => self.cases(limit).await,
+            Request::CaseThread { case, after } => self.case_thread(case, after).await,
             audit => self.audit_request(audit).await.map_err(|r| (r, None)),
         };
         match result {

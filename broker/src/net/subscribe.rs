@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ewx_net::now_ms;
 use ewx_proto::audit::Event;
 use ewx_proto::frame::{ExerciseFilter, RejectReason, Response, StartAt};
 use ewx_proto::{Precedence, TopicPattern};
@@ -96,7 +95,9 @@ impl Session {
     /// A refused subscription: audited as `Denied` (not as `Rejected` too), folded like
     /// every other rejection on this connection.
     async fn deny(&self, spec: &SubscriptionSpec, r: Rejection) -> Response {
-        let (own, folded) = self.lock_limiter().admit(now_ms(), &r.detail);
+        let (own, folded) = self
+            .lock_limiter()
+            .admit(self.shared.config.clock.now_ms(), &r.detail);
         if let Some(e) = folded {
             self.shared.writer.audit(e).await;
         }

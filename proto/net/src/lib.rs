@@ -17,7 +17,7 @@ pub mod files;
 pub mod tls;
 pub mod wire;
 
-pub use clock::now_ms;
+pub use clock::{Clock, now_ms};
 pub use close::CloseCode;
 pub use error::{Error, Result};
 pub use tls::{ALPN, RosterCell, SERVER_NAME, TransportLimits};

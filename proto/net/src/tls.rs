@@ -41,8 +41,8 @@ impl RosterCell {
     }
 
     /// Replace the roster.
-    pub fn set(&self, roster: Roster) {
-        let new = Arc::new(roster);
+    pub fn set(&self, roster: impl Into<Arc<Roster>>) {
+        let new = roster.into();
         match self.0.write() {
             Ok(mut g) => *g = new,
             Err(poisoned) => *poisoned.into_inner() = new,

@@ -100,6 +100,15 @@ impl CaseBook {
         }
     }
 
+    /// Deadlines not yet recorded that fall due by `until_ms`: (due, case, stage).
+    pub fn pending_until(&self, until_ms: u64) -> Vec<(u64, MessageId, Stage)> {
+        self.pending
+            .iter()
+            .take_while(|(due, ..)| *due <= until_ms)
+            .copied()
+            .collect()
+    }
+
     /// The earliest deadline not yet recorded.
     pub fn next_due(&self) -> Option<u64> {
         self.pending.first().map(|(due, ..)| *due)

@@ -13,6 +13,7 @@
 
 mod book;
 mod fold;
+mod wire;
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,6 +25,7 @@ use crate::ids::{Digest32, MessageId, NodeId};
 
 pub use book::{CaseBook, Due};
 pub use fold::{Answer, Attestation, Case, CaseMessage, Party, Status};
+pub use wire::{CaseEntry, CaseThread, Reminder, THREAD_PAGE, ThreadMessage};
 
 /// Consultations must be held within 24 h of the request.
 pub const CONSULT_WITHIN_MS: u64 = 24 * 3600 * 1000;
@@ -281,6 +283,12 @@ impl fmt::Display for Refusal {
 }
 
 impl std::error::Error for Refusal {}
+
+/// The hash an attester signs (in its header): SHA-256 over a domain tag and the
+/// statement's text, so the same words give the same hash at every attester.
+pub fn statement_hash(statement: &str) -> Digest32 {
+    Digest32::of(&[b"ewx/v1/statement", statement.as_bytes()])
+}
 
 /// A deadline of a case: a party stage due at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -263,6 +263,8 @@ fn on_push(push: &Push) {
         Push::Delivery { envelope: e, .. } => envelope(e),
         Push::Receipt(r) => receipt(r),
         Push::Roster { roster: r } => roster(r),
+        // a reminder is only shown: nothing in it is trusted
+        Push::Reminder(_) => {}
     }
 }
 

@@ -3,10 +3,12 @@
 //! matches its last signed checkpoint; a store that does not is refused.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ewx_proto::audit::{Chain, ChainFault, Event};
+use ewx_proto::case::CaseBook;
 use ewx_proto::checkpoint::SignedCheckpoint;
-use ewx_proto::{NodeId, Topic};
+use ewx_proto::{NodeId, Roster, SignedRoster, Topic};
 
 use super::{Store, read_u64};
 use crate::core::replay::ReplayWindow;
@@ -14,6 +16,18 @@ use crate::error::Result;
 use crate::log::Recovered;
 
 impl Store {
+    /// A roster the log recorded, verified as from a trusted source (this store).
+    fn roster_in_force(&self, version: u64) -> Option<Roster> {
+        let bytes = self.roster(version).ok().flatten()?;
+        match SignedRoster::decode(&bytes).and_then(|s| s.verify()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("stored roster version {version} does not verify: {e}");
+                None
+            }
+        }
+    }
+
     /// Rebuild the writer's state from disk (on start).
     ///
     /// # Errors
@@ -24,6 +38,9 @@ impl Store {
         let mut replay: HashMap<NodeId, ReplayWindow> = HashMap::new();
         let mut topic_seq: HashMap<Topic, u64> = HashMap::new();
         let mut logged_roster = None;
+        let mut in_force: Option<Arc<Roster>> = None;
+        let mut cases = CaseBook::new();
+        let mut case_faults = 0u64;
         for kv in self.audit.iter() {
             let (k, v) = kv?;
             if read_u64(&k) != Some(chain.len()) {
@@ -33,9 +50,17 @@ impl Store {
                 }
                 .into());
             }
-            let event = chain.push(&v)?.event;
-            if let Event::RosterChanged { hash, .. } = event {
+            let entry = chain.push(&v)?;
+            if let Err(e) = cases.replay(&entry, in_force.as_deref()) {
+                case_faults += 1;
+                if case_faults == 1 {
+                    tracing::warn!("case index: audit entry {}: {e}", entry.index);
+                }
+            }
+            let event = entry.event;
+            if let Event::RosterChanged { hash, version } = event {
                 logged_roster = Some(hash);
+                in_force = self.roster_in_force(version).map(Arc::new).or(in_force);
             } else if let Event::Published {
                 log_index,
                 sender,
@@ -81,8 +106,13 @@ impl Store {
             checkpoint_size = cp.size;
             checkpoint_hash = signed.body_hash();
         }
+        if case_faults > 1 {
+            tracing::warn!("case index: {case_faults} audit entries disagree with the case fold");
+        }
         let roster = self.meta.get("roster")?.map(|v| v.to_vec());
         Ok(Recovered {
+            in_force,
+            cases,
             chain,
             logged_roster,
             next_index,

@@ -31,7 +31,7 @@ pub fn utc(ms: u64) -> String {
     )
 }
 
-fn body(p: &Payload) -> String {
+pub fn body(p: &Payload) -> String {
     match p {
         Payload::Bulletin(b) => format!("{}\n  {}", b.headline, b.body),
         Payload::ExerciseNotice(e) => format!(
@@ -68,6 +68,19 @@ fn body(p: &Payload) -> String {
             c.description
         ),
         Payload::Stix(json) => format!("STIX 2.1 bundle ({} bytes)", json.len()),
+        Payload::CaseReply(r) => {
+            let mut s = format!("CASE REPLY: {}", r.text);
+            if let Some(d) = r.decision {
+                s.push_str(&format!(" (decision: {d:?})"));
+            }
+            if let Some(t) = r.in_force_ms {
+                s.push_str(&format!(" (in force from {})", utc(t)));
+            }
+            if let Some(st) = &r.statement {
+                s.push_str(&format!(" (statement: {st})"));
+            }
+            s
+        }
     }
 }
 

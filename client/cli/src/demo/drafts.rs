@@ -144,6 +144,7 @@ pub(super) fn script() -> Result<Vec<(&'static str, Draft)>> {
                     regime: "Compact sanctions annex".into(),
                     measure: "snapback of suspended measures".into(),
                     effective_ms: now_ms(),
+                    statement: None,
                 }),
             )?,
         ),
