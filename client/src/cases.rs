@@ -192,7 +192,10 @@ impl Client {
         let mut messages = Vec::new();
         let mut after = None;
         loop {
-            let page = match self.request(&Request::CaseThread { case: id, after }).await? {
+            let page = match self
+                .request(&Request::CaseThread { case: id, after })
+                .await?
+            {
                 Response::CaseThread(t) => t,
                 other => return Err(Error::Unexpected(format!("{other:?}"))),
             };

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ewx_net::CloseCode;
 use ewx_net::tls::{self, RosterCell};
 use ewx_net::wire::{Wait, read_msg};
-use ewx_net::CloseCode;
-use ewx_proto::frame::{ExerciseFilter, RejectReason, Request, Response, StartAt};
 use ewx_proto::case::Reminder;
+use ewx_proto::frame::{ExerciseFilter, RejectReason, Request, Response, StartAt};
 use ewx_proto::receipt::Receipt;
 use ewx_proto::{Draft, Envelope, EpochPolicy, MessageId, NodeKeys, Roster, Sealer, TopicPattern};
 use tokio::sync::{mpsc, watch};
@@ -173,12 +173,12 @@ impl Client {
         draft.seq = self.next_seq();
         let roster = self.inner.roster.get();
         let mut rng = rand::rngs::OsRng;
-        Ok(self
-            .inner
-            .sealer
-            .lock()
-            .await
-            .seal(&roster, draft, self.inner.clock.now_ms(), &mut rng)?)
+        Ok(self.inner.sealer.lock().await.seal(
+            &roster,
+            draft,
+            self.inner.clock.now_ms(),
+            &mut rng,
+        )?)
     }
 
     /// Seal and publish; returns once the broker has stored it durably.

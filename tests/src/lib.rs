@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use ewx_broker::{Broker, Config};
+use ewx_net::Clock;
 use std::time::Duration;
 
 use ewx_client::{Client, Delivery, Subscription};
@@ -24,7 +25,8 @@ pub use ewx_testkit::grants::{broader as sanctions_only, core};
 pub use ewx_testkit::{council_key, id, keys};
 
 /// The test network at `version` with `revoked` nodes: UA, PL (liaisons), US (a core
-/// partner), JP, KR (sanctions only), XX (core, to be revoked), BROKER, AUDIT1.
+/// partner), JP, KR (sanctions only), XX (core, to be revoked), BROKER, AUDIT1; UA, PL
+/// and US attest snapbacks, 2 of them needed.
 pub fn network(version: u64, revoked: &[&str]) -> Network {
     Network::new("ewx-test")
         .issued(1_700_000_000_000)
@@ -37,6 +39,7 @@ pub fn network(version: u64, revoked: &[&str]) -> Network {
         .node("XX", Role::Partner, core())
         .node("BROKER", Role::Broker, Grants::none())
         .node("AUDIT1", Role::Auditor, Grants::none())
+        .attesters(&["UA", "PL", "US"], 2)
         .revoke(revoked)
 }
 
@@ -102,6 +105,27 @@ impl TestNet {
     /// Start a broker with [`TestNet::config`].
     pub async fn start_broker(&self) -> Broker {
         Broker::start(self.config()).await.unwrap()
+    }
+
+    /// Start a broker whose log times come from `clock` (a simulated clock the test
+    /// moves forward), reminding `reminders_ms` before each case deadline.
+    pub async fn start_broker_with_clock(&self, clock: &Clock, reminders_ms: &[u64]) -> Broker {
+        let mut config = self.config();
+        config.clock = clock.clone();
+        config.cases.reminders_ms = reminders_ms.to_vec();
+        Broker::start(config).await.unwrap()
+    }
+
+    /// Connect a client as `name` that seals by `clock`.
+    pub async fn client_with_clock(&self, broker: &Broker, name: &str, clock: &Clock) -> Client {
+        Client::connect_with_clock(
+            broker.local_addr(),
+            keys(name),
+            self.roster.clone(),
+            clock.clone(),
+        )
+        .await
+        .unwrap()
     }
 
     /// Connect a client as `name`.
@@ -212,6 +236,20 @@ pub async fn verify_copy(
     let copy = ewx_cli::offline::StoreCopy::open(dir)
         .map_err(|e| ewx_client::Error::Audit(e.to_string()))?;
     ewx_client::audit::verify(&copy, roster.clone(), min_witnesses, &mut |_, _| {}).await
+}
+
+/// Copy a directory tree (a broker's store, to tamper with the copy).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
 }
 
 /// Every audit event in a store, in order.

@@ -3,8 +3,6 @@
 //! right index.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-
 use ewx_cli::offline::StoreCopy;
 use ewx_client::Error;
 use ewx_client::audit::{self, Summary};
@@ -40,19 +38,6 @@ async fn busy_store(net: &TestNet) {
     pl.close().await;
     ua.close().await;
     broker.shutdown().await.unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 /// Copy the store, change the copy with `tamper`, verify it offline.

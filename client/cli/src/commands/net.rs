@@ -141,7 +141,9 @@ fn payload(kind: Kind, text: &str) -> Result<Payload> {
             serde_json::from_str::<CeasefireReport>(text)
                 .with_context(|| json("ceasefire-report"))?,
         ),
-        Kind::CaseReply => bail!("case replies are sent with `ewx case reply` (see ewx case --help)"),
+        Kind::CaseReply => {
+            bail!("case replies are sent with `ewx case reply` (see ewx case --help)")
+        }
     })
 }
 

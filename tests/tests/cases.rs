@@ -1,0 +1,352 @@
+//! Cases end to end, on a real broker with a simulated clock: a consultation through its
+//! 24 h and 72 h deadlines (reminders only to the parties that have not answered, late
+//! answers recorded as late, the index rebuilt after a restart), a snapback fired by
+//! 2 of 3 attesters, every refusal with its own reason and audit entry, the parties'
+//! folds agreeing with the broker's record, and a tampered `CaseDeadline` entry failing
+//! the audit.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use ewx_client::cases::{CaseView, default_parties};
+use ewx_client::{Client, Error};
+use ewx_net::Clock;
+use ewx_proto::audit::Event;
+use ewx_proto::case::{CaseTag, CaseType, RefusalKind, Reminder, Stage, Status, statement_hash};
+use ewx_proto::frame::RejectReason;
+use ewx_proto::payload::{CaseReply, ConsultationRequest, SanctionsTrigger};
+use ewx_proto::{Draft, Labels, Level, MessageId, Payload, Precedence, Topic};
+use ewx_tests::{TestNet, audit_events, copy_dir, id, verify_copy};
+use tokio::sync::mpsc::Receiver;
+
+const H: u64 = 3_600_000;
+
+fn labels(compartment: &str) -> Labels {
+    Labels::new(
+        Level::Amber,
+        Labels::parse_compartments(compartment).unwrap(),
+    )
+}
+
+fn draft(topic: &str, labels: Labels, payload: Payload, tag: CaseTag) -> Draft {
+    Draft {
+        topic: Topic::new(topic).unwrap(),
+        precedence: Precedence::Immediate,
+        labels,
+        payload,
+        seq: 0,
+        expires_ms: None,
+        receipt: false,
+        case: Some(tag),
+    }
+}
+
+fn text(t: &str) -> Payload {
+    Payload::CaseReply(CaseReply {
+        text: t.into(),
+        decision: None,
+        in_force_ms: None,
+        statement: None,
+    })
+}
+
+async fn reply(c: &Client, case: MessageId, ty: CaseType, stage: Stage) -> ewx_client::Result<u64> {
+    let (topic, l) = match ty {
+        CaseType::Consultation => ("consult.request", labels("CORE")),
+        CaseType::Snapback => ("sanctions.snapback", labels("SANCTIONS")),
+    };
+    let d = draft(
+        topic,
+        l,
+        text(stage.as_str()),
+        CaseTag::reply(case, ty, stage),
+    );
+    c.publish_case(d).await.map(|a| a.log_index)
+}
+
+fn refused(r: ewx_client::Result<u64>) -> RefusalKind {
+    match r {
+        Err(Error::Rejected {
+            reason: RejectReason::Case(k),
+            ..
+        }) => k,
+        other => panic!("expected a case refusal, got {other:?}"),
+    }
+}
+
+/// The next reminder within a few seconds (the broker ticks every 200 ms here).
+async fn reminder(rx: &mut Receiver<Reminder>) -> Option<Reminder> {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// No reminder for a while.
+async fn no_reminder(rx: &mut Receiver<Reminder>) {
+    let got = tokio::time::timeout(Duration::from_millis(800), rx.recv()).await;
+    assert!(got.is_err(), "unexpected reminder {got:?}");
+}
+
+async fn deadlines(broker: &ewx_broker::Broker, n: usize) -> Vec<(Stage, Vec<String>)> {
+    for _ in 0..50 {
+        let found: Vec<_> = audit_events(broker.store())
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::CaseDeadline { stage, missing, .. } => {
+                    Some((stage, missing.iter().map(|n| n.to_string()).collect()))
+                }
+                _ => None,
+            })
+            .collect();
+        if found.len() >= n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {n} CaseDeadline entries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consultation_runs_through_its_deadlines_on_a_simulated_clock() {
+    let net = TestNet::new();
+    let clock = Clock::simulated();
+    let broker = net.start_broker_with_clock(&clock, &[6 * H, H]).await;
+    let ua = net.client_with_clock(&broker, "UA", &clock).await;
+    let pl = net.client_with_clock(&broker, "PL", &clock).await;
+    let us = net.client_with_clock(&broker, "US", &clock).await;
+    let xx = net.client_with_clock(&broker, "XX", &clock).await;
+    let (mut pl_rem, mut us_rem) = (pl.reminders().unwrap(), us.reminders().unwrap());
+    let core = labels("CORE");
+    // the default parties of a consultation are the liaisons but the sender: PL here
+    assert_eq!(
+        default_parties(&net.roster, &id("UA"), &core, CaseType::Consultation),
+        [id("PL")]
+    );
+    let request = Payload::ConsultationRequest(ConsultationRequest::new(
+        "UA-2026-001".into(),
+        "armed attack on the eastern border".into(),
+        clock.now_ms(),
+        clock.now_ms(),
+    ));
+    let open = CaseTag::open(CaseType::Consultation, vec![id("PL"), id("US")]);
+    let ack = ua
+        .publish_case(draft("consult.request", core.clone(), request, open))
+        .await
+        .unwrap();
+    let case = ack.id;
+    let c = CaseType::Consultation;
+    for who in [&pl, &us] {
+        reply(who, case, c, Stage::Acknowledged).await.unwrap();
+    }
+    reply(&pl, case, c, Stage::Consulted).await.unwrap();
+
+    // bad input, each refused with its own reason
+    assert_eq!(
+        refused(reply(&pl, case, c, Stage::Acknowledged).await),
+        RefusalKind::StageOutOfOrder
+    );
+    assert_eq!(
+        refused(reply(&xx, case, c, Stage::Acknowledged).await),
+        RefusalKind::NotAParty
+    );
+    assert_eq!(
+        refused(reply(&pl, MessageId([7; 16]), c, Stage::Decided).await),
+        RefusalKind::UnknownCase
+    );
+    let green = Labels::new(Level::Green, Labels::parse_compartments("CORE").unwrap());
+    let wide = draft(
+        "consult.request",
+        green,
+        text("x"),
+        CaseTag::reply(case, c, Stage::Consulted),
+    );
+    match us.publish_case(wide).await {
+        Err(Error::Rejected {
+            reason: RejectReason::Case(RefusalKind::LabelsWider),
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+
+    // T-6 h of the 24 h deadline: only US, which has not consulted, is reminded
+    clock.advance(18 * H + 1000);
+    let r = reminder(&mut us_rem).await.expect("US is reminded at T-6h");
+    assert_eq!((r.case, r.stage), (case, Stage::Consulted));
+    no_reminder(&mut pl_rem).await;
+    clock.advance(5 * H);
+    assert!(reminder(&mut us_rem).await.is_some(), "T-1h");
+    clock.advance(H);
+    let found = deadlines(&broker, 1).await;
+    assert_eq!(found, [(Stage::Consulted, vec!["US".to_string()])]);
+    assert!(reminder(&mut us_rem).await.is_some(), "and when it passes");
+    // a late answer is recorded as late, not refused
+    reply(&us, case, c, Stage::Consulted).await.unwrap();
+    let view = us.case(case).await.unwrap();
+    assert!(
+        view.case.parties[&id("US")]
+            .answer(Stage::Consulted)
+            .unwrap()
+            .late
+    );
+    assert!(
+        !view.case.parties[&id("PL")]
+            .answer(Stage::Consulted)
+            .unwrap()
+            .late
+    );
+    assert!(view.disagreements.is_empty(), "{:?}", view.disagreements);
+    assert!(matches!(
+        view.items[0].payload,
+        Some(Payload::ConsultationRequest(_))
+    ));
+
+    // the broker restarts: its case index is rebuilt from the log
+    for cl in [ua, pl, us, xx] {
+        cl.close().await;
+    }
+    broker.shutdown().await.unwrap();
+    let broker = net.start_broker_with_clock(&clock, &[6 * H, H]).await;
+    let pl = net.client_with_clock(&broker, "PL", &clock).await;
+    let us = net.client_with_clock(&broker, "US", &clock).await;
+    let mut us_rem = us.reminders().unwrap();
+    assert_eq!(
+        refused(reply(&pl, case, c, Stage::Consulted).await),
+        RefusalKind::StageOutOfOrder
+    );
+    reply(&pl, case, c, Stage::Decided).await.unwrap();
+    clock.advance(48 * H);
+    let found = deadlines(&broker, 2).await;
+    assert_eq!(found[1], (Stage::Decided, vec!["US".to_string()]));
+    let r = reminder(&mut us_rem)
+        .await
+        .expect("US is reminded when the 72 h deadline passes");
+    assert_eq!(r.stage, Stage::Decided);
+    let view = pl.case(case).await.unwrap();
+    assert_eq!(view.recorded.len(), 2);
+    assert!(view.disagreements.is_empty());
+    assert_eq!(view.case.status, Status::Open);
+    assert_eq!(pl.cases(10).await.unwrap().len(), 1);
+    let jp = net.client_with_clock(&broker, "JP", &clock).await;
+    assert!(
+        jp.cases(10).await.unwrap().is_empty(),
+        "JP may not read a CORE case"
+    );
+    assert!(matches!(
+        jp.case(case).await,
+        Err(Error::Rejected {
+            reason: RejectReason::Case(RefusalKind::UnknownCase),
+            ..
+        })
+    ));
+
+    // every refusal is in the audit log with its reason
+    let rejected: Vec<String> = audit_events(broker.store())
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Rejected { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    for why in [
+        "stage out of order",
+        "not a party",
+        "unknown case",
+        "labels wider",
+    ] {
+        assert!(
+            rejected.iter().any(|r| r.contains(why)),
+            "{why} not audited in {rejected:?}"
+        );
+    }
+    for cl in [pl, us, jp] {
+        cl.close().await;
+    }
+    broker.shutdown().await.unwrap();
+    let summary = verify_copy(&net.data_dir(), &net.roster, 0).await.unwrap();
+    assert_eq!((summary.cases, summary.case_deadlines), (1, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapback_fires_at_two_attesters_and_a_tampered_deadline_fails_the_audit() {
+    let net = TestNet::new();
+    let clock = Clock::simulated();
+    let broker = net.start_broker_with_clock(&clock, &[H]).await;
+    let ua = net.client_with_clock(&broker, "UA", &clock).await;
+    let pl = net.client_with_clock(&broker, "PL", &clock).await;
+    let jp = net.client_with_clock(&broker, "JP", &clock).await;
+    let kr = net.client_with_clock(&broker, "KR", &clock).await;
+    let statement = "armed attack on Ukraine, 2026-12-01";
+    let mut tag = CaseTag::open(CaseType::Snapback, vec![id("JP"), id("KR"), id("US")]);
+    tag.statement = Some(statement_hash(statement));
+    tag.within_ms = Some(24 * H);
+    let trigger = Payload::SanctionsTrigger(SanctionsTrigger {
+        regime: "Compact snapback annex".into(),
+        measure: "reimpose suspended measures".into(),
+        effective_ms: clock.now_ms(),
+        statement: Some(statement.into()),
+    });
+    let s = labels("SANCTIONS");
+    let case = ua
+        .publish_case(draft("sanctions.snapback", s.clone(), trigger, tag))
+        .await
+        .unwrap()
+        .id;
+    let sb = CaseType::Snapback;
+    assert_eq!(
+        refused(reply(&jp, case, sb, Stage::Reimposed).await),
+        RefusalKind::StageOutOfOrder,
+        "not fired"
+    );
+    let attest = |c: &Client| {
+        let mut t = CaseTag::reply(case, sb, Stage::Attest);
+        t.statement = Some(statement_hash(statement));
+        let d = draft("sanctions.snapback", s.clone(), text("attested"), t);
+        let c = c.clone();
+        async move { c.publish_case(d).await.map(|a| a.log_index) }
+    };
+    assert_eq!(refused(attest(&kr).await), RefusalKind::NotAnAttester);
+    assert_eq!(
+        refused(attest(&ua).await),
+        RefusalKind::DuplicateAttestation
+    );
+    attest(&pl).await.unwrap();
+    reply(&jp, case, sb, Stage::Reimposed).await.unwrap();
+    reply(&kr, case, sb, Stage::Reimposed).await.unwrap();
+    let view: CaseView = jp.case(case).await.unwrap();
+    assert!(matches!(view.case.status, Status::Fired { .. }));
+    assert_eq!(view.case.attestations.len(), 2);
+    clock.advance(24 * H + 1000);
+    let found = deadlines(&broker, 1).await;
+    assert_eq!(found, [(Stage::Reimposed, vec!["US".to_string()])]);
+    for cl in [ua, pl, jp, kr] {
+        cl.close().await;
+    }
+    broker.shutdown().await.unwrap();
+    let sound = verify_copy(&net.data_dir(), &net.roster, 0).await.unwrap();
+    assert_eq!(sound.case_deadlines, 1);
+
+    // a CaseDeadline entry edited to say nobody was missing
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&net.data_dir(), copy.path());
+    let at = {
+        let db = sled::open(copy.path()).unwrap();
+        let audit = db.open_tree("audit").unwrap();
+        let mut at = None;
+        for kv in audit.iter() {
+            let (k, v) = kv.unwrap();
+            let mut e = ewx_proto::audit::Entry::decode(&v).unwrap();
+            if let Event::CaseDeadline { missing, .. } = &mut e.event {
+                missing.clear();
+                audit.insert(k, e.encode().unwrap()).unwrap();
+                at = Some(e.index);
+            }
+        }
+        db.flush().unwrap();
+        at.unwrap()
+    };
+    match verify_copy(copy.path(), &net.roster, 0).await {
+        Err(Error::Unsound(f)) => assert_eq!(f.index, at, "{f}"),
+        other => panic!("a tampered CaseDeadline verified: {other:?}"),
+    }
+}
