@@ -2,6 +2,7 @@
 
 mod audit;
 mod bench;
+mod case;
 mod net;
 mod render;
 mod roster;
@@ -80,6 +81,12 @@ enum Command {
     ///
     /// Example: ewx status --profile ~/.ewx/PL
     Status,
+    /// The Compact's mechanism: consultations (24 h / 72 h) and snapbacks, as cases whose
+    /// state every party folds from the signed thread.
+    ///
+    /// Example: ewx case list; ewx case show CASE; ewx case reply CASE --stage consulted
+    #[command(subcommand)]
+    Case(case::CaseCmd),
     /// Verify the audit log (online or from a store copy) and list receipts.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
@@ -208,6 +215,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Publish(p) => with_client(&args.conn, |c| net::publish(c, p)),
         Command::Subscribe(s) => with_client(&args.conn, |c| net::subscribe(c, s)),
         Command::Status => with_client(&args.conn, net::status),
+        Command::Case(cmd) => with_client(&args.conn, |c| case::run(c, cmd)),
         Command::Bench(b) => bench::run(b, args.conn.broker),
         Command::BenchBroker { config } => bench::child_broker(&config),
         Command::Demo {

@@ -4,6 +4,7 @@
 //! an offline verification of the audit log. The report says whether every expectation
 //! held, so the command can exit non-zero when one did not.
 
+mod cases;
 mod drafts;
 mod report;
 mod seen;
@@ -38,6 +39,8 @@ struct Demo {
     dir: tempfile::TempDir,
     broker: Option<ewx_broker::Broker>,
     roster: Roster,
+    /// The broker's and every client's clock, simulated so the case scene can pass 72 h.
+    clock: ewx_net::Clock,
     clients: BTreeMap<&'static str, Client>,
     board: Board,
     collectors: Vec<tokio::task::JoinHandle<()>>,
@@ -61,6 +64,8 @@ pub async fn run() -> Result<Report> {
     demo.forgery(&ua).await?;
     demo.wait_for_traffic().await;
     let receipt_from = receipts_for(&mut receipts, consultation).await;
+    demo.end_collection().await;
+    demo.cases().await?;
     demo.stop().await?;
     demo.table();
     demo.receipts(&receipt_from);
@@ -101,11 +106,13 @@ impl Demo {
         let dir =
             tempfile::tempdir().map_err(|e| Error::File(format!("cannot make a temp dir: {e}")))?;
         network::write(dir.path())?;
-        let config = ewx_broker::Config::from_toml(
+        let mut config = ewx_broker::Config::from_toml(
             "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'keys/BROKER.key'\nroster = 'roster.cbor'\n\
              [checkpoint]\nevery_entries = 50\ninterval_ms = 500\n",
             dir.path(),
         )?;
+        let clock = ewx_net::Clock::simulated();
+        config.clock = clock.clone();
         let broker = ewx_broker::Broker::start(config).await?;
         let addr = broker.local_addr();
         let roster = ewx_testkit::Network::compact().roster();
@@ -123,13 +130,20 @@ impl Demo {
         );
         let mut clients = BTreeMap::new();
         for n in CORE.iter().chain(&BROADER) {
-            let c = Client::connect(addr, ewx_testkit::keys(n), roster.clone()).await?;
+            let c = Client::connect_with_clock(
+                addr,
+                ewx_testkit::keys(n),
+                roster.clone(),
+                clock.clone(),
+            )
+            .await?;
             clients.insert(*n, c);
         }
         let mut demo = Self {
             dir,
             broker: Some(broker),
             roster,
+            clock,
             clients,
             board: Board::default(),
             collectors: Vec::new(),
@@ -282,14 +296,18 @@ impl Demo {
         }
     }
 
-    /// Let late deliveries show up, then close every client and the broker.
-    async fn stop(&mut self) -> Result<()> {
+    /// Let late deliveries show up, then stop counting what each node receives.
+    async fn end_collection(&mut self) {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        for c in self.clients.values() {
-            c.clone().close().await;
-        }
         for t in self.collectors.drain(..) {
             t.abort();
+        }
+    }
+
+    /// Close every client and the broker.
+    async fn stop(&mut self) -> Result<()> {
+        for c in self.clients.values() {
+            c.clone().close().await;
         }
         if let Some(broker) = self.broker.take() {
             broker.shutdown().await?;

@@ -85,12 +85,21 @@ impl Demo {
             Ok(s) => {
                 let _ = writeln!(
                     self.text,
-                    "  audit log: verified: {} entries, {} envelopes signed by their senders, {} receipts, {} signed checkpoints, root {}",
+                    "  audit log: verified: {} entries, {} envelopes signed by their senders, {} receipts, {} signed checkpoints, {} cases whose {} deadline entries agree with the auditor's fold, root {}",
                     s.entries,
                     s.envelopes,
                     s.receipts,
                     s.checkpoints,
+                    s.cases,
+                    s.case_deadlines,
                     s.root.short()
+                );
+                self.expect(
+                    s.cases == 2 && s.case_deadlines >= 3,
+                    format!(
+                        "the audit folds 2 cases with their deadlines (got {} cases, {} deadlines)",
+                        s.cases, s.case_deadlines
+                    ),
                 );
             }
             Err(ewx_client::Error::Unsound(f)) => {

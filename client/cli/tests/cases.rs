@@ -1,0 +1,208 @@
+//! `ewx case` as people use it, against a real broker on loopback with the demo network:
+//! open a consultation and a snapback, reply, attest, list, show and watch, with clear
+//! errors for what the case fold refuses.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const EWX: &str = env!("CARGO_BIN_EXE_ewx");
+
+fn ewx(dir: &Path, addr: &str, node: &str, args: &[&str]) -> Output {
+    let key = format!("net/keys/{node}.key");
+    let conn = [
+        "--broker",
+        addr,
+        "--roster",
+        "net/roster.cbor",
+        "--key",
+        &key,
+    ];
+    Command::new(EWX)
+        .current_dir(dir)
+        .args(conn)
+        .args(args)
+        .env_remove("EWX_BROKER")
+        .env_remove("EWX_KEY")
+        .env_remove("EWX_ROSTER")
+        .env_remove("EWX_PROFILE")
+        .output()
+        .unwrap()
+}
+
+fn ok(dir: &Path, addr: &str, node: &str, args: &[&str]) -> String {
+    let out = ewx(dir, addr, node, args);
+    assert!(
+        out.status.success(),
+        "{node}: ewx {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(dir: &Path, addr: &str, node: &str, args: &[&str]) -> String {
+    let out = ewx(dir, addr, node, args);
+    assert!(!out.status.success(), "{node}: ewx {args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn field(json: &str, key: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    v[key]
+        .as_str()
+        .map_or_else(|| v[key].to_string(), str::to_string)
+}
+
+#[test]
+fn cases_from_the_command_line() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let status = Command::new(EWX)
+        .current_dir(p)
+        .args(["demo", "--write-network", "net"])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let help = Command::new(EWX).args(["case", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Example"));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = ewx_broker::Config::from_toml(
+        "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'net/keys/BROKER.key'\nroster = 'net/roster.cbor'\n",
+        p,
+    )
+    .unwrap();
+    let broker = rt.block_on(ewx_broker::Broker::start(config)).unwrap();
+    let addr = broker.local_addr().to_string();
+    let a = addr.as_str();
+
+    // a consultation to every other liaison by default
+    let out = ok(
+        p,
+        a,
+        "UA",
+        &[
+            "case",
+            "open",
+            "consultation",
+            "--summary",
+            "strike on Lviv",
+            "--json",
+        ],
+    );
+    let case = field(&out, "case");
+    assert!(out.contains("\"PL\"") && !out.contains("\"JP\""), "{out}");
+    ok(
+        p,
+        a,
+        "PL",
+        &[
+            "case",
+            "reply",
+            &case,
+            "--stage",
+            "acknowledged",
+            "--text",
+            "received",
+        ],
+    );
+    let e = fails(
+        p,
+        a,
+        "PL",
+        &["case", "reply", &case, "--stage", "acknowledged"],
+    );
+    assert!(e.contains("stage out of order"), "{e}");
+    let e = fails(
+        p,
+        a,
+        "PL",
+        &[
+            "case",
+            "reply",
+            &case,
+            "--stage",
+            "decided",
+            "--decision",
+            "maybe",
+        ],
+    );
+    assert!(e.contains("join, decline or measure"), "{e}");
+    let e = fails(p, a, "JP", &["case", "show", &case]);
+    assert!(e.contains("no case") && e.contains("JP"), "{e}");
+    let e = fails(p, a, "PL", &["case", "show", "not-a-case"]);
+    assert!(e.contains("not a case id"), "{e}");
+    let show = ok(p, a, "UA", &["case", "show", &case]);
+    assert!(
+        show.contains("CONSULTATION") && show.contains("consulted"),
+        "{show}"
+    );
+    let pl_row = show
+        .lines()
+        .find(|l| l.trim_start().starts_with("PL"))
+        .unwrap();
+    assert!(
+        pl_row.contains("T+") && pl_row.contains("due in"),
+        "{pl_row}"
+    );
+    let list = ok(p, a, "GB", &["case", "list"]);
+    assert!(
+        list.contains(&case) && list.contains("0/7 answered"),
+        "{list}"
+    );
+    assert!(ok(p, a, "JP", &["case", "list"]).contains("no cases"));
+
+    // a snapback: UA triggers (1 of 2), GB attests: fired; JP reimposes
+    let out = ok(
+        p,
+        a,
+        "UA",
+        &[
+            "case",
+            "open",
+            "snapback",
+            "--statement",
+            "armed attack, 2026-12-02",
+            "--regime",
+            "annex",
+            "--measure",
+            "reimpose",
+            "--parties",
+            "JP,KR",
+            "--json",
+        ],
+    );
+    let snap = field(&out, "case");
+    let e = fails(p, a, "US", &["case", "attest", &snap]);
+    assert!(e.contains("not an attester"), "{e}");
+    let e = fails(
+        p,
+        a,
+        "JP",
+        &["case", "reply", &snap, "--stage", "reimposed"],
+    );
+    assert!(e.contains("not fired"), "{e}");
+    ok(p, a, "GB", &["case", "attest", &snap]);
+    ok(
+        p,
+        a,
+        "JP",
+        &[
+            "case",
+            "reply",
+            &snap,
+            "--stage",
+            "reimposed",
+            "--text",
+            "in force",
+        ],
+    );
+    let json = ok(p, a, "KR", &["case", "show", &snap, "--json"]);
+    assert!(field(&json, "state").starts_with("FIRED"), "{json}");
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["parties"]["JP"]["reimposed"]["late"], false, "{json}");
+    assert_eq!(v["parties"]["KR"]["reimposed"]["overdue"], false, "{json}");
+    let watch = ok(p, a, "KR", &["case", "watch", &snap, "--count", "1"]);
+    assert!(watch.contains("SNAPBACK"), "{watch}");
+    rt.block_on(broker.shutdown()).unwrap();
+}
