@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::fold::{Case, CaseMessage};
-use super::{CaseType, Refusal, RefusalKind, Stage};
+use super::{CaseType, Deadline, Refusal, RefusalKind, Stage};
 use crate::audit::{Entry, Event};
 use crate::ids::{MessageId, NodeId};
 use crate::roster::Roster;
@@ -71,7 +71,7 @@ impl CaseBook {
                 return Err(Refusal::new(RefusalKind::BadTag, "case opened twice"));
             }
             let case = Case::open(msg, roster)?;
-            self.track(&case, None);
+            self.track(msg.id, Vec::new(), unrecorded(&case));
             self.cases.insert(msg.id, case);
             return Ok(());
         };
@@ -83,20 +83,18 @@ impl CaseBook {
         };
         let before = case.deadlines();
         case.apply(msg, roster)?;
-        let case = case.clone();
-        self.track(&case, Some(before));
+        let after = unrecorded(case);
+        self.track(id, before, after);
         Ok(())
     }
 
     /// Keep `pending` in step with a case's deadlines after a change.
-    fn track(&mut self, case: &Case, before: Option<Vec<super::Deadline>>) {
-        for d in before.unwrap_or_default() {
-            self.pending.remove(&(d.due_ms, case.id, d.stage));
+    fn track(&mut self, id: MessageId, before: Vec<Deadline>, after: Vec<Deadline>) {
+        for d in before {
+            self.pending.remove(&(d.due_ms, id, d.stage));
         }
-        for d in case.deadlines() {
-            if !case.recorded.contains_key(&d.stage) {
-                self.pending.insert((d.due_ms, case.id, d.stage));
-            }
+        for d in after {
+            self.pending.insert((d.due_ms, id, d.stage));
         }
     }
 
@@ -208,6 +206,14 @@ impl CaseBook {
         }
         Ok(())
     }
+}
+
+/// A case's deadlines not yet recorded as passed.
+fn unrecorded(case: &Case) -> Vec<Deadline> {
+    case.deadlines()
+        .into_iter()
+        .filter(|d| !case.recorded.contains_key(&d.stage))
+        .collect()
 }
 
 fn names(nodes: &[NodeId]) -> String {

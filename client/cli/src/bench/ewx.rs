@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ewx_proto::case::{CaseTag, CaseType};
 use ewx_proto::frame::StartAt;
 use ewx_proto::payload::{Bulletin, Payload};
 use ewx_proto::{Draft, Labels, Level, MessageId, NodeId, Precedence, Topic, TopicPattern};
@@ -34,6 +35,8 @@ pub struct BenchConfig {
     /// Measure the broker, not the clients: publishers seal every bulletin before the
     /// clock starts, and subscribers time deliveries without verifying or decrypting.
     pub broker_only: bool,
+    /// Every publish opens a consultation naming the other recipients (case traffic).
+    pub cases: bool,
 }
 
 /// Bulletins sealed ahead per second of a `broker_only` run without `rate`.
@@ -84,8 +87,14 @@ impl SendTimes {
     }
 }
 
-/// The send time travels in the bulletin's `event_ms` field, as µs since the epoch.
-fn draft(cfg: &BenchConfig, sent_us: u64, flash: bool) -> Result<Draft> {
+/// The sender of publisher `p`.
+fn sender(cfg: &BenchConfig, p: usize) -> &'static str {
+    CORE[p % cfg.recipients]
+}
+
+/// The send time travels in the bulletin's `event_ms` field, as µs since the epoch. With
+/// `cfg.cases` it opens a consultation of `sender` naming the other recipients.
+fn draft(cfg: &BenchConfig, sender: &str, sent_us: u64, flash: bool) -> Result<Draft> {
     let mut labels = Labels::new(Level::Amber, Labels::parse_compartments("CORE")?);
     if cfg.recipients < CORE.len() {
         for node in &CORE[..cfg.recipients] {
@@ -110,7 +119,14 @@ fn draft(cfg: &BenchConfig, sent_us: u64, flash: bool) -> Result<Draft> {
         seq: 0,
         expires_ms: None,
         receipt: false,
-        case: None,
+        case: cfg.cases.then(|| {
+            let parties = CORE[..cfg.recipients]
+                .iter()
+                .filter(|n| **n != sender)
+                .map(|n| ewx_testkit::id(n))
+                .collect();
+            CaseTag::open(CaseType::Consultation, parties)
+        }),
     })
 }
 
@@ -138,7 +154,7 @@ impl Ewx {
         let roster = ewx_testkit::Network::compact().roster();
         let mut clients = Vec::new();
         for p in 0..cfg.load.publishers {
-            let keys = ewx_testkit::keys(CORE[p % cfg.recipients]);
+            let keys = ewx_testkit::keys(sender(cfg, p));
             clients.push(Client::connect(cfg.broker, keys, roster.clone()).await?);
         }
         let mut times = SendTimes::default();
@@ -147,14 +163,13 @@ impl Ewx {
             let total = cfg.load.rate.unwrap_or(PRESEAL_PER_S) * cfg.load.seconds;
             let each = (total / cfg.load.publishers as u64).max(1);
             let mut sealing = Vec::new();
-            for c in &clients {
+            for (p, c) in clients.iter().enumerate() {
                 let (c, cfg) = (c.clone(), cfg.clone());
                 sealing.push(tokio::spawn(async move {
                     let mut pool = Vec::new();
                     for n in 0..each {
-                        let env = c
-                            .seal(draft(&cfg, 0, is_flash(n, cfg.flash_percent))?)
-                            .await?;
+                        let d = draft(&cfg, sender(&cfg, p), 0, is_flash(n, cfg.flash_percent))?;
+                        let env = c.seal(d).await?;
                         pool.push((env.header().id, env.encode()?));
                     }
                     Ok::<_, Error>(pool)
@@ -200,7 +215,12 @@ impl Peer for Ewx {
                 let c = c.clone();
                 match &sealed {
                     None => {
-                        let d = draft(&cfg, p.sent_us, is_flash(p.n, cfg.flash_percent));
+                        let d = draft(
+                            &cfg,
+                            sender(&cfg, index),
+                            p.sent_us,
+                            is_flash(p.n, cfg.flash_percent),
+                        );
                         Box::pin(async move {
                             c.publish(d?).await?;
                             Ok(())

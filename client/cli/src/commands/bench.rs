@@ -27,6 +27,11 @@ pub struct BenchArgs {
     /// the load generator sharing the machine costs the broker as little as possible.
     #[arg(long)]
     broker_only: bool,
+    /// Case traffic: every publish opens a consultation naming the other recipients as
+    /// parties (the case index's largest cost per message: every party checked, two
+    /// deadlines added). Needs --recipients 2 or more.
+    #[arg(long)]
+    cases: bool,
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -52,6 +57,9 @@ pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
     }
     if !(1..=8).contains(&args.recipients) {
         bail!("--recipients must be 1 to 8 (the demo network's core nodes)");
+    }
+    if args.cases && args.recipients < 2 {
+        bail!("--cases needs --recipients 2 or more (a case names parties besides its sender)");
     }
     if args.broker_only && !args.json {
         eprintln!("sealing bulletins ahead of the run ...");
@@ -93,6 +101,7 @@ pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
         flash_percent: args.flash_percent,
         recipients: args.recipients,
         broker_only: args.broker_only,
+        cases: args.cases,
     };
     let pid = child.as_ref().map(std::process::Child::id);
     let quiet = args.json;

@@ -436,7 +436,7 @@ async fn watch(
             if json {
                 println!("{}", ewx_cli::cases::to_json(&v, now));
             } else {
-                print!("{}\n", ewx_cli::cases::matrix(&v, now));
+                println!("{}", ewx_cli::cases::matrix(&v, now));
             }
         }
         n += 1;
