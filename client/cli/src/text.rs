@@ -56,7 +56,7 @@ mod tests {
         assert_eq!(span(65_000), "1m 05s");
         assert_eq!(span(3 * 3_600_000 + 5 * 60_000), "3h 05m");
         assert_eq!(span(72 * 3_600_000), "3d 00h 00m");
-        assert_eq!(after(1000, 1000 + 25 * 3_600_000), "T+25h 00m");
+        assert_eq!(after(1000, 1000 + 25 * 3_600_000), "T+1d 01h 00m");
         assert_eq!(utc(0), "1970-01-01 00:00:00Z");
     }
 }
