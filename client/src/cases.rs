@@ -77,6 +77,7 @@ impl CaseView {
                 Ok(env) => {
                     let h = env.header();
                     if let Some(tag) = &h.case {
+                        let fits = ewx_proto::case::check_recipients(h);
                         let msg = CaseMessage {
                             id: h.id,
                             sender: &h.sender,
@@ -85,7 +86,7 @@ impl CaseView {
                             log_index: m.log_index,
                             log_ms: m.log_ms,
                         };
-                        match book.apply(&msg, roster) {
+                        match fits.and_then(|()| book.apply(&msg, roster)) {
                             Ok(()) => id = id.or(Some(tag.case.unwrap_or(h.id))),
                             Err(r) => item.note = Some(format!("refused by the fold: {r}")),
                         }

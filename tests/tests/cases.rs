@@ -350,3 +350,35 @@ async fn a_snapback_fires_at_two_attesters_and_a_tampered_deadline_fails_the_aud
         other => panic!("a tampered CaseDeadline verified: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_party_without_a_content_key_is_refused_and_audited() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    let tag = CaseTag::open(CaseType::Consultation, vec![id("PL"), id("US")]);
+    let request = text("request");
+    let env = ua
+        .seal(draft("consult.request", labels("CORE"), request, tag))
+        .await
+        .unwrap();
+    // UA names US as a party but wraps no content key for it
+    let bytes = ewx_tests::resigned(&env, "UA", |h| {
+        h.recipients.retain(|w| w.node.as_str() != "US")
+    });
+    match ua.publish_envelope(&bytes).await {
+        Err(Error::Rejected {
+            reason: RejectReason::Case(RefusalKind::NotPermitted),
+            detail,
+        }) => {
+            assert!(detail.contains("US"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let audited = audit_events(broker.store()).into_iter().any(
+        |e| matches!(e, Event::Rejected { reason, .. } if reason.contains("gets no content key")),
+    );
+    assert!(audited, "the refusal is in the audit log");
+    ua.close().await;
+    broker.shutdown().await.unwrap();
+}

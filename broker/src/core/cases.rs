@@ -7,7 +7,9 @@
 use std::collections::HashSet;
 
 use ewx_proto::audit::Event;
-use ewx_proto::case::{Case, CaseBook, CaseEntry, CaseMessage, Refusal, Reminder, Stage};
+use ewx_proto::case::{
+    Case, CaseBook, CaseEntry, CaseMessage, Refusal, Reminder, Stage, check_recipients,
+};
 use ewx_proto::frame::RejectReason;
 use ewx_proto::roster::Role;
 use ewx_proto::{Header, MessageId, NodeId, Roster, may_read};
@@ -25,7 +27,13 @@ pub struct CaseIndex {
     offsets: Vec<u64>,
     /// Reminder points already passed: (case, stage, offset).
     reminded: HashSet<(MessageId, Stage, u64)>,
+    /// No reminder scan before this time (one a second at most: reminders are set hours
+    /// ahead, and a scan walks every deadline within the longest offset).
+    next_scan_ms: u64,
 }
+
+/// Least time between two reminder scans.
+const SCAN_EVERY_MS: u64 = 1000;
 
 /// The refusal the client gets for a case message the fold refuses.
 pub fn case_rejection(r: Refusal) -> Rejection {
@@ -40,6 +48,7 @@ impl CaseIndex {
             book,
             offsets,
             reminded: HashSet::new(),
+            next_scan_ms: 0,
         };
         let _ = index.reminders(now_ms, None);
         index
@@ -65,6 +74,7 @@ impl CaseIndex {
         let Some(tag) = &header.case else {
             return Ok(());
         };
+        check_recipients(header).map_err(case_rejection)?;
         let msg = CaseMessage {
             id: header.id,
             sender: &header.sender,
@@ -108,6 +118,10 @@ impl CaseIndex {
         let Some(&longest) = self.offsets.iter().max() else {
             return Vec::new();
         };
+        if now_ms < self.next_scan_ms {
+            return Vec::new();
+        }
+        self.next_scan_ms = now_ms.saturating_add(SCAN_EVERY_MS);
         let mut out = Vec::new();
         for (due, id, stage) in self.book.pending_until(now_ms.saturating_add(longest)) {
             let passed: Vec<u64> = self

@@ -284,6 +284,24 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// Every party a case message names must get the content key: be among the header's
+/// recipients (the read rule already decides who may be one).
+///
+/// # Errors
+/// `NotPermitted` naming the first party without a wrapped key.
+pub fn check_recipients(header: &crate::Header) -> Result<(), Refusal> {
+    let Some(tag) = &header.case else {
+        return Ok(());
+    };
+    match tag.parties.iter().find(|p| header.wrapped_for(p).is_none()) {
+        Some(p) => Err(Refusal::new(
+            RefusalKind::NotPermitted,
+            format!("party {p} is named but gets no content key"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The hash an attester signs (in its header): SHA-256 over a domain tag and the
 /// statement's text, so the same words give the same hash at every attester.
 pub fn statement_hash(statement: &str) -> Digest32 {

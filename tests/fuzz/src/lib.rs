@@ -297,6 +297,7 @@ pub fn envelope(data: &[u8]) {
     let _ = h.check_skew(NOW_MS, 60_000);
     let _ = h.check_recipients(&fx.roster);
     let _ = verify_batch(&[(&env, &fx.roster)]);
+    case_fold(h);
     open_all(&env);
     payloads(env.ciphertext());
     let Some(sender) = fx.keys(&h.sender) else {
@@ -311,6 +312,24 @@ pub fn envelope(data: &[u8]) {
         let _ = verify_batch(&[(&resigned, &fx.roster), (&env, &fx.roster)]);
         open_all(&resigned);
     }
+}
+
+/// A header's case tag through the fold, as an opening and as a reply to itself.
+fn case_fold(h: &ewx_proto::Header) {
+    let Some(tag) = &h.case else { return };
+    let _ = ewx_proto::case::check_recipients(h);
+    let mut book = ewx_proto::case::CaseBook::new();
+    let msg = ewx_proto::case::CaseMessage {
+        id: h.id,
+        sender: &h.sender,
+        labels: &h.labels,
+        tag,
+        log_index: 1,
+        log_ms: NOW_MS,
+    };
+    let _ = book.apply(&msg, &fixture().roster);
+    let _ = book.apply(&msg, &fixture().roster);
+    let _ = book.due(u64::MAX);
 }
 
 fn open_all(env: &Envelope) {
