@@ -10,7 +10,7 @@ use ewx_proto::frame::{Request, Response};
 use ewx_proto::roster::Role;
 use ewx_proto::{
     Draft, Envelope, Header, Labels, MessageId, NodeId, NodeKeys, Opener, Payload, Precedence,
-    Roster,
+    Roster, Topic,
 };
 
 use crate::client::{Client, PublishAck};
@@ -142,16 +142,22 @@ impl CaseView {
         let h = self
             .opening()
             .ok_or_else(|| Error::Audit("the case's opening message is not available".into()))?;
-        Ok(Draft {
-            topic: h.topic.clone(),
-            precedence: Precedence::Immediate,
-            labels: h.labels.clone(),
-            payload,
-            seq: 0,
-            expires_ms: None,
-            receipt: false,
-            case: Some(tag),
-        })
+        Ok(case_draft(h.topic.clone(), h.labels.clone(), payload, tag))
+    }
+}
+
+/// A case message to seal: on `topic` with `labels`, IMMEDIATE (a case answer needs
+/// attention now, and a reminder of it comes on that lane too), with its case tag.
+pub fn case_draft(topic: Topic, labels: Labels, payload: Payload, tag: CaseTag) -> Draft {
+    Draft {
+        topic,
+        precedence: Precedence::Immediate,
+        labels,
+        payload,
+        seq: 0,
+        expires_ms: None,
+        receipt: false,
+        case: Some(tag),
     }
 }
 

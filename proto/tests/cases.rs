@@ -453,29 +453,18 @@ fn a_snapback_fires_at_k_distinct_attesters_and_tracks_reimposition() {
 
 #[test]
 fn an_auditor_refuses_deadline_entries_the_fold_does_not_give() {
-    let mut log = Log::new();
-    let case = open_consultation(&mut log);
-    log.reply(
-        T0 + H,
-        "PL",
-        case,
-        CaseType::Consultation,
-        Stage::Acknowledged,
-    )
-    .unwrap();
+    let acknowledged = || {
+        let mut log = Log::new();
+        let case = open_consultation(&mut log);
+        let c = CaseType::Consultation;
+        log.reply(T0 + H, "PL", case, c, Stage::Acknowledged)
+            .unwrap();
+        (log, case)
+    };
+    let (log, case) = acknowledged();
     let sound = log.entries.len();
     // a CaseDeadline naming the wrong parties, appended in a sound chain
-    let mut forged = Log::new();
-    open_consultation(&mut forged);
-    forged
-        .reply(
-            T0 + H,
-            "PL",
-            case,
-            CaseType::Consultation,
-            Stage::Acknowledged,
-        )
-        .unwrap();
+    let (mut forged, _) = acknowledged();
     forged.append(
         T0 + CONSULT_WITHIN_MS,
         Event::CaseDeadline {

@@ -15,7 +15,7 @@ use ewx_proto::audit::Event;
 use ewx_proto::case::{CaseTag, CaseType, RefusalKind, Reminder, Stage, Status, statement_hash};
 use ewx_proto::frame::RejectReason;
 use ewx_proto::payload::{CaseReply, ConsultationRequest, SanctionsTrigger};
-use ewx_proto::{Draft, Labels, Level, MessageId, Payload, Precedence, Topic};
+use ewx_proto::{Draft, Labels, Level, MessageId, Payload, Topic};
 use ewx_tests::{TestNet, audit_events, copy_dir, id, verify_copy};
 use tokio::sync::mpsc::Receiver;
 
@@ -29,16 +29,7 @@ fn labels(compartment: &str) -> Labels {
 }
 
 fn draft(topic: &str, labels: Labels, payload: Payload, tag: CaseTag) -> Draft {
-    Draft {
-        topic: Topic::new(topic).unwrap(),
-        precedence: Precedence::Immediate,
-        labels,
-        payload,
-        seq: 0,
-        expires_ms: None,
-        receipt: false,
-        case: Some(tag),
-    }
+    ewx_client::cases::case_draft(Topic::new(topic).unwrap(), labels, payload, tag)
 }
 
 fn text(t: &str) -> Payload {

@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use ewx_client::Client;
-use ewx_client::cases::{CaseView, default_parties};
+use ewx_client::cases::{CaseView, case_draft as draft, default_parties};
 use ewx_proto::case::{CaseTag, CaseType, SNAPBACK_WITHIN_MS, Stage, statement_hash};
 use ewx_proto::payload::{CaseReply, ConsultationRequest, Decision, SanctionsTrigger};
-use ewx_proto::{Draft, Labels, Level, MessageId, NodeId, Payload, Precedence, Topic};
+use ewx_proto::{Draft, Labels, Level, MessageId, NodeId, Payload, Topic};
 
 #[derive(Debug, Subcommand)]
 pub enum CaseCmd {
@@ -278,19 +278,6 @@ async fn open_snapback(client: &Client, a: SnapbackArgs) -> Result<()> {
         a.at.json,
     )
     .await
-}
-
-fn draft(topic: Topic, labels: Labels, payload: Payload, tag: CaseTag) -> Draft {
-    Draft {
-        topic,
-        precedence: Precedence::Immediate,
-        labels,
-        payload,
-        seq: 0,
-        expires_ms: None,
-        receipt: false,
-        case: Some(tag),
-    }
 }
 
 async fn send_reply(
