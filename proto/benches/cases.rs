@@ -85,6 +85,25 @@ fn fold(c: &mut Criterion) {
             black_box(book.len())
         });
     });
+    let opens: Vec<_> = msgs.iter().filter(|m| m.2.case.is_none()).collect();
+    g.throughput(Throughput::Elements(opens.len() as u64));
+    g.bench_function("10000_openings_x_30_parties", |b| {
+        b.iter(|| {
+            let mut book = CaseBook::new();
+            for (i, (mid, sender, tag, t)) in opens.iter().enumerate() {
+                let m = CaseMessage {
+                    id: *mid,
+                    sender,
+                    labels: &labels,
+                    tag,
+                    log_index: i as u64,
+                    log_ms: *t,
+                };
+                book.apply(&m, &roster).unwrap();
+            }
+            black_box(book.len())
+        });
+    });
     g.finish();
 }
 

@@ -29,7 +29,8 @@ pub struct Due {
 /// The cases of one log.
 #[derive(Debug, Clone, Default)]
 pub struct CaseBook {
-    cases: BTreeMap<MessageId, Case>,
+    /// Boxed: a case is large, and map nodes move their values as they split.
+    cases: BTreeMap<MessageId, Box<Case>>,
     /// Deadlines not yet recorded: (due, case, stage), earliest first.
     pending: BTreeSet<(u64, MessageId, Stage)>,
 }
@@ -42,12 +43,12 @@ impl CaseBook {
 
     /// A case by id.
     pub fn get(&self, id: &MessageId) -> Option<&Case> {
-        self.cases.get(id)
+        self.cases.get(id).map(|c| &**c)
     }
 
     /// Every case, oldest id first.
     pub fn cases(&self) -> impl Iterator<Item = &Case> {
-        self.cases.values()
+        self.cases.values().map(|c| &**c)
     }
 
     /// How many cases.
@@ -72,7 +73,7 @@ impl CaseBook {
             }
             let case = Case::open(msg, roster)?;
             self.track(msg.id, Vec::new(), unrecorded(&case));
-            self.cases.insert(msg.id, case);
+            self.cases.insert(msg.id, Box::new(case));
             return Ok(());
         };
         let Some(case) = self.cases.get_mut(&id) else {

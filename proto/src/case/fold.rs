@@ -2,7 +2,7 @@
 //! state so far and the roster in force, then applied. Nothing here reads a clock: the
 //! times are the broker's log times of the messages.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -121,8 +121,8 @@ pub struct Case {
     pub fired_ms: Option<u64>,
     /// Snapback: attestations needed (the roster's threshold when the last one came).
     pub threshold: u8,
-    /// Every message of the case: (log index, log time, sender, stage).
-    pub thread: Vec<(u64, u64, NodeId, Stage)>,
+    /// Every message of the case: (log index, log time, stage).
+    pub thread: Vec<(u64, u64, Stage)>,
     /// Deadlines the broker recorded as passed, with who had not answered.
     pub recorded: BTreeMap<Stage, Vec<NodeId>>,
 }
@@ -141,14 +141,15 @@ pub(crate) fn within_labels(reply: &Labels, case: &Labels) -> bool {
         && reply.exercise == case.exercise
 }
 
-/// Check a list of parties named by `sender`: some, not too many, no repeats, not the
+/// The parties named by `sender`, checked: some, not too many, no repeats, not the
 /// sender, each an active node that receives content and may read `labels`.
-fn check_parties(
+fn named_parties(
     parties: &[NodeId],
     sender: &NodeId,
     labels: &Labels,
     roster: &Roster,
-) -> Result<(), Refusal> {
+    at_ms: u64,
+) -> Result<BTreeMap<NodeId, Party>, Refusal> {
     if parties.is_empty() || parties.len() > MAX_PARTIES {
         return refuse(
             RefusalKind::BadTag,
@@ -158,25 +159,29 @@ fn check_parties(
             ),
         );
     }
-    let mut seen = BTreeSet::new();
+    let mut named = BTreeMap::new();
     for p in parties {
-        if !seen.insert(p) || p == sender {
-            return refuse(
-                RefusalKind::BadTag,
-                format!("party {p} is named twice or is the sender"),
-            );
-        }
         let ok = roster
             .active(p)
             .is_ok_and(|n| n.role.receives_content() && may_read(&n.id, &n.grants, labels));
-        if !ok {
+        if !ok && p != sender {
             return refuse(
                 RefusalKind::NotPermitted,
                 format!("party {p} may not read a case labelled {labels}"),
             );
         }
+        let party = Party {
+            added_ms: at_ms,
+            answers: Vec::new(),
+        };
+        if p == sender || named.insert(p.clone(), party).is_some() {
+            return refuse(
+                RefusalKind::BadTag,
+                format!("party {p} is named twice or is the sender"),
+            );
+        }
     }
-    Ok(())
+    Ok(named)
 }
 
 fn check_attester(sender: &NodeId, roster: &Roster) -> Result<(SignPublic, u8), Refusal> {
@@ -222,7 +227,7 @@ impl Case {
             attestations: Vec::new(),
             fired_ms: None,
             threshold: 0,
-            thread: vec![(msg.log_index, msg.log_ms, msg.sender.clone(), Stage::Open)],
+            thread: vec![(msg.log_index, msg.log_ms, Stage::Open)],
             recorded: BTreeMap::new(),
         };
         match tag.case_type {
@@ -264,21 +269,8 @@ impl Case {
                 case.attest(msg, roster)?;
             }
         }
-        check_parties(&tag.parties, msg.sender, msg.labels, roster)?;
-        case.add_parties(&tag.parties, msg.log_ms);
+        case.parties = named_parties(&tag.parties, msg.sender, msg.labels, roster, msg.log_ms)?;
         Ok(case)
-    }
-
-    fn add_parties(&mut self, parties: &[NodeId], at_ms: u64) {
-        for p in parties {
-            self.parties.insert(
-                p.clone(),
-                Party {
-                    added_ms: at_ms,
-                    answers: Vec::new(),
-                },
-            );
-        }
     }
 
     /// The case's deadlines: a consultation's at 24 h and 72 h after the request, a
@@ -381,11 +373,12 @@ impl Case {
                 format!("only the opener {} may {} ", self.opener, tag.stage),
             ),
             Stage::AddParties => {
-                check_parties(&tag.parties, msg.sender, &self.labels, roster)?;
-                if let Some(p) = tag.parties.iter().find(|p| self.parties.contains_key(*p)) {
+                let added =
+                    named_parties(&tag.parties, msg.sender, &self.labels, roster, msg.log_ms)?;
+                if let Some(p) = added.keys().find(|p| self.parties.contains_key(*p)) {
                     return refuse(RefusalKind::BadTag, format!("{p} is a party already"));
                 }
-                self.add_parties(&tag.parties, msg.log_ms);
+                self.parties.extend(added);
                 self.push(msg);
                 Ok(())
             }
@@ -410,8 +403,7 @@ impl Case {
     }
 
     fn push(&mut self, msg: &CaseMessage<'_>) {
-        self.thread
-            .push((msg.log_index, msg.log_ms, msg.sender.clone(), msg.tag.stage));
+        self.thread.push((msg.log_index, msg.log_ms, msg.tag.stage));
     }
 
     /// Count an attestation (refusing a non-attester, a repeated node or key); fire at
