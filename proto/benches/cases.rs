@@ -61,48 +61,42 @@ fn messages() -> Vec<(MessageId, NodeId, CaseTag, u64)> {
     out
 }
 
+/// Fold `msgs` into a fresh book.
+fn fold_all(
+    msgs: &[&(MessageId, NodeId, CaseTag, u64)],
+    labels: &Labels,
+    roster: &Roster,
+) -> usize {
+    let mut book = CaseBook::new();
+    for (i, (mid, sender, tag, t)) in msgs.iter().enumerate() {
+        let m = CaseMessage {
+            id: *mid,
+            sender,
+            labels,
+            tag,
+            log_index: i as u64,
+            log_ms: *t,
+        };
+        book.apply(&m, roster).unwrap();
+    }
+    book.len()
+}
+
 fn fold(c: &mut Criterion) {
     let roster = roster();
     let labels = Labels::new(Level::Amber, Labels::parse_compartments("CORE").unwrap());
     let msgs = messages();
+    let all: Vec<_> = msgs.iter().collect();
+    let opens: Vec<_> = msgs.iter().filter(|m| m.2.case.is_none()).collect();
     let mut g = c.benchmark_group("case_fold");
     g.sample_size(10);
-    g.throughput(Throughput::Elements(msgs.len() as u64));
+    g.throughput(Throughput::Elements(all.len() as u64));
     g.bench_function("10000_cases_x_30_parties", |b| {
-        b.iter(|| {
-            let mut book = CaseBook::new();
-            for (i, (mid, sender, tag, t)) in msgs.iter().enumerate() {
-                let m = CaseMessage {
-                    id: *mid,
-                    sender,
-                    labels: &labels,
-                    tag,
-                    log_index: i as u64,
-                    log_ms: *t,
-                };
-                book.apply(&m, &roster).unwrap();
-            }
-            black_box(book.len())
-        });
+        b.iter(|| black_box(fold_all(&all, &labels, &roster)));
     });
-    let opens: Vec<_> = msgs.iter().filter(|m| m.2.case.is_none()).collect();
     g.throughput(Throughput::Elements(opens.len() as u64));
     g.bench_function("10000_openings_x_30_parties", |b| {
-        b.iter(|| {
-            let mut book = CaseBook::new();
-            for (i, (mid, sender, tag, t)) in opens.iter().enumerate() {
-                let m = CaseMessage {
-                    id: *mid,
-                    sender,
-                    labels: &labels,
-                    tag,
-                    log_index: i as u64,
-                    log_ms: *t,
-                };
-                book.apply(&m, &roster).unwrap();
-            }
-            black_box(book.len())
-        });
+        b.iter(|| black_box(fold_all(&opens, &labels, &roster)));
     });
     g.finish();
 }
