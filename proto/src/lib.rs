@@ -3,7 +3,8 @@
 //! Everything that can be decided without I/O: who is who ([`ids`], [`keys`], [`roster`]),
 //! who may read and publish what ([`labels`], [`access`], [`topic`]), how a message is
 //! sealed, signed and opened ([`envelope`], [`seal`], [`payload`]), how it travels
-//! ([`frame`]), and how the record of it is kept verifiable ([`audit`], [`merkle`],
+//! ([`frame`]), what an exercise notice must declare ([`exercise`]), and how the record of
+//! it is kept verifiable ([`audit`], [`merkle`],
 //! [`checkpoint`], [`receipt`]), and the Compact's mechanism as one fold over a log
 //! ([`case`]).
 //!
@@ -32,6 +33,7 @@ mod cbor;
 pub mod checkpoint;
 pub mod envelope;
 mod error;
+pub mod exercise;
 pub mod frame;
 pub mod ids;
 pub mod keys;

@@ -151,8 +151,9 @@ pub struct Bulletin {
     pub confidence: Option<String>,
 }
 
-/// Notification of a military exercise, with the fields of Vienna Document 2011 ch. V.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Notification of a military exercise, with the fields of Vienna Document 2011 ch. V
+/// (its thresholds and flags are in [`crate::exercise`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExerciseNotice {
     /// Designation of the activity.
@@ -189,6 +190,30 @@ pub struct ExerciseNotice {
     /// Planned air sorties.
     #[serde(default)]
     pub sorties: u32,
+    /// Airborne (parachute) troops.
+    #[serde(default)]
+    pub airborne_troops: u32,
+    /// Amphibious troops.
+    #[serde(default)]
+    pub amphibious_troops: u32,
+    /// Troops per participating state.
+    #[serde(default)]
+    pub troops_by_state: std::collections::BTreeMap<String, u32>,
+    /// Corners of the area, in micro-degrees (latitude, longitude).
+    #[serde(default)]
+    pub coordinates: Vec<(i32, i32)>,
+    /// The planned phases, in order.
+    #[serde(default)]
+    pub phases: Vec<String>,
+    /// Relation to other activities, if any.
+    #[serde(default)]
+    pub related_activities: Option<String>,
+    /// The entry of the annual calendar this activity was announced under.
+    #[serde(default)]
+    pub calendar_ref: Option<String>,
+    /// Observers from the participating states are invited.
+    #[serde(default)]
+    pub observation_invited: bool,
 }
 
 /// Ukraine's request for consultations after an armed attack.

@@ -88,6 +88,7 @@ fn payload() -> impl Strategy<Value = Payload> {
                 aircraft: 4,
                 helicopters: 5,
                 sorties: 6,
+                ..Default::default()
             })
         }),
         ".{0,200}".prop_map(Payload::Stix),

@@ -88,6 +88,9 @@ pub fn human(d: &Delivery) -> String {
             .as_ref()
             .map_or_else(|| "(still sealed)".into(), body)
     );
+    for f in exercise_flags(d) {
+        let _ = writeln!(out, "  FLAG {f}");
+    }
     if h.labels.exercise {
         let _ = writeln!(out, "{EXERCISE}");
     }
@@ -115,7 +118,18 @@ pub fn json(d: &Delivery) -> serde_json::Value {
         "created_ms": h.created_ms,
         "envelope_hash": d.envelope.hash().to_string(),
         "payload": serde_json::to_value(&d.payload).unwrap_or(serde_json::Value::Null),
+        "flags": exercise_flags(d).iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
+}
+
+/// Vienna Document flags of an exercise notice, against its sealing time.
+fn exercise_flags(d: &Delivery) -> Vec<ewx_proto::exercise::Flag> {
+    match &d.payload {
+        Some(Payload::ExerciseNotice(n)) => {
+            ewx_proto::exercise::flags(n, d.envelope.header().created_ms)
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The roster as a table.

@@ -68,8 +68,8 @@ fn exercise_notice() -> Result<Draft> {
             purpose: "defensive command-post and field training".into(),
             states: vec!["PL".into(), "LT".into(), "US".into()],
             command_level: "corps".into(),
-            start_ms: now_ms() + 86_400_000,
-            end_ms: now_ms() + 10 * 86_400_000,
+            start_ms: now_ms() + 10 * 86_400_000,
+            end_ms: now_ms() + 19 * 86_400_000,
             area: "Orzysz training area, 53.81N 21.95E".into(),
             troops: 12_500,
             tanks: 90,
@@ -78,6 +78,19 @@ fn exercise_notice() -> Result<Draft> {
             aircraft: 24,
             helicopters: 18,
             sorties: 120,
+            troops_by_state: [
+                ("PL".into(), 9_000),
+                ("LT".into(), 1_500),
+                ("US".into(), 2_000),
+            ]
+            .into(),
+            coordinates: vec![(53_810_000, 21_950_000)],
+            phases: vec![
+                "deployment".into(),
+                "defence".into(),
+                "counter-attack".into(),
+            ],
+            ..Default::default()
         }),
     )?;
     d.labels.exercise = true;

@@ -231,6 +231,12 @@ impl Demo {
                 d.labels.clone(),
                 d.payload.kind(),
             );
+            let flags = match &d.payload {
+                ewx_proto::Payload::ExerciseNotice(n) => {
+                    ewx_proto::exercise::flags(n, self.clock.now_ms())
+                }
+                _ => Vec::new(),
+            };
             let ack = self.client(who)?.publish(d).await?;
             if kind == Kind::ConsultationRequest {
                 consultation = Some(ack.id);
@@ -243,6 +249,18 @@ impl Demo {
                 labels.to_string(),
                 ack.log_index
             );
+            for f in &flags {
+                let _ = writeln!(self.text, "      FLAG {f}");
+            }
+            if kind == Kind::ExerciseNotice {
+                let late = flags
+                    .iter()
+                    .any(|f| matches!(f, ewx_proto::exercise::Flag::Late { .. }));
+                self.expect(
+                    late && flags.len() == 1,
+                    format!("the exercise notice has one flag, LATE (got {flags:?})"),
+                );
+            }
         }
         Ok(consultation)
     }
