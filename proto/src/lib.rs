@@ -3,7 +3,8 @@
 //! Everything that can be decided without I/O: who is who ([`ids`], [`keys`], [`roster`]),
 //! who may read and publish what ([`labels`], [`access`], [`topic`]), how a message is
 //! sealed, signed and opened ([`envelope`], [`seal`], [`payload`]), how it travels
-//! ([`frame`]), what an exercise notice must declare ([`exercise`]), and how the record of
+//! ([`frame`]), what an exercise notice must declare ([`exercise`]) and a breach report says
+//! ([`ceasefire`]), and how the record of
 //! it is kept verifiable ([`audit`], [`merkle`],
 //! [`checkpoint`], [`receipt`]), and the Compact's mechanism as one fold over a log
 //! ([`case`]).
@@ -30,6 +31,7 @@ pub mod access;
 pub mod audit;
 pub mod case;
 mod cbor;
+pub mod ceasefire;
 pub mod checkpoint;
 pub mod envelope;
 mod error;

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::cbor;
+pub use crate::ceasefire::CeasefireReport;
 use crate::error::{Error, Result, echo};
 
 /// Deadline for guarantors to hold consultations after a request (24 h).
@@ -300,18 +301,6 @@ pub struct SanctionsTrigger {
     pub statement: Option<String>,
 }
 
-/// An observed breach of a ceasefire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CeasefireReport {
-    /// Where.
-    pub area: String,
-    /// When it was observed.
-    pub observed_ms: u64,
-    /// What was observed.
-    pub description: String,
-}
-
 /// What a guarantor decided in a consultation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -393,6 +382,18 @@ impl Payload {
         }
     }
 
+    /// Check what a payload type requires beyond decoding (a ceasefire report's
+    /// coherence). Sealing and opening both check it.
+    ///
+    /// # Errors
+    /// `Malformed` naming the problem.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Payload::CeasefireReport(r) => r.validate(),
+            _ => Ok(()),
+        }
+    }
+
     /// CBOR bytes to be sealed.
     ///
     /// # Errors
@@ -407,6 +408,7 @@ impl Payload {
     /// `Malformed`/`TrailingBytes`, or `KindMismatch`.
     pub fn decode(bytes: &[u8], kind: Kind) -> Result<Self> {
         let p: Payload = cbor::decode("payload", bytes, bytes.len())?;
+        p.validate()?;
         if p.kind() != kind {
             return Err(Error::KindMismatch {
                 header: kind.to_string(),

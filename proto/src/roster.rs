@@ -32,18 +32,20 @@ pub enum Role {
     Auditor,
     /// The broker: routes sealed envelopes and never receives a content key.
     Broker,
+    /// A ceasefire monitor: files breach reports and receives what its grants allow.
+    Monitor,
 }
 
 impl Role {
     /// May nodes of this role publish? (Brokers and auditors never do.)
     pub fn publishes(self) -> bool {
-        matches!(self, Role::Liaison | Role::Partner)
+        matches!(self, Role::Liaison | Role::Partner | Role::Monitor)
     }
 
     /// Do nodes of this role get content keys? Brokers route and auditors verify sealed
     /// envelopes; neither needs to read them.
     pub fn receives_content(self) -> bool {
-        matches!(self, Role::Liaison | Role::Partner)
+        matches!(self, Role::Liaison | Role::Partner | Role::Monitor)
     }
 }
 
@@ -54,6 +56,7 @@ impl fmt::Display for Role {
             Role::Partner => "partner",
             Role::Auditor => "auditor",
             Role::Broker => "broker",
+            Role::Monitor => "monitor",
         })
     }
 }

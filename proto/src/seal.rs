@@ -179,6 +179,7 @@ impl Sealer {
     ) -> Result<Envelope> {
         let me = roster.active(&self.keys.node)?;
         check_publish(&me.id, &me.grants, &draft.topic, &draft.labels)?;
+        draft.payload.validate()?;
         let recipients: Vec<_> = roster.recipients(&draft.labels).collect();
         if recipients.len() > MAX_RECIPIENTS {
             return Err(Error::TooLarge {

@@ -42,9 +42,15 @@ pub fn body(p: &Payload) -> String {
             utc(s.effective_ms)
         ),
         Payload::CeasefireReport(c) => format!(
-            "CEASEFIRE BREACH {} at {}: {}",
-            c.area,
-            utc(c.observed_ms),
+            "CEASEFIRE BREACH {:?} x{} seen by {:?} at {:.5},{:.5} (±{} m) between {} and {}: {}",
+            c.observed,
+            c.count,
+            c.sensor,
+            f64::from(c.location.lat_e6) / 1e6,
+            f64::from(c.location.lon_e6) / 1e6,
+            c.location.precision_m,
+            utc(c.window.start_ms),
+            utc(c.window.end_ms),
             c.description
         ),
         Payload::Stix(json) => format!("STIX 2.1 bundle ({} bytes)", json.len()),

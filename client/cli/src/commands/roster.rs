@@ -166,7 +166,8 @@ fn parse_role(role: &str) -> Result<Role> {
         "partner" => Role::Partner,
         "auditor" => Role::Auditor,
         "broker" => Role::Broker,
-        other => bail!("unknown role {other:?}: use liaison, partner, auditor or broker"),
+        "monitor" => Role::Monitor,
+        other => bail!("unknown role {other:?}: use liaison, partner, monitor, auditor or broker"),
     })
 }
 
