@@ -206,3 +206,69 @@ fn cases_from_the_command_line() {
     assert!(watch.contains("SNAPBACK"), "{watch}");
     rt.block_on(broker.shutdown()).unwrap();
 }
+
+#[test]
+fn ceasefire_reports_are_filed_and_exported() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let status = Command::new(EWX)
+        .current_dir(p)
+        .args(["demo", "--write-network", "net"])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = ewx_broker::Config::from_toml(
+        "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'net/keys/BROKER.key'\nroster = 'net/roster.cbor'\n",
+        p,
+    )
+    .unwrap();
+    let broker = rt.block_on(ewx_broker::Broker::start(config)).unwrap();
+    let addr = broker.local_addr().to_string();
+    let a = addr.as_str();
+    let report = |count: u32| {
+        format!(
+            r#"{{"window":{{"start_ms":1800000000000,"end_ms":1800000600000}},
+            "location":{{"lat_e6":48015000,"lon_e6":37802000,"precision_m":500}},
+            "sensor":"uav","observed":"projectile-in-flight","count":{count},
+            "casualties":[0,1,"corroborated"],"description":"rockets, \"two\" impacts"}}"#
+        )
+    };
+    std::fs::write(p.join("breach.json"), report(2)).unwrap();
+    std::fs::write(p.join("empty.json"), report(0)).unwrap();
+    std::fs::write(
+        p.join("blame.json"),
+        report(1).replace("\"count\"", "\"attribution\":\"X\",\"count\""),
+    )
+    .unwrap();
+    let out = ok(p, a, "UA", &["report", "breach", "--file", "breach.json"]);
+    assert!(out.contains("filed report"), "{out}");
+    let e = fails(p, a, "UA", &["report", "breach", "--file", "empty.json"]);
+    assert!(e.contains("at least one event"), "{e}");
+    let e = fails(p, a, "UA", &["report", "breach", "--file", "blame.json"]);
+    assert!(e.contains("not valid ceasefire report JSON"), "{e}");
+
+    let csv = ok(p, a, "PL", &["report", "export"]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].starts_with("log_index,id,sender,created_ms,start_ms,"));
+    assert!(
+        lines[1].contains(",UA,") && lines[1].contains("48.015000,37.802000,500"),
+        "{csv}"
+    );
+    assert!(
+        lines[1].contains("projectile-in-flight,2,")
+            && lines[1].ends_with("\"rockets, \"\"two\"\" impacts\""),
+        "{csv}"
+    );
+    let jsonl = ok(p, a, "GB", &["report", "export", "--format", "jsonl"]);
+    let v: serde_json::Value = serde_json::from_str(jsonl.trim()).unwrap();
+    assert_eq!(v["report"]["count"], 2);
+    assert_eq!(v["sender"], "UA");
+    let e = fails(p, a, "JP", &["report", "export"]);
+    assert!(
+        e.contains("NotPermitted") || e.contains("not permitted"),
+        "{e}"
+    );
+    rt.block_on(broker.shutdown()).unwrap();
+}

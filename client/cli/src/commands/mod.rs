@@ -5,6 +5,7 @@ mod bench;
 mod case;
 mod net;
 mod render;
+mod report;
 mod roster;
 
 use std::net::SocketAddr;
@@ -87,6 +88,11 @@ enum Command {
     /// Example: ewx case list; ewx case show CASE; ewx case reply CASE --stage consulted
     #[command(subcommand)]
     Case(case::CaseCmd),
+    /// Ceasefire monitoring: file a structured breach report, export all you may read.
+    ///
+    /// Example: ewx report breach --file breach.json; ewx report export --format csv
+    #[command(subcommand)]
+    Report(report::ReportCmd),
     /// Verify the audit log (online or from a store copy) and list receipts.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
@@ -216,6 +222,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Subscribe(s) => with_client(&args.conn, |c| net::subscribe(c, s)),
         Command::Status => with_client(&args.conn, net::status),
         Command::Case(cmd) => with_client(&args.conn, |c| case::run(c, cmd)),
+        Command::Report(cmd) => with_client(&args.conn, |c| report::run(c, cmd)),
         Command::Bench(b) => bench::run(b, args.conn.broker),
         Command::BenchBroker { config } => bench::child_broker(&config),
         Command::Demo {
