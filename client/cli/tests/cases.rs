@@ -53,28 +53,33 @@ fn field(json: &str, key: &str) -> String {
         .map_or_else(|| v[key].to_string(), str::to_string)
 }
 
-#[test]
-fn cases_from_the_command_line() {
-    let d = tempfile::tempdir().unwrap();
-    let p = d.path();
+/// The demo network written into `dir`/net, and a real broker for it on loopback.
+fn demo_broker(dir: &Path) -> (tokio::runtime::Runtime, ewx_broker::Broker) {
     let status = Command::new(EWX)
-        .current_dir(p)
+        .current_dir(dir)
         .args(["demo", "--write-network", "net"])
         .output()
         .unwrap();
     assert!(status.status.success());
-    let help = Command::new(EWX).args(["case", "--help"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&help.stdout).contains("Example"));
-
     let rt = tokio::runtime::Runtime::new().unwrap();
     let config = ewx_broker::Config::from_toml(
         "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'net/keys/BROKER.key'\nroster = 'net/roster.cbor'\n",
-        p,
+        dir,
     )
     .unwrap();
     let broker = rt.block_on(ewx_broker::Broker::start(config)).unwrap();
+    (rt, broker)
+}
+
+#[test]
+fn cases_from_the_command_line() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (rt, broker) = demo_broker(p);
     let addr = broker.local_addr().to_string();
     let a = addr.as_str();
+    let help = Command::new(EWX).args(["case", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Example"));
 
     // a consultation to every other liaison by default
     let out = ok(
@@ -211,19 +216,7 @@ fn cases_from_the_command_line() {
 fn ceasefire_reports_are_filed_and_exported() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    let status = Command::new(EWX)
-        .current_dir(p)
-        .args(["demo", "--write-network", "net"])
-        .output()
-        .unwrap();
-    assert!(status.status.success());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let config = ewx_broker::Config::from_toml(
-        "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'net/keys/BROKER.key'\nroster = 'net/roster.cbor'\n",
-        p,
-    )
-    .unwrap();
-    let broker = rt.block_on(ewx_broker::Broker::start(config)).unwrap();
+    let (rt, broker) = demo_broker(p);
     let addr = broker.local_addr().to_string();
     let a = addr.as_str();
     let report = |count: u32| {

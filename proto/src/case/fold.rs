@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use super::{
     CONSULT_WITHIN_MS, CaseTag, CaseType, DECIDE_WITHIN_MS, Deadline, MAX_PARTIES, MAX_WITHIN_MS,
     MIN_WITHIN_MS, Refusal, RefusalKind, Stage,
@@ -35,7 +33,7 @@ pub struct CaseMessage<'a> {
 }
 
 /// One party's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     /// The stage answered.
     pub stage: Stage,
@@ -48,7 +46,7 @@ pub struct Answer {
 }
 
 /// A party expected to answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Party {
     /// When it was named (the opening, or a later `AddParties`).
     pub added_ms: u64,
@@ -64,7 +62,7 @@ impl Party {
 }
 
 /// One attester's signature on a snapback's statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attestation {
     /// Who.
     pub node: NodeId,
@@ -75,8 +73,7 @@ pub struct Attestation {
 }
 
 /// Where a case stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "state")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// Open: a consultation running, or a snapback waiting for attestations.
     Open,
@@ -93,7 +90,7 @@ pub enum Status {
 }
 
 /// A case: the fold of its messages so far.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Case {
     /// The opening message's id.
     pub id: MessageId,
