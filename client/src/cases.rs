@@ -6,7 +6,9 @@
 use ewx_proto::case::{
     Case, CaseBook, CaseEntry, CaseMessage, CaseTag, CaseThread, CaseType, Stage, ThreadMessage,
 };
+use ewx_proto::exercise;
 use ewx_proto::frame::{Request, Response};
+use ewx_proto::payload::ExerciseNotice;
 use ewx_proto::roster::Role;
 use ewx_proto::{
     Draft, Envelope, Header, Labels, MessageId, NodeId, NodeKeys, Opener, Payload, Precedence,
@@ -57,7 +59,8 @@ impl CaseView {
         me: Option<&NodeKeys>,
     ) -> Result<Self> {
         let opener = Opener::default();
-        let mut book = CaseBook::new();
+        let mut book = CaseBook::partial();
+        let mut mismatched = Vec::new();
         let mut id = None;
         let mut items = Vec::with_capacity(thread.len());
         for m in thread {
@@ -81,6 +84,7 @@ impl CaseView {
                         let msg = CaseMessage {
                             id: h.id,
                             sender: &h.sender,
+                            kind: h.kind,
                             labels: &h.labels,
                             tag,
                             log_index: m.log_index,
@@ -93,6 +97,15 @@ impl CaseView {
                     }
                     if let Some(keys) = me {
                         match opener.open(&env, roster, keys) {
+                            Ok(Payload::Finding(f))
+                                if h.case.as_ref().is_some_and(|t| !f.matches(t)) =>
+                            {
+                                mismatched.push(format!(
+                                    "{}'s signed finding (#{}) does not say what its header says",
+                                    h.sender, m.log_index
+                                ));
+                                item.payload = Some(Payload::Finding(f));
+                            }
                             Ok(p) => item.payload = Some(p),
                             Err(e) => item.note = item.note.or(Some(format!("not opened: {e}"))),
                         }
@@ -106,8 +119,9 @@ impl CaseView {
         let case = id
             .and_then(|id| book.get(&id).cloned())
             .ok_or_else(|| Error::Audit("the case's opening message is not available".into()))?;
-        let disagreements = recorded
-            .iter()
+        let disagreements = mismatched
+            .into_iter()
+            .chain(recorded.iter()
             .filter_map(|(stage, missing)| {
                 let due = case.due(*stage)?;
                 let mine = case.missing(*stage, due);
@@ -116,7 +130,7 @@ impl CaseView {
                         "broker recorded {stage} missing {missing:?}; this node's fold says {mine:?}"
                     )
                 })
-            })
+            }))
             .collect();
         Ok(Self {
             case,
@@ -134,6 +148,34 @@ impl CaseView {
             .find(|h| h.id == self.case.id)
     }
 
+    /// An exercise case's notices in log order (the opening, then each amendment and
+    /// correction), with what each changed from the one before and the thresholds it
+    /// grew past.
+    pub fn revisions(&self) -> Vec<Revision<'_>> {
+        let mut out: Vec<Revision<'_>> = Vec::new();
+        for item in &self.items {
+            let (Some(h), Some(Payload::ExerciseNotice(n))) = (&item.header, &item.payload) else {
+                continue;
+            };
+            let stage = h.case.as_ref().map_or(Stage::Open, |t| t.stage);
+            let (changes, grew) = match out.last() {
+                Some(prev) => (
+                    exercise::changes(prev.notice, n),
+                    exercise::grew(prev.notice, n),
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
+            out.push(Revision {
+                stage,
+                log_ms: item.log_ms,
+                notice: n,
+                changes,
+                grew,
+            });
+        }
+        out
+    }
+
     /// A reply to this case by this node: the opening's topic and labels, IMMEDIATE.
     ///
     /// # Errors
@@ -144,6 +186,21 @@ impl CaseView {
             .ok_or_else(|| Error::Audit("the case's opening message is not available".into()))?;
         Ok(case_draft(h.topic.clone(), h.labels.clone(), payload, tag))
     }
+}
+
+/// One notice of an exercise case and what it changed.
+#[derive(Debug, Clone)]
+pub struct Revision<'a> {
+    /// `Open`, `Amended` or `Corrected`.
+    pub stage: Stage,
+    /// When it was logged.
+    pub log_ms: u64,
+    /// The notice.
+    pub notice: &'a ExerciseNotice,
+    /// Fields changed from the notice before it.
+    pub changes: Vec<exercise::Change>,
+    /// Thresholds the activity grew past since the notice before it.
+    pub grew: Vec<exercise::Flag>,
 }
 
 /// A case message to seal: on `topic` with `labels`, IMMEDIATE (a case answer needs
@@ -158,6 +215,18 @@ pub fn case_draft(topic: Topic, labels: Labels, payload: Payload, tag: CaseTag) 
         expires_ms: None,
         receipt: false,
         case: Some(tag),
+    }
+}
+
+/// Where a case of each type goes by default: topic, level and compartments (an
+/// exercise case is also labelled EXERCISE).
+pub fn placement(case_type: CaseType) -> (&'static str, ewx_proto::Level, &'static str) {
+    use ewx_proto::Level;
+    match case_type {
+        CaseType::Consultation => ("consult.request", Level::Amber, "CORE"),
+        CaseType::Snapback => ("sanctions.snapback", Level::Amber, "SANCTIONS"),
+        CaseType::Exercise => ("exercise.notice", Level::Clear, ""),
+        CaseType::Attribution => ("ceasefire.attribution", Level::Amber, "CEASEFIRE"),
     }
 }
 

@@ -72,6 +72,7 @@ fn fold_all(
         let m = CaseMessage {
             id: *mid,
             sender,
+            kind: ewx_proto::Kind::CaseReply,
             labels,
             tag,
             log_index: i as u64,

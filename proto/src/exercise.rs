@@ -232,6 +232,95 @@ impl std::fmt::Display for Flag {
     }
 }
 
+/// One figure or field that differs between two notices of the same activity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The field's name (as in the notice).
+    pub field: &'static str,
+    /// Its value in the earlier notice.
+    pub before: String,
+    /// Its value in the later one.
+    pub after: String,
+}
+
+/// What an amendment or correction changed, field by field, so a changed figure is shown
+/// as a change rather than buried in a new notice.
+pub fn changes(earlier: &ExerciseNotice, later: &ExerciseNotice) -> Vec<Change> {
+    fn text<T: std::fmt::Debug>(v: &T) -> String {
+        format!("{v:?}")
+    }
+    let (a, b) = (earlier, later);
+    let fields: [(&'static str, String, String); 22] = [
+        ("name", text(&a.name), text(&b.name)),
+        ("purpose", text(&a.purpose), text(&b.purpose)),
+        ("states", text(&a.states), text(&b.states)),
+        (
+            "command_level",
+            text(&a.command_level),
+            text(&b.command_level),
+        ),
+        ("start_ms", a.start_ms.to_string(), b.start_ms.to_string()),
+        ("end_ms", a.end_ms.to_string(), b.end_ms.to_string()),
+        ("area", text(&a.area), text(&b.area)),
+        ("troops", a.troops.to_string(), b.troops.to_string()),
+        ("tanks", a.tanks.to_string(), b.tanks.to_string()),
+        (
+            "armoured_vehicles",
+            a.armoured_vehicles.to_string(),
+            b.armoured_vehicles.to_string(),
+        ),
+        (
+            "artillery",
+            a.artillery.to_string(),
+            b.artillery.to_string(),
+        ),
+        ("aircraft", a.aircraft.to_string(), b.aircraft.to_string()),
+        (
+            "helicopters",
+            a.helicopters.to_string(),
+            b.helicopters.to_string(),
+        ),
+        ("sorties", a.sorties.to_string(), b.sorties.to_string()),
+        (
+            "airborne_troops",
+            a.airborne_troops.to_string(),
+            b.airborne_troops.to_string(),
+        ),
+        (
+            "amphibious_troops",
+            a.amphibious_troops.to_string(),
+            b.amphibious_troops.to_string(),
+        ),
+        (
+            "troops_by_state",
+            text(&a.troops_by_state),
+            text(&b.troops_by_state),
+        ),
+        ("coordinates", text(&a.coordinates), text(&b.coordinates)),
+        ("phases", text(&a.phases), text(&b.phases)),
+        (
+            "related_activities",
+            text(&a.related_activities),
+            text(&b.related_activities),
+        ),
+        ("calendar_ref", text(&a.calendar_ref), text(&b.calendar_ref)),
+        (
+            "observation_invited",
+            a.observation_invited.to_string(),
+            b.observation_invited.to_string(),
+        ),
+    ];
+    fields
+        .into_iter()
+        .filter(|(_, x, y)| x != y)
+        .map(|(field, before, after)| Change {
+            field,
+            before,
+            after,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +425,19 @@ mod tests {
             2,
             "notification and observation"
         );
+    }
+
+    #[test]
+    fn changes_name_each_changed_field_and_nothing_else() {
+        let a = notice();
+        assert!(changes(&a, &a).is_empty());
+        let mut b = a.clone();
+        b.troops = a.troops + 4000;
+        b.phases.push("live fire".into());
+        let c = changes(&a, &b);
+        let fields: Vec<&str> = c.iter().map(|c| c.field).collect();
+        assert_eq!(fields, ["troops", "phases"]);
+        assert_eq!(c[0].before, a.troops.to_string());
+        assert_eq!(c[0].after, (a.troops + 4000).to_string());
     }
 }

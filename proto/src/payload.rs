@@ -32,11 +32,13 @@ pub enum Kind {
     CeasefireReport,
     /// A reply in a case (acknowledgement, decision, attestation, reimposition…).
     CaseReply,
+    /// A Special Commission finding, signed by a member.
+    Finding,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Bulletin,
         Kind::ExerciseNotice,
         Kind::ConsultationRequest,
@@ -44,6 +46,7 @@ impl Kind {
         Kind::SanctionsTrigger,
         Kind::CeasefireReport,
         Kind::CaseReply,
+        Kind::Finding,
     ];
 
     /// Kebab-case name used on the command line.
@@ -56,6 +59,7 @@ impl Kind {
             Kind::SanctionsTrigger => "sanctions-trigger",
             Kind::CeasefireReport => "ceasefire-report",
             Kind::CaseReply => "case-reply",
+            Kind::Finding => "finding",
         }
     }
 }
@@ -75,7 +79,8 @@ impl FromStr for Kind {
             .ok_or_else(|| Error::InvalidLabel {
                 value: echo(s),
                 reason: "unknown kind (bulletin, exercise-notice, consultation-request, \
-                         consultation-response, sanctions-trigger, ceasefire-report, case-reply)",
+                         consultation-response, sanctions-trigger, ceasefire-report, case-reply, \
+                         finding)",
             })
     }
 }
@@ -311,6 +316,8 @@ pub enum Decision {
     Decline,
     /// Takes a measure of its own (described in the text).
     Measure,
+    /// Accepts (an observation invitation).
+    Accept,
 }
 
 impl FromStr for Decision {
@@ -320,6 +327,7 @@ impl FromStr for Decision {
             "join" => Ok(Decision::Join),
             "decline" => Ok(Decision::Decline),
             "measure" => Ok(Decision::Measure),
+            "accept" => Ok(Decision::Accept),
             _ => Err(Error::InvalidLabel {
                 value: echo(s),
                 reason: "decision must be join, decline or measure",
@@ -366,6 +374,8 @@ pub enum Payload {
     Stix(String),
     /// See [`CaseReply`].
     CaseReply(CaseReply),
+    /// See [`crate::case::Finding`].
+    Finding(crate::case::Finding),
 }
 
 impl Payload {
@@ -379,6 +389,7 @@ impl Payload {
             Payload::SanctionsTrigger(_) => Kind::SanctionsTrigger,
             Payload::CeasefireReport(_) => Kind::CeasefireReport,
             Payload::CaseReply(_) => Kind::CaseReply,
+            Payload::Finding(_) => Kind::Finding,
         }
     }
 
@@ -390,6 +401,7 @@ impl Payload {
     pub fn validate(&self) -> Result<()> {
         match self {
             Payload::CeasefireReport(r) => r.validate(),
+            Payload::Finding(f) => f.validate(),
             _ => Ok(()),
         }
     }

@@ -6,6 +6,8 @@
 //! directory there; [`TestNet::client`] connects a real QUIC client as one node.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod cases;
+
 use std::path::{Path, PathBuf};
 
 use ewx_broker::{Broker, Config};
@@ -25,8 +27,9 @@ pub use ewx_testkit::grants::{broader as sanctions_only, core};
 pub use ewx_testkit::{council_key, id, keys};
 
 /// The test network at `version` with `revoked` nodes: UA, PL (liaisons), US (a core
-/// partner), JP, KR (sanctions only), XX (core, to be revoked), BROKER, AUDIT1; UA, PL
-/// and US attest snapbacks, 2 of them needed.
+/// partner), JP, KR (sanctions only), XX (core, to be revoked), MON1 (a ceasefire
+/// monitor), BROKER, AUDIT1; UA, PL and US attest snapbacks and PL, US and XX sit on the
+/// Special Commission, 2 of them needed in each.
 pub fn network(version: u64, revoked: &[&str]) -> Network {
     Network::new("ewx-test")
         .issued(1_700_000_000_000)
@@ -37,9 +40,11 @@ pub fn network(version: u64, revoked: &[&str]) -> Network {
         .node("JP", Role::Partner, sanctions_only())
         .node("KR", Role::Partner, sanctions_only())
         .node("XX", Role::Partner, core())
+        .node("MON1", Role::Monitor, ewx_testkit::grants::monitor())
         .node("BROKER", Role::Broker, Grants::none())
         .node("AUDIT1", Role::Auditor, Grants::none())
         .attesters(&["UA", "PL", "US"], 2)
+        .commission(&["PL", "US", "XX"], 2)
         .revoke(revoked)
 }
 

@@ -6,97 +6,18 @@
 //! the audit.
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
 use ewx_client::cases::{CaseView, default_parties};
 use ewx_client::{Client, Error};
 use ewx_net::Clock;
 use ewx_proto::audit::Event;
-use ewx_proto::case::{CaseTag, CaseType, RefusalKind, Reminder, Stage, Status, statement_hash};
+use ewx_proto::case::{CaseTag, CaseType, RefusalKind, Stage, Status, statement_hash};
 use ewx_proto::frame::RejectReason;
-use ewx_proto::payload::{CaseReply, ConsultationRequest, SanctionsTrigger};
-use ewx_proto::{Draft, Labels, Level, MessageId, Payload, Topic};
+use ewx_proto::payload::{ConsultationRequest, SanctionsTrigger};
+use ewx_proto::{Labels, Level, MessageId, Payload};
+use ewx_tests::cases::{deadlines, draft, labels, no_reminder, refused, reminder, reply, text};
 use ewx_tests::{TestNet, audit_events, copy_dir, id, verify_copy};
-use tokio::sync::mpsc::Receiver;
 
 const H: u64 = 3_600_000;
-
-fn labels(compartment: &str) -> Labels {
-    Labels::new(
-        Level::Amber,
-        Labels::parse_compartments(compartment).unwrap(),
-    )
-}
-
-fn draft(topic: &str, labels: Labels, payload: Payload, tag: CaseTag) -> Draft {
-    ewx_client::cases::case_draft(Topic::new(topic).unwrap(), labels, payload, tag)
-}
-
-fn text(t: &str) -> Payload {
-    Payload::CaseReply(CaseReply {
-        text: t.into(),
-        decision: None,
-        in_force_ms: None,
-        statement: None,
-    })
-}
-
-async fn reply(c: &Client, case: MessageId, ty: CaseType, stage: Stage) -> ewx_client::Result<u64> {
-    let (topic, l) = match ty {
-        CaseType::Consultation => ("consult.request", labels("CORE")),
-        CaseType::Snapback => ("sanctions.snapback", labels("SANCTIONS")),
-    };
-    let d = draft(
-        topic,
-        l,
-        text(stage.as_str()),
-        CaseTag::reply(case, ty, stage),
-    );
-    c.publish_case(d).await.map(|a| a.log_index)
-}
-
-fn refused(r: ewx_client::Result<u64>) -> RefusalKind {
-    match r {
-        Err(Error::Rejected {
-            reason: RejectReason::Case(k),
-            ..
-        }) => k,
-        other => panic!("expected a case refusal, got {other:?}"),
-    }
-}
-
-/// The next reminder within a few seconds (the broker ticks every 200 ms here).
-async fn reminder(rx: &mut Receiver<Reminder>) -> Option<Reminder> {
-    tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .ok()
-        .flatten()
-}
-
-/// No reminder for a while.
-async fn no_reminder(rx: &mut Receiver<Reminder>) {
-    let got = tokio::time::timeout(Duration::from_millis(800), rx.recv()).await;
-    assert!(got.is_err(), "unexpected reminder {got:?}");
-}
-
-async fn deadlines(broker: &ewx_broker::Broker, n: usize) -> Vec<(Stage, Vec<String>)> {
-    for _ in 0..50 {
-        let found: Vec<_> = audit_events(broker.store())
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::CaseDeadline { stage, missing, .. } => {
-                    Some((stage, missing.iter().map(|n| n.to_string()).collect()))
-                }
-                _ => None,
-            })
-            .collect();
-        if found.len() >= n {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("fewer than {n} CaseDeadline entries");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consultation_runs_through_its_deadlines_on_a_simulated_clock() {

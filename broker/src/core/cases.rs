@@ -60,6 +60,12 @@ impl CaseIndex {
         &self.book
     }
 
+    /// Note a message about to be logged that a case may cite (a ceasefire report).
+    pub fn note(&mut self, header: &Header, envelope_hash: ewx_proto::Digest32) {
+        self.book
+            .note(header.id, header.kind, &header.labels, envelope_hash);
+    }
+
     /// Check and fold a published message's case tag, if it has one.
     ///
     /// # Errors
@@ -78,6 +84,7 @@ impl CaseIndex {
         let msg = CaseMessage {
             id: header.id,
             sender: &header.sender,
+            kind: header.kind,
             labels: &header.labels,
             tag,
             log_index,

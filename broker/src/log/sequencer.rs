@@ -198,7 +198,11 @@ impl Sequencer {
                 .ok_or_else(|| internal("no roster in force"))?;
             self.cases.admit(h, index, now_ms, &roster)?;
         }
-        if !self.append(batch, now_ms, Event::published(envelope, index)) {
+        let event = Event::published(envelope, index);
+        if let Event::Published { envelope_hash, .. } = &event {
+            self.cases.note(h, *envelope_hash);
+        }
+        if !self.append(batch, now_ms, event) {
             return Err(internal("cannot write the audit entry"));
         }
         self.state.next_index += 1;

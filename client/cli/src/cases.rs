@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use ewx_client::cases::CaseView;
+use ewx_proto::Payload;
 use ewx_proto::case::{Case, CaseType, Stage, Status};
 use serde_json::{Value, json};
 
@@ -19,6 +20,8 @@ fn title(case: &Case) -> &'static str {
     match case.case_type {
         CaseType::Consultation => "CONSULTATION",
         CaseType::Snapback => "SNAPBACK",
+        CaseType::Exercise => "EXERCISE NOTIFICATION",
+        CaseType::Attribution => "ATTRIBUTION",
     }
 }
 
@@ -30,9 +33,84 @@ pub fn state(case: &Case) -> String {
             case.attestations.len(),
             case.threshold.max(1)
         ),
+        Status::Open if case.case_type == CaseType::Attribution => format!(
+            "signing ({} of {} needed)",
+            most_signatures(case),
+            case.threshold.max(1)
+        ),
         Status::Open => "open".into(),
+        Status::Fired { at_ms } if !case.cites.is_empty() => {
+            format!("FIRED by a finding at {}", after(case.opened_ms, at_ms))
+        }
         Status::Fired { at_ms } => format!("FIRED at {}", after(case.opened_ms, at_ms)),
+        Status::Adopted { at_ms } => format!("ADOPTED at {}", after(case.opened_ms, at_ms)),
         Status::Withdrawn { at_ms } => format!("withdrawn at {}", after(case.opened_ms, at_ms)),
+    }
+}
+
+/// The most members that have signed one finding so far.
+fn most_signatures(case: &Case) -> usize {
+    let mut counts = std::collections::BTreeMap::new();
+    for v in case.votes.iter().filter(|v| v.stage == Stage::Finding) {
+        *counts.entry(v.hash).or_insert(0usize) += 1;
+    }
+    counts.into_values().max().unwrap_or(0)
+}
+
+/// The lines only some case types have: citations, findings and dissents, what each
+/// exercise notice changed.
+fn specifics(view: &CaseView, out: &mut String) {
+    let case = &view.case;
+    for c in &case.cites {
+        let what = match case.case_type {
+            CaseType::Snapback => "fired by finding",
+            _ => "cites report",
+        };
+        let _ = writeln!(out, "  {what:<16} {} (hash {})", c.id, c.hash.short());
+    }
+    for id in &case.unchecked {
+        let _ = writeln!(
+            out,
+            "  note: citation {id} not checked here (not in this thread)"
+        );
+    }
+    for v in &case.votes {
+        let adopted = case.adopted.is_some_and(|(h, _)| h == v.hash);
+        let mark = if adopted { " ADOPTED" } else { "" };
+        let terms = v
+            .characterisation
+            .map(|c| format!(" {c}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<8} {}{terms}{mark}  at {}",
+            v.stage.as_str(),
+            v.node.as_str(),
+            v.hash.short(),
+            after(case.opened_ms, v.log_ms)
+        );
+    }
+    for item in &view.items {
+        if let Some(Payload::Finding(f)) = &item.payload {
+            if case
+                .adopted_vote()
+                .is_some_and(|v| v.log_index == item.log_index)
+            {
+                let _ = writeln!(out, "  finding   {} — {}", f.verdict, f.characterisation);
+                if let Some(r) = &f.remedy {
+                    let _ = writeln!(out, "  remedy    {} (within {})", r.text, span(r.within_ms));
+                }
+            }
+        }
+    }
+    for r in view.revisions().iter().skip(1) {
+        let _ = writeln!(out, "  {} at {}", r.stage, after(case.opened_ms, r.log_ms));
+        for c in &r.changes {
+            let _ = writeln!(out, "    {}: {} -> {}", c.field, c.before, c.after);
+        }
+        for f in &r.grew {
+            let _ = writeln!(out, "    FLAG {f}");
+        }
     }
 }
 
@@ -116,6 +194,7 @@ pub fn matrix(view: &CaseView, now_ms: u64) -> String {
         );
     }
     let _ = writeln!(out, "  deadlines  {}", deadlines(case, now_ms));
+    specifics(view, &mut out);
     let cols = columns(case);
     let _ = write!(out, "  {:<8}", "party");
     for s in cols {
@@ -227,6 +306,13 @@ pub fn to_json(view: &CaseView, now_ms: u64) -> Value {
         "fired_ms": case.fired_ms,
         "attestations": case.attestations.iter().map(|a| a.node.to_string()).collect::<Vec<_>>(),
         "threshold": case.threshold,
+        "cites": case.cites.iter().map(|c| json!({"id": c.id.to_string(), "hash": c.hash.to_string()})).collect::<Vec<_>>(),
+        "unchecked": case.unchecked.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        "votes": case.votes.iter().map(|v| json!({"stage": v.stage.as_str(), "node": v.node.as_str(), "hash": v.hash.to_string(), "characterisation": v.characterisation.map(|c| c.as_str()), "log_ms": v.log_ms})).collect::<Vec<_>>(),
+        "adopted": case.adopted.map(|(h, at)| json!({"hash": h.to_string(), "at_ms": at})),
+        "revisions": view.revisions().iter().map(|r| json!({"stage": r.stage.as_str(), "log_ms": r.log_ms,
+            "changes": r.changes.iter().map(|c| json!({"field": c.field, "before": c.before, "after": c.after})).collect::<Vec<_>>(),
+            "flags": r.grew.iter().map(|f| f.to_string()).collect::<Vec<_>>()})).collect::<Vec<_>>(),
         "deadlines": deadlines,
         "parties": parties,
         "recorded_by_broker": view.recorded.iter().map(|(s, m)| json!({"stage": s.as_str(), "missing": m.iter().map(|n| n.to_string()).collect::<Vec<_>>()})).collect::<Vec<_>>(),

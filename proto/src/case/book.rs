@@ -2,12 +2,14 @@
 //! index, a party's tracker and an auditor's recomputation are each one `CaseBook` fed
 //! the same messages in the same order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::fold::{Case, CaseMessage};
+use super::state::{Case, CaseMessage};
 use super::{CaseType, Deadline, Refusal, RefusalKind, Stage};
 use crate::audit::{Entry, Event};
-use crate::ids::{MessageId, NodeId};
+use crate::ids::{Digest32, MessageId, NodeId};
+use crate::labels::Labels;
+use crate::payload::Kind;
 use crate::roster::Roster;
 
 /// A deadline that has passed, and who had not answered by it: what the broker records
@@ -26,6 +28,15 @@ pub struct Due {
     pub missing: Vec<NodeId>,
 }
 
+/// A ceasefire report in the log, as an attribution may cite it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Its envelope hash.
+    pub hash: Digest32,
+    /// Who may read it.
+    pub labels: Labels,
+}
+
 /// The cases of one log.
 #[derive(Debug, Clone, Default)]
 pub struct CaseBook {
@@ -33,12 +44,45 @@ pub struct CaseBook {
     cases: BTreeMap<MessageId, Box<Case>>,
     /// Deadlines not yet recorded: (due, case, stage), earliest first.
     pending: BTreeSet<(u64, MessageId, Stage)>,
+    /// Every ceasefire report logged (small, and few beside the traffic), for citations.
+    reports: HashMap<MessageId, Report>,
+    /// Folding one thread only: citations of messages it was not shown are noted as
+    /// unchecked instead of refused.
+    partial: bool,
 }
 
 impl CaseBook {
-    /// An empty book.
+    /// An empty book for a whole log (the broker's, an auditor's): every citation must
+    /// resolve.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty book for one case's thread, at a party: a citation of a message not in
+    /// the thread is recorded as unchecked (the broker and the auditors checked it).
+    pub fn partial() -> Self {
+        Self {
+            partial: true,
+            ..Self::default()
+        }
+    }
+
+    /// Folding one thread only?
+    pub fn is_partial(&self) -> bool {
+        self.partial
+    }
+
+    /// Note a logged message an attribution may cite (only ceasefire reports are kept).
+    pub fn note(&mut self, id: MessageId, kind: Kind, labels: &Labels, hash: Digest32) {
+        if kind == Kind::CeasefireReport {
+            let labels = labels.clone();
+            self.reports.insert(id, Report { hash, labels });
+        }
+    }
+
+    /// A logged ceasefire report.
+    pub fn report(&self, id: &MessageId) -> Option<&Report> {
+        self.reports.get(id)
     }
 
     /// A case by id.
@@ -71,7 +115,7 @@ impl CaseBook {
             if self.cases.contains_key(&msg.id) {
                 return Err(Refusal::new(RefusalKind::BadTag, "case opened twice"));
             }
-            let case = Case::open(msg, roster)?;
+            let case = Case::open(msg, roster, self)?;
             self.track(msg.id, Vec::new(), unrecorded(&case));
             self.cases.insert(msg.id, Box::new(case));
             return Ok(());
@@ -186,7 +230,18 @@ impl CaseBook {
         }
         if let Event::Published {
             id,
+            kind,
+            labels,
+            envelope_hash,
+            ..
+        } = &entry.event
+        {
+            self.note(*id, *kind, labels, *envelope_hash);
+        }
+        if let Event::Published {
+            id,
             sender,
+            kind,
             labels,
             log_index,
             case: Some(tag),
@@ -197,6 +252,7 @@ impl CaseBook {
             let msg = CaseMessage {
                 id: *id,
                 sender,
+                kind: *kind,
                 labels,
                 tag,
                 log_index: *log_index,

@@ -6,13 +6,21 @@
 //! auditors run it over the audit log, so none of them can disagree about who was asked,
 //! who answered, who is late, and which deadlines passed.
 //!
-//! Two case types so far: a **consultation** (Ukraine asks the guarantors; each
-//! acknowledges, consults within 24 h and decides within 72 h of the request) and a
-//! **snapback** (an event attested by k of n distinct authorised attesters fires the case;
-//! every sanctions partner must then answer "reimposed" within the case's deadline).
+//! Four case types: a **consultation** (Ukraine asks the guarantors; each acknowledges,
+//! consults within 24 h and decides within 72 h of the request); a **snapback** (an event
+//! attested by k of n distinct authorised attesters, or an adopted commission finding of
+//! armed attack, fires the case; every sanctions partner must then answer "reimposed"
+//! within the case's deadline); an **exercise** (a Vienna Document notice, its amendments
+//! and corrections, and the observation invitation the invited partners answer by a
+//! deadline); an **attribution** (a Special Commission member cites ceasefire reports;
+//! members sign a finding's hash, k of them adopt it, dissents are kept, and the remedy's
+//! deadline is tracked).
 
 mod book;
+mod commission;
 mod fold;
+mod panel;
+mod state;
 mod wire;
 
 use std::fmt;
@@ -23,8 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, echo};
 use crate::ids::{Digest32, MessageId, NodeId};
 
-pub use book::{CaseBook, Due};
-pub use fold::{Answer, Attestation, Case, CaseMessage, Party, Status};
+pub use book::{CaseBook, Due, Report};
+pub use commission::{Characterisation, Finding, Remedy, Verdict, Vote, finding_hash};
+pub use state::{Answer, Attestation, Case, CaseMessage, Party, Status};
 pub use wire::{CaseEntry, CaseThread, Reminder, THREAD_PAGE, ThreadMessage};
 
 /// Consultations must be held within 24 h of the request.
@@ -40,6 +49,8 @@ pub const MIN_WITHIN_MS: u64 = 1000;
 pub const MAX_WITHIN_MS: u64 = 366 * 24 * 3600 * 1000;
 /// Most parties one case may name.
 pub const MAX_PARTIES: usize = 256;
+/// Most messages one case message may cite.
+pub const MAX_CITES: usize = 64;
 
 /// What mechanism a case follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -47,19 +58,33 @@ pub const MAX_PARTIES: usize = 256;
 pub enum CaseType {
     /// Request → consult within 24 h → decide within 72 h.
     Consultation,
-    /// k-of-n attested event → every sanctions partner reimposes within the deadline.
+    /// k-of-n attested event (or an adopted finding of armed attack) → every sanctions
+    /// partner reimposes within the deadline.
     Snapback,
+    /// A notified exercise: amendments and corrections by the notifying state, and the
+    /// invited observers' answers by a deadline.
+    Exercise,
+    /// A Special Commission attribution: cited reports → a finding adopted by k members
+    /// → the remedy by its deadline.
+    Attribution,
 }
 
 impl CaseType {
     /// All case types.
-    pub const ALL: [CaseType; 2] = [CaseType::Consultation, CaseType::Snapback];
+    pub const ALL: [CaseType; 4] = [
+        CaseType::Consultation,
+        CaseType::Snapback,
+        CaseType::Exercise,
+        CaseType::Attribution,
+    ];
 
     /// Lower-case name (command line, JSON).
     pub fn as_str(self) -> &'static str {
         match self {
             CaseType::Consultation => "consultation",
             CaseType::Snapback => "snapback",
+            CaseType::Exercise => "exercise",
+            CaseType::Attribution => "attribution",
         }
     }
 }
@@ -78,7 +103,7 @@ impl FromStr for CaseType {
             .find(|t| t.as_str() == s)
             .ok_or_else(|| Error::InvalidLabel {
                 value: echo(s),
-                reason: "unknown case type (consultation, snapback)",
+                reason: "unknown case type (consultation, snapback, exercise, attribution)",
             })
     }
 }
@@ -107,11 +132,24 @@ pub enum Stage {
     Attest,
     /// A sanctions partner has reimposed (the date in force is in the contents).
     Reimposed,
+    /// The notifying state amends its exercise notice (a new notice in the contents).
+    Amended,
+    /// The notifying state corrects an error in its notice (a new notice in the contents).
+    Corrected,
+    /// An invited observer answers the invitation (accept or decline in the contents).
+    Answered,
+    /// A commission member signs a finding's hash (the finding in the contents).
+    Finding,
+    /// A commission member signs a dissent from a finding (whose hash the tag names).
+    Dissent,
+    /// A party owing the remedy of an adopted finding reports it (or, with none named,
+    /// a commission member reports the compliance assessment).
+    Remedied,
 }
 
 impl Stage {
     /// Every stage.
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; 14] = [
         Stage::Open,
         Stage::Acknowledged,
         Stage::Consulted,
@@ -120,6 +158,12 @@ impl Stage {
         Stage::Withdrawn,
         Stage::Attest,
         Stage::Reimposed,
+        Stage::Amended,
+        Stage::Corrected,
+        Stage::Answered,
+        Stage::Finding,
+        Stage::Dissent,
+        Stage::Remedied,
     ];
 
     /// Lower-case name (command line, JSON).
@@ -133,6 +177,12 @@ impl Stage {
             Stage::Withdrawn => "withdrawn",
             Stage::Attest => "attest",
             Stage::Reimposed => "reimposed",
+            Stage::Amended => "amended",
+            Stage::Corrected => "corrected",
+            Stage::Answered => "answered",
+            Stage::Finding => "finding",
+            Stage::Dissent => "dissent",
+            Stage::Remedied => "remedied",
         }
     }
 
@@ -141,6 +191,8 @@ impl Stage {
         match case_type {
             CaseType::Consultation => &[Stage::Acknowledged, Stage::Consulted, Stage::Decided],
             CaseType::Snapback => &[Stage::Reimposed],
+            CaseType::Exercise => &[Stage::Answered],
+            CaseType::Attribution => &[Stage::Remedied],
         }
     }
 }
@@ -160,7 +212,8 @@ impl FromStr for Stage {
             .ok_or_else(|| Error::InvalidLabel {
                 value: echo(s),
                 reason: "unknown case stage (open, acknowledged, consulted, decided, \
-                         add-parties, withdrawn, attest, reimposed)",
+                         add-parties, withdrawn, attest, reimposed, amended, corrected, \
+                         answered, finding, dissent, remedied)",
             })
     }
 }
@@ -179,15 +232,37 @@ pub struct CaseTag {
     /// What this message does in it.
     pub stage: Stage,
     /// On `Open` and `AddParties`: who is expected to answer (each must be able to read
-    /// the case).
+    /// the case). On `Finding`: the nodes that owe the remedy (may be none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parties: Vec<NodeId>,
     /// Snapback `Open` and `Attest`: the hash of the attested statement (the event).
+    /// `Finding`: the finding's hash; `Dissent`: the hash of the finding dissented from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement: Option<Digest32>,
     /// Snapback `Open`: how long the parties have to reimpose once the case fires (ms).
+    /// Exercise `Open` with invited observers: how long they have to answer.
+    /// `Finding` with a remedy: how long after adoption the remedy is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_ms: Option<u64>,
+    /// Attribution `Open`: the ceasefire reports it rests on. Snapback `Open`: the
+    /// attribution case whose adopted finding (by its hash) fires it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cites: Vec<Citation>,
+    /// `Finding`: its legal characterisation (the fold needs it to know whether the
+    /// finding may fire a snapback; everything else of the finding stays encrypted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub characterisation: Option<Characterisation>,
+}
+
+/// A message cited by another: its id and the hash of its envelope (or, citing an
+/// attribution case, the hash of its adopted finding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Citation {
+    /// The cited message (or case).
+    pub id: MessageId,
+    /// Its envelope hash (or the adopted finding's hash).
+    pub hash: Digest32,
 }
 
 impl CaseTag {
@@ -200,6 +275,8 @@ impl CaseTag {
             parties,
             statement: None,
             within_ms: None,
+            cites: Vec::new(),
+            characterisation: None,
         }
     }
 
@@ -212,6 +289,8 @@ impl CaseTag {
             parties: Vec::new(),
             statement: None,
             within_ms: None,
+            cites: Vec::new(),
+            characterisation: None,
         }
     }
 }
@@ -239,6 +318,12 @@ pub enum RefusalKind {
     Closed,
     /// A party that may not read the case, or a node not allowed to open one.
     NotPermitted,
+    /// A finding, dissent or attribution by a node the roster does not name as a
+    /// commission member.
+    NotAMember,
+    /// A citation the log does not bear out: an unknown message, a wrong hash, or a
+    /// finding not adopted (or not of armed attack) cited to fire a snapback.
+    BadCitation,
 }
 
 impl RefusalKind {
@@ -254,6 +339,8 @@ impl RefusalKind {
             RefusalKind::LabelsWider => "labels wider than the case's",
             RefusalKind::Closed => "case withdrawn",
             RefusalKind::NotPermitted => "not permitted in a case",
+            RefusalKind::NotAMember => "not a commission member",
+            RefusalKind::BadCitation => "bad citation",
         }
     }
 }

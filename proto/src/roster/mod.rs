@@ -115,9 +115,13 @@ pub struct RosterBody {
     /// Who may attest the event that fires a snapback, and how many must.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attesters: Option<Panel>,
+    /// The Special Commission: who may open attribution cases and sign findings, and how
+    /// many signatures adopt one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commission: Option<Panel>,
 }
 
-/// A k-of-n panel of nodes (the snapback attesters): a statement counts when `threshold`
+/// A k-of-n panel of nodes (the snapback attesters, the Special Commission): a statement counts when `threshold`
 /// distinct members, with distinct keys, have signed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,6 +209,9 @@ impl RosterBody {
         }
         if let Some(p) = &self.attesters {
             self.validate_panel("attesters", p, &ids)?;
+        }
+        if let Some(p) = &self.commission {
+            self.validate_panel("commission", p, &ids)?;
         }
         Ok(())
     }

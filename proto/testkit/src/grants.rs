@@ -52,6 +52,17 @@ pub fn broader() -> Grants {
     )
 }
 
+/// A ceasefire monitor: files reports in `ceasefire.>` (CEASEFIRE, up to AMBER) and
+/// reads what monitors file.
+pub fn monitor() -> Grants {
+    grants(
+        Level::Amber,
+        "CEASEFIRE",
+        &["ceasefire.>"],
+        &["ceasefire.>"],
+    )
+}
+
 /// Every compartment up to RED, and any topic to publish and subscribe: for protocol
 /// tests that are about something other than the publish rule.
 pub fn unrestricted() -> Grants {

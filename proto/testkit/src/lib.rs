@@ -25,6 +25,10 @@ pub const CORE: [&str; 8] = ["UA", "US", "GB", "PL", "DE", "FR", "TR", "LT"];
 pub const BROADER: [&str; 2] = ["JP", "KR"];
 /// The demo network's snapback attesters (2 of them must attest).
 pub const ATTESTERS: [&str; 3] = ["UA", "PL", "GB"];
+/// The demo network's Special Commission (2 of them adopt a finding).
+pub const COMMISSION: [&str; 3] = ["US", "FR", "DE"];
+/// The ceasefire monitor.
+pub const MONITOR: &str = "MON1";
 /// The auditor.
 pub const AUDITOR: &str = "AUDIT1";
 /// The broker.
@@ -103,6 +107,14 @@ pub struct Network {
     issued_ms: u64,
     members: Vec<Member>,
     attesters: Option<Panel>,
+    commission: Option<Panel>,
+}
+
+fn panel(members: &[&str], threshold: u8) -> Panel {
+    Panel {
+        members: members.iter().map(|m| id(m)).collect(),
+        threshold,
+    }
 }
 
 impl Network {
@@ -114,11 +126,14 @@ impl Network {
             issued_ms: ISSUED_MS,
             members: Vec::new(),
             attesters: None,
+            commission: None,
         }
     }
 
     /// The demo Compact network: the [`CORE`] liaisons with [`grants::core`], the
-    /// [`BROADER`] partners with [`grants::broader`], the auditor and the broker.
+    /// [`BROADER`] partners with [`grants::broader`], the [`MONITOR`] with
+    /// [`grants::monitor`], the auditor and the broker; the [`ATTESTERS`] and the
+    /// [`COMMISSION`], 2 of 3 each.
     pub fn compact() -> Self {
         let mut n = Self::new(NETWORK);
         for c in CORE {
@@ -127,17 +142,22 @@ impl Network {
         for b in BROADER {
             n = n.node(b, Role::Partner, grants::broader());
         }
-        n.node(AUDITOR, Role::Auditor, Grants::none())
+        n.node(MONITOR, Role::Monitor, grants::monitor())
+            .node(AUDITOR, Role::Auditor, Grants::none())
             .node(BROKER, Role::Broker, Grants::none())
             .attesters(&ATTESTERS, 2)
+            .commission(&COMMISSION, 2)
     }
 
     /// Name the snapback attesters and how many must attest.
     pub fn attesters(mut self, members: &[&str], threshold: u8) -> Self {
-        self.attesters = Some(Panel {
-            members: members.iter().map(|m| id(m)).collect(),
-            threshold,
-        });
+        self.attesters = Some(panel(members, threshold));
+        self
+    }
+
+    /// Name the Special Commission and how many members adopt a finding.
+    pub fn commission(mut self, members: &[&str], threshold: u8) -> Self {
+        self.commission = Some(panel(members, threshold));
         self
     }
 
@@ -208,6 +228,7 @@ impl Network {
                 })
                 .collect(),
             attesters: self.attesters.clone(),
+            commission: self.commission.clone(),
         }
     }
 
@@ -240,7 +261,7 @@ mod tests {
     fn the_demo_network_verifies_two_of_three_and_keys_are_stable() {
         let net = Network::compact();
         let roster = net.roster();
-        assert_eq!(roster.body().nodes.len(), CORE.len() + BROADER.len() + 2);
+        assert_eq!(roster.body().nodes.len(), CORE.len() + BROADER.len() + 3);
         assert_eq!(keys("UA").sign_public(), keys("UA").sign_public());
         assert_ne!(keys("UA").sign_public(), keys("PL").sign_public());
         assert!(

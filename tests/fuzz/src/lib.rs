@@ -322,6 +322,7 @@ fn case_fold(h: &ewx_proto::Header) {
     let msg = ewx_proto::case::CaseMessage {
         id: h.id,
         sender: &h.sender,
+        kind: h.kind,
         labels: &h.labels,
         tag,
         log_index: 1,

@@ -203,10 +203,7 @@ pub async fn run(client: Client, cmd: CaseCmd) -> Result<()> {
 
 /// Labels, topic and parties of a new case, with the type's defaults.
 fn placement(client: &Client, at: &Where, ty: CaseType) -> Result<(Topic, Labels, Vec<NodeId>)> {
-    let (topic, comps) = match ty {
-        CaseType::Consultation => ("consult.request", "CORE"),
-        CaseType::Snapback => ("sanctions.snapback", "SANCTIONS"),
-    };
+    let (topic, _, comps) = ewx_client::cases::placement(ty);
     let labels = Labels::new(
         at.level.parse::<Level>()?,
         Labels::parse_compartments(at.compartments.as_deref().unwrap_or(comps))?,

@@ -144,6 +144,9 @@ fn payload(kind: Kind, text: &str) -> Result<Payload> {
         Kind::CaseReply => {
             bail!("case replies are sent with `ewx case reply` (see ewx case --help)")
         }
+        Kind::Finding => {
+            bail!("findings are signed with `ewx commission sign` (see ewx commission --help)")
+        }
     })
 }
 

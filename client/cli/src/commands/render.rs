@@ -67,6 +67,23 @@ pub fn body(p: &Payload) -> String {
             }
             s
         }
+        Payload::Finding(f) => {
+            let mut s = format!(
+                "COMMISSION FINDING {}: {} — {}\n  {}",
+                ewx_proto::case::finding_hash(f).short(),
+                f.verdict,
+                f.characterisation,
+                f.reasoning
+            );
+            if let Some(r) = &f.remedy {
+                s.push_str(&format!(
+                    "\n  remedy within {}: {}",
+                    ewx_cli::text::span(r.within_ms),
+                    r.text
+                ));
+            }
+            s
+        }
     }
 }
 

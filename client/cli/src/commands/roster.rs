@@ -209,6 +209,7 @@ fn init(network: &str, council: &[PathBuf], threshold: u8, out: &Path) -> Result
         council,
         nodes: Vec::new(),
         attesters: None,
+        commission: None,
     };
     let draft = SignedRoster::new(&body)?;
     files::write_public(out, &draft.encode()?)?;

@@ -113,11 +113,9 @@ impl Demo {
         stage: Stage,
         payload: Payload,
     ) -> Result<()> {
-        let (topic, comps) = match ty {
-            CaseType::Consultation => ("consult.request", "CORE"),
-            CaseType::Snapback => ("sanctions.snapback", "SANCTIONS"),
-        };
-        let mut d = draft(topic, Level::Amber, comps, Precedence::Immediate, payload)?;
+        let (topic, level, comps) = ewx_client::cases::placement(ty);
+        let mut d = draft(topic, level, comps, Precedence::Immediate, payload)?;
+        d.labels.exercise = ty == CaseType::Exercise;
         let mut tag = CaseTag::reply(case, ty, stage);
         if stage == Stage::Attest {
             tag.statement = Some(statement_hash(STATEMENT));

@@ -1,0 +1,96 @@
+//! Case helpers for the end-to-end tests: drafts and replies placed where each case type
+//! goes, the case refusal of a rejected publish, reminders and `CaseDeadline` entries
+//! awaited with a bound.
+
+use std::time::Duration;
+
+use ewx_client::{Client, Error};
+use ewx_proto::audit::Event;
+use ewx_proto::case::{CaseTag, CaseType, RefusalKind, Reminder, Stage};
+use ewx_proto::frame::RejectReason;
+use ewx_proto::payload::CaseReply;
+use ewx_proto::{Draft, Labels, Level, MessageId, Payload, Topic};
+use tokio::sync::mpsc::Receiver;
+
+use crate::audit_events;
+
+pub fn labels(compartment: &str) -> Labels {
+    Labels::new(
+        Level::Amber,
+        Labels::parse_compartments(compartment).unwrap(),
+    )
+}
+
+pub fn draft(topic: &str, labels: Labels, payload: Payload, tag: CaseTag) -> Draft {
+    ewx_client::cases::case_draft(Topic::new(topic).unwrap(), labels, payload, tag)
+}
+
+pub fn text(t: &str) -> Payload {
+    Payload::CaseReply(CaseReply {
+        text: t.into(),
+        decision: None,
+        in_force_ms: None,
+        statement: None,
+    })
+}
+
+pub async fn reply(
+    c: &Client,
+    case: MessageId,
+    ty: CaseType,
+    stage: Stage,
+) -> ewx_client::Result<u64> {
+    let (topic, level, comps) = ewx_client::cases::placement(ty);
+    let mut l = Labels::new(level, Labels::parse_compartments(comps).unwrap());
+    l.exercise = ty == CaseType::Exercise;
+    let d = draft(
+        topic,
+        l,
+        text(stage.as_str()),
+        CaseTag::reply(case, ty, stage),
+    );
+    c.publish_case(d).await.map(|a| a.log_index)
+}
+
+pub fn refused(r: ewx_client::Result<u64>) -> RefusalKind {
+    match r {
+        Err(Error::Rejected {
+            reason: RejectReason::Case(k),
+            ..
+        }) => k,
+        other => panic!("expected a case refusal, got {other:?}"),
+    }
+}
+
+/// The next reminder within a few seconds (the broker ticks every 200 ms here).
+pub async fn reminder(rx: &mut Receiver<Reminder>) -> Option<Reminder> {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// No reminder for a while.
+pub async fn no_reminder(rx: &mut Receiver<Reminder>) {
+    let got = tokio::time::timeout(Duration::from_millis(800), rx.recv()).await;
+    assert!(got.is_err(), "unexpected reminder {got:?}");
+}
+
+pub async fn deadlines(broker: &ewx_broker::Broker, n: usize) -> Vec<(Stage, Vec<String>)> {
+    for _ in 0..50 {
+        let found: Vec<_> = audit_events(broker.store())
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::CaseDeadline { stage, missing, .. } => {
+                    Some((stage, missing.iter().map(|n| n.to_string()).collect()))
+                }
+                _ => None,
+            })
+            .collect();
+        if found.len() >= n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {n} CaseDeadline entries");
+}
