@@ -4,7 +4,8 @@
 //! deadlines the broker recorded with its own result.
 
 use ewx_proto::case::{
-    Case, CaseBook, CaseEntry, CaseMessage, CaseTag, CaseThread, CaseType, Stage, ThreadMessage,
+    Case, CaseBook, CaseEntry, CaseMessage, CaseTag, CaseThread, CaseType, Characterisation, Stage,
+    ThreadMessage,
 };
 use ewx_proto::exercise;
 use ewx_proto::frame::{Request, Response};
@@ -285,8 +286,46 @@ impl Client {
             messages.extend(got);
             if !more || after.is_none() {
                 let roster = self.roster();
-                return CaseView::fold(messages, recorded, &roster, Some(self.keys()));
+                let mut view = CaseView::fold(messages, recorded, &roster, Some(self.keys()))?;
+                self.check_finding(&mut view).await;
+                return Ok(view);
             }
+        }
+    }
+
+    /// A snapback fired by a finding: check, if this node may read the attribution case,
+    /// that it holds that finding adopted and of armed attack (else it stays unchecked).
+    async fn check_finding(&self, view: &mut CaseView) {
+        let case = &view.case;
+        let [cite] = *case.cites.as_slice() else {
+            return;
+        };
+        if case.case_type != CaseType::Snapback || !case.unchecked.contains(&cite.id) {
+            return;
+        }
+        let Ok(Response::CaseThread(t)) = self
+            .request(&Request::CaseThread {
+                case: cite.id,
+                after: None,
+            })
+            .await
+        else {
+            return;
+        };
+        let Ok(attribution) = CaseView::fold(t.messages, t.recorded, &self.roster(), None) else {
+            return;
+        };
+        let a = &attribution.case;
+        let fires = a.adopted.is_some_and(|(h, _)| h == cite.hash)
+            && a.adopted_vote().and_then(|v| v.characterisation)
+                == Some(Characterisation::ArmedAttack);
+        if fires {
+            view.case.unchecked.retain(|id| *id != cite.id);
+        } else {
+            view.disagreements.push(format!(
+                "case {} holds no adopted finding {} of armed attack",
+                cite.id, cite.hash
+            ));
         }
     }
 

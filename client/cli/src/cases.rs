@@ -76,7 +76,11 @@ fn specifics(view: &CaseView, out: &mut String) {
     }
     for v in &case.votes {
         let adopted = case.adopted.is_some_and(|(h, _)| h == v.hash);
-        let mark = if adopted { " ADOPTED" } else { "" };
+        let mark = match (v.stage, adopted) {
+            (Stage::Finding, true) => " ADOPTED",
+            (Stage::Dissent, true) => " (from the adopted finding)",
+            _ => "",
+        };
         let terms = v
             .characterisation
             .map(|c| format!(" {c}"))
@@ -184,7 +188,7 @@ pub fn matrix(view: &CaseView, now_ms: u64) -> String {
         state(case)
     );
     let _ = writeln!(out, "  labels     {}", case.labels);
-    if let Some(s) = case.statement {
+    if let Some(s) = case.statement.filter(|_| case.cites.is_empty()) {
         let who: Vec<&str> = case.attestations.iter().map(|a| a.node.as_str()).collect();
         let _ = writeln!(
             out,

@@ -2,8 +2,24 @@
 
 /// `YYYY-MM-DD HH:MM:SSZ` for ms since the Unix epoch (proleptic Gregorian, UTC).
 pub fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let rem = ms / 1000 % 86_400;
+    let (y, m, d) = civil(ms);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The UTC calendar year of ms since the Unix epoch.
+pub fn year_of(ms: u64) -> i32 {
+    i32::try_from(civil(ms).0).unwrap_or(i32::MAX)
+}
+
+/// (year, month, day) in UTC of ms since the Unix epoch.
+fn civil(ms: u64) -> (i64, i64, i64) {
+    let days = (ms / 1000 / 86_400) as i64;
     // Howard Hinnant's civil_from_days
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -13,13 +29,7 @@ pub fn utc(ms: u64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// A span of ms as `2d 03h 05m`, `3h 05m`, `5m 07s` or `12s`.
@@ -58,5 +68,8 @@ mod tests {
         assert_eq!(span(72 * 3_600_000), "3d 00h 00m");
         assert_eq!(after(1000, 1000 + 25 * 3_600_000), "T+1d 01h 00m");
         assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(1_798_761_599_000), "2026-12-31 23:59:59Z");
+        assert_eq!(year_of(1_798_761_599_000), 2026);
+        assert_eq!(year_of(1_798_761_600_000), 2027);
     }
 }

@@ -162,12 +162,12 @@ pub struct ReplyArgs {
     json: bool,
 }
 
-fn case_id(text: &str) -> Result<MessageId> {
+pub(super) fn case_id(text: &str) -> Result<MessageId> {
     text.parse()
         .with_context(|| format!("{text:?} is not a case id (32 hex digits, see ewx case list)"))
 }
 
-fn node_list(text: &str) -> Result<Vec<NodeId>> {
+pub(super) fn node_list(text: &str) -> Result<Vec<NodeId>> {
     let list = text
         .split(',')
         .map(str::trim)

@@ -3,6 +3,8 @@
 mod audit;
 mod bench;
 mod case;
+mod commission;
+mod exercise;
 mod net;
 mod render;
 mod report;
@@ -88,6 +90,18 @@ enum Command {
     /// Example: ewx case list; ewx case show CASE; ewx case reply CASE --stage consulted
     #[command(subcommand)]
     Case(case::CaseCmd),
+    /// Exercise transparency (Vienna Document): notify, amend or correct, answer an
+    /// observation invitation, list the year's calendar. Always labelled EXERCISE.
+    ///
+    /// Example: ewx exercise notify --file notice.json --invite US,GB; ewx exercise calendar
+    #[command(subcommand)]
+    Exercise(exercise::ExerciseCmd),
+    /// The Special Commission: open an attribution on cited reports, sign or dissent from
+    /// a finding (k members adopt it), fire a snapback on an adopted armed-attack finding.
+    ///
+    /// Example: ewx commission open --cite ID,ID --question "…"; ewx commission sign CASE
+    #[command(subcommand)]
+    Commission(commission::CommissionCmd),
     /// Ceasefire monitoring: file a structured breach report, export all you may read.
     ///
     /// Example: ewx report breach --file breach.json; ewx report export --format csv
@@ -223,6 +237,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Status => with_client(&args.conn, net::status),
         Command::Case(cmd) => with_client(&args.conn, |c| case::run(c, cmd)),
         Command::Report(cmd) => with_client(&args.conn, |c| report::run(c, cmd)),
+        Command::Exercise(cmd) => with_client(&args.conn, |c| exercise::run(c, cmd)),
+        Command::Commission(cmd) => with_client(&args.conn, |c| commission::run(c, cmd)),
         Command::Bench(b) => bench::run(b, args.conn.broker),
         Command::BenchBroker { config } => bench::child_broker(&config),
         Command::Demo {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use ewx_client::{Client, SubscriptionOptions};
+use ewx_client::{Client, Delivery, SubscriptionOptions};
 use ewx_proto::ceasefire::{CeasefireReport, csv_field};
 use ewx_proto::frame::{ExerciseFilter, StartAt};
 use ewx_proto::{Draft, Labels, Level, Payload, Precedence, Topic, TopicPattern};
@@ -34,9 +34,37 @@ pub enum ReportCmd {
 
 #[derive(Debug, Args)]
 pub struct BreachArgs {
-    /// The report as JSON (default: stdin).
-    #[arg(long)]
+    /// The report as JSON (default: stdin, unless --observed is given).
+    #[arg(long, conflicts_with = "observed")]
     file: Option<PathBuf>,
+    /// Or from flags: what was observed (undetermined-explosion, projectile-in-flight,
+    /// small-arms-fire, heavy-weapons-outside-withdrawal-lines, access-restriction, …).
+    #[arg(long, requires_all = ["lat", "lon"])]
+    observed: Option<String>,
+    /// Latitude of the event, decimal degrees.
+    #[arg(long, allow_hyphen_values = true)]
+    lat: Option<f64>,
+    /// Longitude of the event, decimal degrees.
+    #[arg(long, allow_hyphen_values = true)]
+    lon: Option<f64>,
+    /// How precisely the location is known, metres.
+    #[arg(long, default_value_t = 1000)]
+    precision_m: u32,
+    /// The sensor (patrol, camera, uav, radar, …).
+    #[arg(long, default_value = "patrol")]
+    sensor: String,
+    /// How many events.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// Start of the observation window (ms since 1970; default: the end).
+    #[arg(long)]
+    from_ms: Option<u64>,
+    /// End of the observation window (ms since 1970; default: now).
+    #[arg(long)]
+    to_ms: Option<u64>,
+    /// What was seen, in words.
+    #[arg(long, default_value = "")]
+    description: String,
     /// Topic to publish on.
     #[arg(long, default_value = "ceasefire.report")]
     topic: String,
@@ -55,12 +83,26 @@ pub async fn run(client: Client, cmd: ReportCmd) -> Result<()> {
     }
 }
 
+/// A report from the command line's flags, as the JSON the file form takes (so both are
+/// checked alike).
+fn from_flags(client: &Client, a: &BreachArgs, observed: &str) -> serde_json::Value {
+    let micro = |deg: Option<f64>| deg.map(|d| (d * 1e6).round() as i64);
+    let to = a.to_ms.unwrap_or_else(|| client.clock().now_ms());
+    serde_json::json!({
+        "window": {"start_ms": a.from_ms.unwrap_or(to), "end_ms": to},
+        "location": {"lat_e6": micro(a.lat), "lon_e6": micro(a.lon), "precision_m": a.precision_m},
+        "sensor": a.sensor, "observed": observed, "count": a.count,
+        "description": a.description,
+    })
+}
+
 async fn breach(client: &Client, a: BreachArgs) -> Result<()> {
-    let text = match &a.file {
-        Some(f) => {
+    let text = match (&a.file, &a.observed) {
+        (Some(f), _) => {
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
         }
-        None => {
+        (None, Some(observed)) => from_flags(client, &a, observed).to_string(),
+        (None, None) => {
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s)?;
             s
@@ -90,12 +132,14 @@ async fn breach(client: &Client, a: BreachArgs) -> Result<()> {
 /// Quiet time after which the export takes the log as read to its end.
 const QUIET: Duration = Duration::from_millis(1500);
 
-async fn export(client: &Client, format: &str, pattern: &str) -> Result<()> {
-    let csv = match format {
-        "csv" => true,
-        "jsonl" => false,
-        other => anyhow::bail!("--format {other:?}: use csv or jsonl"),
-    };
+/// Read every message on `pattern` this node may read, from the start of the log, until
+/// the broker has been quiet for a moment; `each` sees them in log order. A message that
+/// does not verify or open is reported on stderr and skipped.
+pub(super) async fn read_log(
+    client: &Client,
+    pattern: &str,
+    mut each: impl FnMut(&Delivery) -> Result<()>,
+) -> Result<()> {
     let opts = SubscriptionOptions {
         from: StartAt::Earliest,
         filter: ExerciseFilter::All,
@@ -103,10 +147,32 @@ async fn export(client: &Client, format: &str, pattern: &str) -> Result<()> {
         auto_receipt: false,
         sealed: false,
     };
-    let name = format!("export-{}", client.clock().now_us());
+    let name = format!("read-{}", client.clock().now_us());
     let mut sub = client
         .subscribe_with(&name, TopicPattern::new(pattern)?, opts)
         .await?;
+    let mut result = Ok(());
+    while let Ok(Some(d)) = tokio::time::timeout(QUIET, sub.next()).await {
+        match d {
+            Ok(d) => {
+                result = each(&d);
+                if result.is_err() {
+                    break;
+                }
+            }
+            Err(e) => eprintln!("ewx: {e}"),
+        }
+    }
+    let _ = client.unsubscribe(&name).await;
+    result
+}
+
+async fn export(client: &Client, format: &str, pattern: &str) -> Result<()> {
+    let csv = match format {
+        "csv" => true,
+        "jsonl" => false,
+        other => anyhow::bail!("--format {other:?}: use csv or jsonl"),
+    };
     let mut out = std::io::stdout().lock();
     if csv {
         writeln!(
@@ -115,16 +181,9 @@ async fn export(client: &Client, format: &str, pattern: &str) -> Result<()> {
             CeasefireReport::CSV_HEADER
         )?;
     }
-    while let Ok(Some(d)) = tokio::time::timeout(QUIET, sub.next()).await {
-        let d = match d {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("ewx: {e}");
-                continue;
-            }
-        };
+    read_log(client, pattern, |d| {
         let Some(Payload::CeasefireReport(r)) = &d.payload else {
-            continue;
+            return Ok(());
         };
         let h = d.envelope.header();
         if csv {
@@ -141,8 +200,9 @@ async fn export(client: &Client, format: &str, pattern: &str) -> Result<()> {
                 "sender": h.sender.as_str(), "created_ms": h.created_ms, "report": r});
             writeln!(out, "{line}")?;
         }
-    }
+        Ok(())
+    })
+    .await?;
     out.flush()?;
-    let _ = client.unsubscribe(&name).await;
     Ok(())
 }

@@ -1,15 +1,17 @@
 //! The demo's mechanism scene, on the broker's simulated clock: Ukraine requests
 //! consultations and every guarantor acknowledges and consults, one decides after the
-//! 72 h deadline (shown LATE); a snapback fires on 2 of 3 attesters, JP and KR reimpose
-//! and a third party is left overdue. Both case matrices are printed as UA folds them.
+//! 72 h deadline (shown LATE); PL's exercise is amended and observers answer; the
+//! commission adopts a finding of armed attack, which fires a snapback: JP and KR
+//! reimpose and a third party is left overdue. Each case's matrix is printed as UA folds
+//! it.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use ewx_client::cases::{CaseView, default_parties};
-use ewx_proto::case::{CaseTag, CaseType, Stage, Status, statement_hash};
+use ewx_proto::case::{CaseTag, CaseType, Citation, Stage, Status};
 use ewx_proto::payload::{CaseReply, ConsultationRequest, Decision, SanctionsTrigger};
-use ewx_proto::{Level, MessageId, NodeId, Payload, Precedence};
+use ewx_proto::{Digest32, Level, MessageId, NodeId, Payload, Precedence};
 use ewx_testkit::id;
 
 use super::Demo;
@@ -39,18 +41,27 @@ impl Demo {
             "\n  cases (the broker's clock is simulated: 72 h pass in a moment)"
         );
         let consultation = self.consultation().await?;
-        let snapback = self.snapback().await?;
+        let exercise = self.exercise_amended().await?;
+        let (attribution, finding) = self.attribution().await?;
+        let snapback = self.snapback(attribution, finding).await?;
         self.clock.advance(25 * H);
         // let the broker's ticker record the snapback's passed deadline
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let ua = self.client("UA")?;
-        for (what, id) in [("consultation", consultation), ("snapback", snapback)] {
+        let mut shown = vec![("consultation", consultation)];
+        shown.extend(exercise.map(|e| ("exercise", e)));
+        shown.extend([("attribution", attribution), ("snapback", snapback)]);
+        for (what, id) in shown {
             let view = ua.case(id).await?;
             let _ = writeln!(self.text);
             for line in crate::cases::matrix(&view, self.clock.now_ms()).lines() {
                 let _ = writeln!(self.text, "  {line}");
             }
-            self.check_case(what, &view);
+            match what {
+                "exercise" => self.check_exercise(&view),
+                "attribution" => self.check_attribution(&view),
+                _ => self.check_case(what, &view),
+            }
         }
         Ok(())
     }
@@ -88,8 +99,8 @@ impl Demo {
             );
         } else {
             self.expect(
-                matches!(c.status, Status::Fired { .. }) && c.attestations.len() == 2,
-                "the snapback fired on 2 attesters".into(),
+                matches!(c.status, Status::Fired { .. }) && c.cites.len() == 1,
+                "the snapback fired on the adopted finding".into(),
             );
             self.expect(
                 late("JP", Stage::Reimposed) == Some(false)
@@ -113,16 +124,8 @@ impl Demo {
         stage: Stage,
         payload: Payload,
     ) -> Result<()> {
-        let (topic, level, comps) = ewx_client::cases::placement(ty);
-        let mut d = draft(topic, level, comps, Precedence::Immediate, payload)?;
-        d.labels.exercise = ty == CaseType::Exercise;
-        let mut tag = CaseTag::reply(case, ty, stage);
-        if stage == Stage::Attest {
-            tag.statement = Some(statement_hash(STATEMENT));
-        }
-        d.case = Some(tag);
-        self.client(who)?.publish_case(d).await?;
-        Ok(())
+        self.answer(who, ty, CaseTag::reply(case, ty, stage), payload)
+            .await
     }
 
     async fn consultation(&mut self) -> Result<MessageId> {
@@ -193,17 +196,22 @@ impl Demo {
         Ok(case)
     }
 
-    async fn snapback(&mut self) -> Result<MessageId> {
+    /// UA fires the snapback on the commission's adopted finding; JP and KR reimpose.
+    async fn snapback(&mut self, attribution: MessageId, finding: Digest32) -> Result<MessageId> {
         let ua = self.client("UA")?;
         let parties = vec![id("JP"), id("KR"), id(SILENT)];
         let mut tag = CaseTag::open(CaseType::Snapback, parties);
-        tag.statement = Some(statement_hash(STATEMENT));
+        tag.statement = Some(finding);
         tag.within_ms = Some(24 * H);
+        tag.cites = vec![Citation {
+            id: attribution,
+            hash: finding,
+        }];
         let trigger = Payload::SanctionsTrigger(SanctionsTrigger {
             regime: "Compact snapback annex".into(),
             measure: "reimpose the suspended measures".into(),
             effective_ms: self.clock.now_ms(),
-            statement: Some(STATEMENT.into()),
+            statement: Some(format!("adopted finding {finding} of case {attribution}")),
         });
         let mut d = draft(
             "sanctions.snapback",
@@ -215,8 +223,6 @@ impl Demo {
         d.case = Some(tag);
         let case = ua.publish_case(d).await?.id;
         let sb = CaseType::Snapback;
-        self.reply("PL", case, sb, Stage::Attest, said("attested", None, None))
-            .await?;
         self.clock.advance(2 * H);
         let in_force = Some(self.clock.now_ms() + 24 * H);
         for p in ["JP", "KR"] {
@@ -231,11 +237,8 @@ impl Demo {
         }
         let _ = writeln!(
             self.text,
-            "  UA  triggers snapback {case}; PL attests (2 of UA PL GB): FIRED; JP and KR reimpose, {SILENT} does not"
+            "  UA  fires snapback {case} on the adopted finding: FIRED; JP and KR reimpose, {SILENT} does not"
         );
         Ok(case)
     }
 }
-
-/// The event the snapback's attesters sign.
-const STATEMENT: &str = "armed attack on Ukraine (missile strike on Lviv), attributed 2026-12-02";

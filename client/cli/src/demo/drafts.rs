@@ -1,8 +1,10 @@
 //! What the demo's nodes publish, in order: a FLASH air-raid warning, a weekly threat
-//! assessment, a Vienna Document exercise notice, a consultation request after an armed
-//! attack (with receipts asked for), and a sanctions snapback.
+//! assessment, a Vienna Document exercise notice (an exercise case inviting observers), a
+//! consultation request after an armed attack (with receipts asked for), and a sanctions
+//! snapback.
 
 use ewx_net::now_ms;
+use ewx_proto::case::{CaseTag, CaseType};
 use ewx_proto::payload::{
     Bulletin, ConsultationRequest, ConsultationResponse, ExerciseNotice, SanctionsTrigger, Stance,
 };
@@ -57,42 +59,59 @@ pub(super) fn consultation_answer(node: &str, req: &ConsultationRequest) -> Resu
     )
 }
 
+/// Who PL invites to observe ANAKONDA-26, and how long they have to answer.
+pub(super) const OBSERVERS: [&str; 3] = ["GB", "TR", "DE"];
+const ANSWER_WITHIN_MS: u64 = 14 * 86_400_000;
+
+/// PL's notice of ANAKONDA-26: declared at 12,500 troops, just under the 13,000 at which
+/// observation becomes obligatory (an amendment later shows it larger).
+pub(super) fn anakonda(troops: u32) -> ExerciseNotice {
+    // whole days, so that the amendment's dates match the notice's
+    let day = now_ms() / 86_400_000 * 86_400_000;
+    ExerciseNotice {
+        name: "ANAKONDA-26".into(),
+        purpose: "defensive command-post and field training".into(),
+        states: vec!["PL".into(), "LT".into(), "US".into()],
+        command_level: "corps".into(),
+        start_ms: day + 10 * 86_400_000,
+        end_ms: day + 19 * 86_400_000,
+        area: "Orzysz training area, 53.81N 21.95E".into(),
+        troops,
+        tanks: 90,
+        armoured_vehicles: 340,
+        artillery: 60,
+        aircraft: 24,
+        helicopters: 18,
+        sorties: 120,
+        troops_by_state: [
+            ("PL".into(), troops - 3_500),
+            ("LT".into(), 1_500),
+            ("US".into(), 2_000),
+        ]
+        .into(),
+        coordinates: vec![(53_810_000, 21_950_000)],
+        phases: vec![
+            "deployment".into(),
+            "defence".into(),
+            "counter-attack".into(),
+        ],
+        observation_invited: true,
+        ..Default::default()
+    }
+}
+
 fn exercise_notice() -> Result<Draft> {
     let mut d = draft(
         "exercise.notice",
         Level::Clear,
         "",
         Precedence::Routine,
-        Payload::ExerciseNotice(ExerciseNotice {
-            name: "ANAKONDA-26".into(),
-            purpose: "defensive command-post and field training".into(),
-            states: vec!["PL".into(), "LT".into(), "US".into()],
-            command_level: "corps".into(),
-            start_ms: now_ms() + 10 * 86_400_000,
-            end_ms: now_ms() + 19 * 86_400_000,
-            area: "Orzysz training area, 53.81N 21.95E".into(),
-            troops: 12_500,
-            tanks: 90,
-            armoured_vehicles: 340,
-            artillery: 60,
-            aircraft: 24,
-            helicopters: 18,
-            sorties: 120,
-            troops_by_state: [
-                ("PL".into(), 9_000),
-                ("LT".into(), 1_500),
-                ("US".into(), 2_000),
-            ]
-            .into(),
-            coordinates: vec![(53_810_000, 21_950_000)],
-            phases: vec![
-                "deployment".into(),
-                "defence".into(),
-                "counter-attack".into(),
-            ],
-            ..Default::default()
-        }),
+        Payload::ExerciseNotice(anakonda(12_500)),
     )?;
+    let observers = OBSERVERS.iter().map(|n| ewx_testkit::id(n)).collect();
+    let mut tag = CaseTag::open(CaseType::Exercise, observers);
+    tag.within_ms = Some(ANSWER_WITHIN_MS);
+    d.case = Some(tag);
     d.labels.exercise = true;
     Ok(d)
 }

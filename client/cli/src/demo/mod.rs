@@ -5,6 +5,7 @@
 //! held, so the command can exit non-zero when one did not.
 
 mod cases;
+mod commission;
 mod drafts;
 mod report;
 mod seen;
@@ -38,6 +39,9 @@ pub struct Report {
 struct Demo {
     dir: tempfile::TempDir,
     broker: Option<ewx_broker::Broker>,
+    addr: std::net::SocketAddr,
+    /// PL's exercise case (its notice's id).
+    exercise: Option<MessageId>,
     roster: Roster,
     /// The broker's and every client's clock, simulated so the case scene can pass 72 h.
     clock: ewx_net::Clock,
@@ -142,6 +146,8 @@ impl Demo {
         let mut demo = Self {
             dir,
             broker: Some(broker),
+            addr,
+            exercise: None,
             roster,
             clock,
             clients,
@@ -240,6 +246,9 @@ impl Demo {
             let ack = self.client(who)?.publish(d).await?;
             if kind == Kind::ConsultationRequest {
                 consultation = Some(ack.id);
+            }
+            if kind == Kind::ExerciseNotice {
+                self.exercise = Some(ack.id);
             }
             let _ = writeln!(
                 self.text,

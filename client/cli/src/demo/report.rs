@@ -95,9 +95,9 @@ impl Demo {
                     s.root.short()
                 );
                 self.expect(
-                    s.cases == 2 && s.case_deadlines >= 3,
+                    s.cases == 4 && s.case_deadlines >= 3,
                     format!(
-                        "the audit folds 2 cases with their deadlines (got {} cases, {} deadlines)",
+                        "the audit folds 4 cases with their deadlines (got {} cases, {} deadlines)",
                         s.cases, s.case_deadlines
                     ),
                 );
