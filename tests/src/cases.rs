@@ -94,3 +94,18 @@ pub async fn deadlines(broker: &ewx_broker::Broker, n: usize) -> Vec<(Stage, Vec
     }
     panic!("fewer than {n} CaseDeadline entries");
 }
+
+/// Is there (within 5 s: it goes into the next commit) a `Rejected` audit entry whose
+/// reason contains `needle`?
+pub async fn rejection_audited(broker: &ewx_broker::Broker, needle: &str) -> bool {
+    for _ in 0..50 {
+        let found = audit_events(broker.store())
+            .into_iter()
+            .any(|e| matches!(e, Event::Rejected { reason, .. } if reason.contains(needle)));
+        if found {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

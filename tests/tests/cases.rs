@@ -14,7 +14,9 @@ use ewx_proto::case::{CaseTag, CaseType, RefusalKind, Stage, Status, statement_h
 use ewx_proto::frame::RejectReason;
 use ewx_proto::payload::{ConsultationRequest, SanctionsTrigger};
 use ewx_proto::{Labels, Level, MessageId, Payload};
-use ewx_tests::cases::{deadlines, draft, labels, no_reminder, refused, reminder, reply, text};
+use ewx_tests::cases::{
+    deadlines, draft, labels, no_reminder, refused, rejection_audited, reminder, reply, text,
+};
 use ewx_tests::{TestNet, audit_events, copy_dir, id, verify_copy};
 
 const H: u64 = 3_600_000;
@@ -287,9 +289,7 @@ async fn a_party_without_a_content_key_is_refused_and_audited() {
         }
         other => panic!("{other:?}"),
     }
-    let audited = audit_events(broker.store()).into_iter().any(
-        |e| matches!(e, Event::Rejected { reason, .. } if reason.contains("gets no content key")),
-    );
+    let audited = rejection_audited(&broker, "gets no content key").await;
     assert!(audited, "the refusal is in the audit log");
     ua.close().await;
     broker.shutdown().await.unwrap();

@@ -20,7 +20,9 @@ use ewx_proto::exercise::Flag;
 use ewx_proto::frame::StartAt;
 use ewx_proto::payload::{CaseReply, Decision, ExerciseNotice, SanctionsTrigger};
 use ewx_proto::{Labels, Level, MessageId, Payload, Precedence};
-use ewx_tests::cases::{deadlines, draft, labels, no_reminder, refused, reminder, reply, text};
+use ewx_tests::cases::{
+    deadlines, draft, labels, no_reminder, refused, rejection_audited, reminder, reply, text,
+};
 use ewx_tests::{TestNet, bulletin, id, next, subscribe, verify_copy};
 
 const H: u64 = 3_600_000;
@@ -129,6 +131,10 @@ async fn a_finding_on_cited_reports_is_adopted_and_fires_a_snapback() {
     // a report US may not read, a wrong hash, a non-member: refused with their reasons
     let e = us.publish_case(open(vec![cites[0], secret])).await;
     assert_eq!(refused(e.map(|a| a.log_index)), RefusalKind::NotPermitted);
+    assert!(
+        rejection_audited(&broker, "may not read the report").await,
+        "the refused citation is in the audit log"
+    );
     let mut wrong = cites[1];
     wrong.hash = cites[0].hash;
     let e = us.publish_case(open(vec![wrong])).await;
