@@ -1,12 +1,13 @@
 //! Case helpers for the end-to-end tests: drafts and replies placed where each case type
 //! goes, the case refusal of a rejected publish, reminders and `CaseDeadline` entries
-//! awaited with a bound.
+//! awaited with a bound, and a monitor's breach report.
 
 use std::time::Duration;
 
 use ewx_client::{Client, Error};
 use ewx_proto::audit::Event;
 use ewx_proto::case::{CaseTag, CaseType, RefusalKind, Reminder, Stage};
+use ewx_proto::ceasefire::{CeasefireReport, Observed, Place, Sensor, Window};
 use ewx_proto::frame::RejectReason;
 use ewx_proto::payload::CaseReply;
 use ewx_proto::{Draft, Labels, Level, MessageId, Payload, Topic};
@@ -108,4 +109,24 @@ pub async fn rejection_audited(broker: &ewx_broker::Broker, needle: &str) -> boo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// A coherent breach report of `count` events (window, place, camera, explosions).
+pub fn breach(count: u32) -> CeasefireReport {
+    CeasefireReport {
+        window: Window {
+            start_ms: 1_800_000_000_000,
+            end_ms: 1_800_000_600_000,
+        },
+        location: Place {
+            lat_e6: 48_015_000,
+            lon_e6: 37_802_000,
+            precision_m: 500,
+        },
+        sensor: Sensor::Camera,
+        observed: Observed::UndeterminedExplosion,
+        count,
+        description: "two explosions south-east of the camera".into(),
+        ..Default::default()
+    }
 }

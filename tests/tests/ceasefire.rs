@@ -3,29 +3,10 @@
 //! before it is sealed.
 #![allow(clippy::unwrap_used)]
 
-use ewx_proto::ceasefire::{CeasefireReport, Observed, Place, Sensor, Window};
 use ewx_proto::frame::StartAt;
 use ewx_proto::{Payload, Precedence};
+use ewx_tests::cases::breach as report;
 use ewx_tests::{TestNet, bulletin, next, subscribe};
-
-fn report(count: u32) -> CeasefireReport {
-    CeasefireReport {
-        window: Window {
-            start_ms: 1_800_000_000_000,
-            end_ms: 1_800_000_600_000,
-        },
-        location: Place {
-            lat_e6: 48_015_000,
-            lon_e6: 37_802_000,
-            precision_m: 500,
-        },
-        sensor: Sensor::Camera,
-        observed: Observed::UndeterminedExplosion,
-        count,
-        description: "two explosions south-east of the camera".into(),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breach_report_arrives_as_filed_and_an_incoherent_one_is_refused() {

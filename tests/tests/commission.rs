@@ -15,37 +15,18 @@ use ewx_proto::case::{
     CaseTag, CaseType, Characterisation, Citation, Finding, RefusalKind, Remedy, Stage, Status,
     Verdict, finding_hash,
 };
-use ewx_proto::ceasefire::{CeasefireReport, Observed, Place, Sensor, Window};
 use ewx_proto::exercise::Flag;
 use ewx_proto::frame::StartAt;
 use ewx_proto::payload::{CaseReply, Decision, ExerciseNotice, SanctionsTrigger};
 use ewx_proto::{Labels, Level, MessageId, Payload, Precedence};
 use ewx_tests::cases::{
-    deadlines, draft, labels, no_reminder, refused, rejection_audited, reminder, reply, text,
+    breach, deadlines, draft, labels, no_reminder, refused, rejection_audited, reminder, reply,
+    text,
 };
 use ewx_tests::{TestNet, bulletin, id, next, subscribe, verify_copy};
 
 const H: u64 = 3_600_000;
 const D: u64 = 24 * H;
-
-fn breach(count: u32) -> CeasefireReport {
-    CeasefireReport {
-        window: Window {
-            start_ms: 1_800_000_000_000,
-            end_ms: 1_800_000_600_000,
-        },
-        location: Place {
-            lat_e6: 48_015_000,
-            lon_e6: 37_802_000,
-            precision_m: 500,
-        },
-        sensor: Sensor::Uav,
-        observed: Observed::HeavyWeaponsOutsideWithdrawalLines,
-        count,
-        description: "howitzers firing from inside the withdrawal zone".into(),
-        ..Default::default()
-    }
-}
 
 /// MON1 files a report with `labels`: its id and envelope hash.
 async fn file(mon: &Client, l: Labels, count: u32) -> Citation {

@@ -3,21 +3,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-const EWX: &str = env!("CARGO_BIN_EXE_ewx");
+mod support;
 
-fn ewx(dir: &Path, args: &[&str]) -> Output {
-    Command::new(EWX)
-        .current_dir(dir)
-        .args(args)
-        .env_remove("EWX_BROKER")
-        .env_remove("EWX_KEY")
-        .env_remove("EWX_ROSTER")
-        .env_remove("EWX_PROFILE")
-        .output()
-        .unwrap()
-}
+use support::{EWX, run as ewx};
 
 fn ok(dir: &Path, args: &[&str]) -> String {
     let out = ewx(dir, args);

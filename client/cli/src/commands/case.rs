@@ -125,17 +125,24 @@ pub struct SnapbackArgs {
     /// The event attested, in words every attester signs alike.
     #[arg(long)]
     statement: String,
-    /// The sanctions regime.
-    #[arg(long)]
-    regime: String,
-    /// The measure reimposed.
-    #[arg(long)]
-    measure: String,
-    /// Hours the parties have to reimpose once the case fires.
-    #[arg(long, default_value_t = SNAPBACK_WITHIN_MS / 3_600_000)]
-    within_hours: u64,
+    #[command(flatten)]
+    sanction: Sanction,
     #[command(flatten)]
     at: Where,
+}
+
+/// What a snapback reimposes, and how long its parties have.
+#[derive(Debug, Args)]
+pub struct Sanction {
+    /// The sanctions regime.
+    #[arg(long)]
+    pub regime: String,
+    /// The measure reimposed.
+    #[arg(long)]
+    pub measure: String,
+    /// Hours the parties have to reimpose once the case fires.
+    #[arg(long, default_value_t = SNAPBACK_WITHIN_MS / 3_600_000)]
+    pub within_hours: u64,
 }
 
 #[derive(Debug, Args)]
@@ -261,10 +268,10 @@ async fn open_snapback(client: &Client, a: SnapbackArgs) -> Result<()> {
     let (topic, labels, parties) = placement(client, &a.at, CaseType::Snapback)?;
     let mut tag = CaseTag::open(CaseType::Snapback, parties.clone());
     tag.statement = Some(statement_hash(&a.statement));
-    tag.within_ms = Some(a.within_hours.saturating_mul(3_600_000));
+    tag.within_ms = Some(a.sanction.within_hours.saturating_mul(3_600_000));
     let payload = Payload::SanctionsTrigger(SanctionsTrigger {
-        regime: a.regime,
-        measure: a.measure,
+        regime: a.sanction.regime,
+        measure: a.sanction.measure,
         effective_ms: client.clock().now_ms(),
         statement: Some(a.statement),
     });

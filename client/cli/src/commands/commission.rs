@@ -8,13 +8,12 @@ use clap::{Args, Subcommand};
 use ewx_client::Client;
 use ewx_client::cases::{CaseView, case_draft, placement};
 use ewx_proto::case::{
-    CaseTag, CaseType, Characterisation, Citation, Finding, Remedy, SNAPBACK_WITHIN_MS, Stage,
-    Verdict, finding_hash,
+    CaseTag, CaseType, Characterisation, Citation, Finding, Remedy, Stage, Verdict, finding_hash,
 };
 use ewx_proto::payload::{CaseReply, SanctionsTrigger};
 use ewx_proto::{Digest32, Labels, MessageId, NodeId, Payload, Topic};
 
-use super::case::{case_id, node_list};
+use super::case::{Sanction, case_id, node_list};
 
 #[derive(Debug, Subcommand)]
 pub enum CommissionCmd {
@@ -61,15 +60,8 @@ pub enum CommissionCmd {
         /// Sanctions partners that must reimpose, comma-separated.
         #[arg(long)]
         parties: String,
-        /// The sanctions regime.
-        #[arg(long)]
-        regime: String,
-        /// The measure reimposed.
-        #[arg(long)]
-        measure: String,
-        /// Hours the parties have to reimpose.
-        #[arg(long, default_value_t = SNAPBACK_WITHIN_MS / 3_600_000)]
-        within_hours: u64,
+        #[command(flatten)]
+        sanction: Sanction,
     },
 }
 
@@ -120,13 +112,8 @@ pub async fn run(client: Client, cmd: CommissionCmd) -> Result<()> {
         CommissionCmd::Snapback {
             case,
             parties,
-            regime,
-            measure,
-            within_hours,
-        } => {
-            let (parties, within) = (node_list(&parties)?, within_hours.saturating_mul(3_600_000));
-            snapback(&client, &case, parties, regime, measure, within).await
-        }
+            sanction,
+        } => snapback(&client, &case, node_list(&parties)?, sanction).await,
     }
 }
 
@@ -289,9 +276,7 @@ async fn snapback(
     client: &Client,
     case: &str,
     parties: Vec<NodeId>,
-    regime: String,
-    measure: String,
-    within_ms: u64,
+    sanction: Sanction,
 ) -> Result<()> {
     let id = case_id(case)?;
     let view = client.case(id).await?;
@@ -302,11 +287,11 @@ async fn snapback(
     let labels = Labels::new(level, Labels::parse_compartments(comps)?);
     let mut tag = CaseTag::open(CaseType::Snapback, parties);
     tag.statement = Some(hash);
-    tag.within_ms = Some(within_ms);
+    tag.within_ms = Some(sanction.within_hours.saturating_mul(3_600_000));
     tag.cites = vec![Citation { id, hash }];
     let trigger = Payload::SanctionsTrigger(SanctionsTrigger {
-        regime,
-        measure,
+        regime: sanction.regime,
+        measure: sanction.measure,
         effective_ms: client.clock().now_ms(),
         statement: Some(format!("adopted finding {hash} of case {id}")),
     });

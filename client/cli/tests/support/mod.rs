@@ -7,6 +7,20 @@ use std::process::{Command, Output};
 
 pub const EWX: &str = env!("CARGO_BIN_EXE_ewx");
 
+/// `ewx args` in `dir`, with no EWX_* connection variables from the environment.
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(EWX)
+        .current_dir(dir)
+        .args(args)
+        .env_remove("EWX_BROKER")
+        .env_remove("EWX_KEY")
+        .env_remove("EWX_ROSTER")
+        .env_remove("EWX_PROFILE")
+        .output()
+        .unwrap()
+}
+
+/// `ewx args` as `node` of the demo network in `dir`/net, against the broker at `addr`.
 pub fn ewx(dir: &Path, addr: &str, node: &str, args: &[&str]) -> Output {
     let key = format!("net/keys/{node}.key");
     let conn = [
@@ -17,16 +31,8 @@ pub fn ewx(dir: &Path, addr: &str, node: &str, args: &[&str]) -> Output {
         "--key",
         &key,
     ];
-    Command::new(EWX)
-        .current_dir(dir)
-        .args(conn)
-        .args(args)
-        .env_remove("EWX_BROKER")
-        .env_remove("EWX_KEY")
-        .env_remove("EWX_ROSTER")
-        .env_remove("EWX_PROFILE")
-        .output()
-        .unwrap()
+    let all: Vec<&str> = conn.iter().copied().chain(args.iter().copied()).collect();
+    run(dir, &all)
 }
 
 pub fn ok(dir: &Path, addr: &str, node: &str, args: &[&str]) -> String {
