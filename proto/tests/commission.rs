@@ -240,13 +240,19 @@ fn a_finding_is_adopted_at_k_distinct_members_with_dissents_kept_and_the_remedy_
     let hash = finding_hash(&f);
     let at = T0 + 2 * H;
     assert_eq!(
-        kind(log.send(at, "GB", &cf, f.tag())),
+        kind(log.send_kind(at, "GB", &cf, f.tag(), Kind::Finding)),
         RefusalKind::NotAMember
     );
-    log.send(at, "US", &cf, f.tag()).unwrap();
+    log.send_kind(at, "US", &cf, f.tag(), Kind::Finding)
+        .unwrap();
     assert_eq!(log.book.get(&case).unwrap().status, Status::Open, "1 of 2");
     assert_eq!(
-        kind(log.send(at, "US", &cf, f.tag())),
+        kind(log.send(at, "FR", &cf, f.tag())),
+        RefusalKind::BadTag,
+        "a signature without the finding itself"
+    );
+    assert_eq!(
+        kind(log.send_kind(at, "US", &cf, f.tag(), Kind::Finding)),
         RefusalKind::DuplicateAttestation
     );
     // a dissent names a finding signed in this case
@@ -259,7 +265,7 @@ fn a_finding_is_adopted_at_k_distinct_members_with_dissents_kept_and_the_remedy_
     dissent.statement = Some(hash);
     log.send(at + H, "DE", &cf, dissent.clone()).unwrap();
     assert_eq!(
-        kind(log.send(at + H, "DE", &cf, f.tag())),
+        kind(log.send_kind(at + H, "DE", &cf, f.tag(), Kind::Finding)),
         RefusalKind::DuplicateAttestation,
         "one vote per member"
     );
@@ -267,7 +273,7 @@ fn a_finding_is_adopted_at_k_distinct_members_with_dissents_kept_and_the_remedy_
     let mut other = f.tag();
     other.characterisation = Some(Characterisation::CeasefireBreach);
     assert_eq!(
-        kind(log.send(at + H, "FR", &cf, other)),
+        kind(log.send_kind(at + H, "FR", &cf, other, Kind::Finding)),
         RefusalKind::BadTag
     );
     // a remedy before adoption, then FR adopts
@@ -277,7 +283,8 @@ fn a_finding_is_adopted_at_k_distinct_members_with_dissents_kept_and_the_remedy_
         RefusalKind::StageOutOfOrder
     );
     let adopted_at = at + 2 * H;
-    log.send(adopted_at, "FR", &cf, f.tag()).unwrap();
+    log.send_kind(adopted_at, "FR", &cf, f.tag(), Kind::Finding)
+        .unwrap();
     let state = log.book.get(&case).unwrap();
     assert_eq!(state.status, Status::Adopted { at_ms: adopted_at });
     assert_eq!(state.adopted, Some((hash, adopted_at)));
@@ -331,13 +338,15 @@ fn only_an_adopted_finding_of_armed_attack_fires_a_snapback_that_cites_it() {
         t
     };
     let sl = sanctions_labels();
-    log.send(T0 + 2 * H, "US", &cf, f.tag()).unwrap();
+    log.send_kind(T0 + 2 * H, "US", &cf, f.tag(), Kind::Finding)
+        .unwrap();
     assert_eq!(
         kind(log.send(T0 + 2 * H, "UA", &sl, snapback(hash))),
         RefusalKind::BadCitation,
         "not adopted yet"
     );
-    log.send(T0 + 3 * H, "DE", &cf, f.tag()).unwrap();
+    log.send_kind(T0 + 3 * H, "DE", &cf, f.tag(), Kind::Finding)
+        .unwrap();
     assert_eq!(
         kind(log.send(T0 + 3 * H, "JP", &sl, snapback(hash))),
         RefusalKind::NotAnAttester
@@ -358,8 +367,10 @@ fn only_an_adopted_finding_of_armed_attack_fires_a_snapback_that_cites_it() {
     // a finding of a ceasefire breach does not fire one
     let (case2, _) = attribution(&mut log);
     let breach = finding(case2, Characterisation::CeasefireBreach);
-    log.send(T0 + 5 * H, "US", &cf, breach.tag()).unwrap();
-    log.send(T0 + 5 * H, "FR", &cf, breach.tag()).unwrap();
+    log.send_kind(T0 + 5 * H, "US", &cf, breach.tag(), Kind::Finding)
+        .unwrap();
+    log.send_kind(T0 + 5 * H, "FR", &cf, breach.tag(), Kind::Finding)
+        .unwrap();
     let mut t = snapback(finding_hash(&breach));
     t.cites[0].id = case2;
     assert_eq!(

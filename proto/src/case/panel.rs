@@ -240,6 +240,12 @@ impl Case {
         let Some(hash) = tag.statement else {
             return refuse(RefusalKind::BadTag, "a finding or dissent names its hash");
         };
+        if tag.stage == Stage::Finding && msg.kind != crate::payload::Kind::Finding {
+            return refuse(
+                RefusalKind::BadTag,
+                "a finding's signature carries the finding itself",
+            );
+        }
         let vote = Vote {
             node: msg.sender.clone(),
             key,

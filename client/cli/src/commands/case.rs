@@ -17,8 +17,9 @@ pub enum CaseCmd {
     /// Open a case: a consultation request or a snapback trigger.
     #[command(subcommand)]
     Open(OpenCmd),
-    /// Answer a case at a stage (acknowledged, consulted, decided, reimposed), or, as its
-    /// opener, add parties or withdraw it.
+    /// Answer a case at a stage (acknowledged, consulted, decided, reimposed, answered,
+    /// remedied), or, as its opener, add parties or withdraw it. Exercises and the
+    /// commission have their own commands (`ewx exercise`, `ewx commission`).
     ///
     /// Example: ewx case reply 3f2a… --stage decided --decision join --text "we join"
     Reply(ReplyArgs),
@@ -149,7 +150,8 @@ pub struct Sanction {
 pub struct ReplyArgs {
     /// The case id.
     case: String,
-    /// acknowledged, consulted, decided, reimposed, add-parties or withdrawn.
+    /// acknowledged, consulted, decided, reimposed, answered, remedied, add-parties or
+    /// withdrawn.
     #[arg(long)]
     stage: String,
     /// What you say (encrypted: the broker sees only the stage).
@@ -310,8 +312,17 @@ async fn send_reply(
 async fn reply(client: &Client, a: ReplyArgs) -> Result<()> {
     let id = case_id(&a.case)?;
     let stage: Stage = a.stage.parse()?;
-    if matches!(stage, Stage::Open | Stage::Attest) {
-        bail!("use `ewx case open` to open a case and `ewx case attest` to attest");
+    match stage {
+        Stage::Open | Stage::Attest => {
+            bail!("use `ewx case open` to open a case and `ewx case attest` to attest")
+        }
+        Stage::Amended | Stage::Corrected => {
+            bail!("use `ewx exercise amend` (it sends the whole new notice)")
+        }
+        Stage::Finding | Stage::Dissent => {
+            bail!("use `ewx commission sign` or `ewx commission dissent`")
+        }
+        _ => {}
     }
     let view = client.case(id).await?;
     let mut tag = CaseTag::reply(id, view.case.case_type, stage);

@@ -139,8 +139,11 @@ enum Command {
     ///
     /// Starts an embedded broker with a temporary store and the demo keys, plays an air
     /// raid warning, an exercise notice, a consultation request with receipts, a sanctions
-    /// snapback, a forgery and a denied read, then prints a table and verifies the audit
-    /// log. Exits non-zero if any expectation failed.
+    /// snapback, a forgery and a denied read; then, on a simulated clock, the cases: a
+    /// consultation through its 24 h / 72 h deadlines, the exercise amended and answered,
+    /// a commission finding adopted on a monitor's reports, and the snapback it fires.
+    /// Prints each case, a table, and verifies the audit log. Exits non-zero if any
+    /// expectation failed.
     ///
     /// Example: ewx demo
     Demo {
