@@ -1,7 +1,7 @@
 //! The write set of one group commit: everything the sequencer decided for a batch of
 //! commands, written atomically by whichever log implementation is in use.
 
-use ewx_proto::{MessageId, NodeId, Precedence, Topic};
+use ewx_proto::{MessageId, NodeId, Precedence};
 
 /// One message in a batch.
 #[derive(Debug)]
@@ -23,8 +23,6 @@ pub struct Batch {
     pub messages: Vec<NewMessage>,
     /// New audit entries (index, bytes).
     pub audit: Vec<(u64, Vec<u8>)>,
-    /// Per-topic index entries: (topic, topic seq, log index).
-    pub topics: Vec<(Topic, u64, u64)>,
     /// Cursor updates (key, next index).
     pub cursors: Vec<(Vec<u8>, u64)>,
     /// A checkpoint (size, signed bytes).

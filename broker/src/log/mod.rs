@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ewx_proto::audit::Chain;
-use ewx_proto::{Digest32, Header, MessageId, NodeId, Precedence, Topic};
+use ewx_proto::{Digest32, Header, MessageId, NodeId, Precedence};
 
 pub use batch::{Batch, NewMessage, Prune};
-pub use store::{SCHEMA, Store, cursor_key};
+pub use store::{SCHEMA, Store, cursor_key, guarded};
 pub use writer::{Head, LogHandle, spawn};
 
 use crate::core::replay::ReplayWindow;
@@ -38,8 +38,6 @@ pub struct Recovered {
     pub next_index: u64,
     /// Anti-replay state per sender, rebuilt from the audit log.
     pub replay: HashMap<NodeId, ReplayWindow>,
-    /// Messages so far per topic (the next per-topic sequence number).
-    pub topic_seq: HashMap<Topic, u64>,
     /// Size of the last checkpoint.
     pub checkpoint_size: u64,
     /// Hash of the last checkpoint body (zero if none).

@@ -207,9 +207,6 @@ impl Sequencer {
         }
         self.state.next_index += 1;
         ids.insert(h.id);
-        let topic_seq = self.state.topic_seq.entry(h.topic.clone()).or_default();
-        batch.topics.push((h.topic.clone(), *topic_seq, index));
-        *topic_seq += 1;
         let bytes = Bytes::from(bytes);
         let inline = (bytes.len() <= INLINE_BYTES).then(|| bytes.clone());
         batch.messages.push(NewMessage {

@@ -52,7 +52,6 @@ fn sequencer(every_entries: u64, retention: Retention) -> Sequencer {
         chain: Chain::new(),
         next_index: 0,
         replay: HashMap::new(),
-        topic_seq: HashMap::new(),
         checkpoint_size: 0,
         checkpoint_hash: Digest32::default(),
         roster: None,

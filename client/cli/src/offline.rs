@@ -31,38 +31,40 @@ fn unreadable(e: ewx_broker::Error) -> ewx_client::Error {
     ewx_client::Error::Audit(format!("the store copy cannot be read: {e}"))
 }
 
+impl StoreCopy {
+    /// One read of the copy, under the guard that turns sled's panics on a damaged file
+    /// into an error.
+    fn read<T>(&self, f: impl FnOnce(&Store) -> ewx_broker::Result<T>) -> ewx_client::Result<T> {
+        ewx_broker::log::guarded(self.0.dir(), || f(&self.0)).map_err(unreadable)
+    }
+}
+
 impl AuditSource for StoreCopy {
     fn place(&self) -> &'static str {
         "this store copy"
     }
 
     async fn head(&self) -> ewx_client::Result<u64> {
-        self.0.audit_len().map_err(unreadable)
+        self.read(|s| s.audit_len())
     }
 
     async fn entries(&self, from: u64) -> ewx_client::Result<Vec<Vec<u8>>> {
-        let page = self
-            .0
-            .audit_range(from, from.saturating_add(PAGE))
-            .map_err(unreadable)?;
+        let page = self.read(|s| s.audit_range(from, from.saturating_add(PAGE)))?;
         Ok(page.iter().map(|b| b.to_vec()).collect())
     }
 
     async fn envelope(&self, log_index: u64) -> ewx_client::Result<Option<Vec<u8>>> {
-        let bytes = self.0.message(log_index).map_err(unreadable)?;
+        let bytes = self.read(|s| s.message(log_index))?;
         Ok(bytes.map(|b| b.to_vec()))
     }
 
     async fn roster(&self, version: u64) -> ewx_client::Result<Option<Vec<u8>>> {
-        let bytes = self.0.roster(version).map_err(unreadable)?;
+        let bytes = self.read(|s| s.roster(version))?;
         Ok(bytes.map(|b| b.to_vec()))
     }
 
     async fn checkpoints(&self, from_size: u64) -> ewx_client::Result<Vec<Vec<u8>>> {
-        let page = self
-            .0
-            .checkpoints_from(from_size, PAGE as usize)
-            .map_err(unreadable)?;
+        let page = self.read(|s| s.checkpoints_from(from_size, PAGE as usize))?;
         Ok(page.iter().map(|b| b.to_vec()).collect())
     }
 

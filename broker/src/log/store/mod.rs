@@ -3,10 +3,12 @@
 //! `PublishAck` means the envelope *and* its audit entry survive a crash or a power cut.
 //! Readers (delivery lanes, auditors) read concurrently.
 //!
-//! Trees: `log` (index → envelope), `lanes` (precedence ‖ index → ()), `ids` (message id →
-//! index), `audit` (index → entry), `topics` (topic ‖ 0 ‖ topic seq → index), `cursors` (node ‖ name ‖
-//! precedence → next index), `checkpoints` (size → signed checkpoint), `rosters` (version →
-//! signed roster, every roster ever in force), `receipts`, `meta` (schema, newest roster).
+//! Trees: `log` (index → envelope), `ids` (message id → index), `audit` (index → entry),
+//! `cursors` (node ‖ name ‖ precedence → next index), `checkpoints` (size → signed
+//! checkpoint), `rosters` (version → signed roster, every roster ever in force),
+//! `receipts`, `meta` (schema, newest roster). A publish writes three keys (`log`, `ids`,
+//! `audit`); which indexes each precedence lane holds is kept in memory ([`LaneIndex`]),
+//! rebuilt from the audit log on start.
 
 use std::collections::HashSet;
 
@@ -14,20 +16,27 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use ewx_proto::{MessageId, NodeId, Precedence, Topic};
+use ewx_proto::{MessageId, NodeId, Precedence};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::error::{Error, Result};
 
+mod guard;
+mod lanes;
 mod recovery;
 mod traits;
+
+pub use guard::guarded;
+
+use lanes::LaneIndex;
 
 use super::Recovered;
 use super::batch::{Batch, Prune};
 
-/// Version of the layout above; a store with another version is refused.
-pub const SCHEMA: u32 = 1;
+/// Version of the layout above; a store with another version is refused. Version 1 also
+/// wrote `lanes` and `topics` trees: such a store is opened, its old trees dropped.
+pub const SCHEMA: u32 = 2;
 
 /// The sled store.
 #[derive(Debug, Clone)]
@@ -35,10 +44,9 @@ pub struct Store {
     dir: PathBuf,
     db: sled::Db,
     log: sled::Tree,
-    lanes: sled::Tree,
+    lanes: LaneIndex,
     ids: sled::Tree,
     audit: sled::Tree,
-    topics: sled::Tree,
     cursors: sled::Tree,
     checkpoints: sled::Tree,
     receipts: sled::Tree,
@@ -72,21 +80,6 @@ fn receipt_key(id: &MessageId, by: &NodeId) -> Vec<u8> {
     k
 }
 
-fn topic_key(topic: &Topic, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(topic.as_str().len() + 9);
-    k.extend_from_slice(topic.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(&be(seq));
-    k
-}
-
-fn lane_key(precedence: Precedence, index: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = precedence as u8;
-    k[1..].copy_from_slice(&be(index));
-    k
-}
-
 /// sled page cache size.
 const CACHE_BYTES: u64 = 128 << 20;
 
@@ -97,6 +90,10 @@ impl Store {
     /// `CorruptStore` if the schema is unknown, the audit chain is broken, or the last
     /// checkpoint does not match the log; `Store` on I/O failure.
     pub fn open(dir: &Path, replay_width: u64) -> Result<(Self, Recovered)> {
+        guarded(dir, || Self::open_unguarded(dir, replay_width))
+    }
+
+    fn open_unguarded(dir: &Path, replay_width: u64) -> Result<(Self, Recovered)> {
         std::fs::create_dir_all(dir).map_err(|source| Error::File {
             path: dir.into(),
             source,
@@ -109,6 +106,7 @@ impl Store {
         match store.meta.get("schema")? {
             Some(v) => match v.as_ref().try_into().map(u32::from_be_bytes) {
                 Ok(SCHEMA) => {}
+                Ok(1) => store.upgrade_from_1()?,
                 Ok(other) => {
                     return Err(corrupt(format!(
                         "schema version {other}, this broker knows {SCHEMA}"
@@ -143,7 +141,12 @@ impl Store {
                 dir.display()
             )));
         }
-        Self::open_trees(dir)
+        guarded(dir, || Self::open_trees(dir))
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn open_trees(dir: &Path) -> Result<Self> {
@@ -152,15 +155,22 @@ impl Store {
             .path(dir)
             .cache_capacity(CACHE_BYTES)
             .open()
-            .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+            .map_err(|e| match e {
+                sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => {
+                    Error::CorruptStore {
+                        path: dir.into(),
+                        reason: format!("the store is damaged: {e}"),
+                    }
+                }
+                e => Error::Store(format!("{}: cannot open the store: {e}", dir.display())),
+            })?;
         let t = |name: &str| db.open_tree(name);
         Ok(Self {
             dir: dir.into(),
             log: t("log")?,
-            lanes: t("lanes")?,
+            lanes: LaneIndex::default(),
             ids: t("ids")?,
             audit: t("audit")?,
-            topics: t("topics")?,
             cursors: t("cursors")?,
             checkpoints: t("checkpoints")?,
             receipts: t("receipts")?,
@@ -169,6 +179,17 @@ impl Store {
             synced_blobs: Arc::default(),
             db,
         })
+    }
+
+    /// Schema 1 to 2: drop the `lanes` and `topics` trees (the lanes are rebuilt in
+    /// memory by recovery; the per-topic index was never read).
+    fn upgrade_from_1(&self) -> Result<()> {
+        for old in ["lanes", "topics"] {
+            self.db.drop_tree(old)?;
+        }
+        self.meta.insert("schema", &SCHEMA.to_be_bytes())?;
+        tracing::info!("store upgraded from schema 1 to {SCHEMA}");
+        self.sync()
     }
 
     /// A roster that was in force, by version.
@@ -218,10 +239,8 @@ impl Store {
     pub fn commit(&self, batch: &Batch) -> Result<()> {
         let trees = (
             &self.log,
-            &self.lanes,
             &self.ids,
             &self.audit,
-            &self.topics,
             &self.cursors,
             &self.checkpoints,
             &self.meta,
@@ -229,17 +248,13 @@ impl Store {
             &self.rosters,
         );
         let r: Result<(), TransactionError<()>> = trees.transaction(
-            |(log, lanes, ids, audit, topics, cursors, checkpoints, meta, receipts, rosters)| {
+            |(log, ids, audit, cursors, checkpoints, meta, receipts, rosters)| {
                 for m in &batch.messages {
                     log.insert(&be(m.index), m.bytes.as_ref())?;
-                    lanes.insert(&lane_key(m.precedence, m.index), &[])?;
                     ids.insert(&m.id.0, &be(m.index))?;
                 }
                 for (i, bytes) in &batch.audit {
                     audit.insert(&be(*i), bytes.as_slice())?;
-                }
-                for (topic, seq, index) in &batch.topics {
-                    topics.insert(topic_key(topic, *seq), &be(*index))?;
                 }
                 for (k, next) in &batch.cursors {
                     cursors.insert(k.as_slice(), &be(*next))?;
@@ -261,6 +276,9 @@ impl Store {
             },
         );
         r.map_err(|e| Error::Store(format!("commit failed: {e:?}")))?;
+        // readers never look past the durable head, so the lanes may learn of these now
+        self.lanes
+            .extend(batch.messages.iter().map(|m| (m.precedence, m.index)));
         self.sync()
     }
 
@@ -322,14 +340,7 @@ impl Store {
             return Ok(out);
         }
         let mut bytes_read = 0;
-        for kv in self
-            .lanes
-            .range(lane_key(precedence, from)..lane_key(precedence, until))
-        {
-            let (k, _) = kv?;
-            let Some(index) = read_u64(&k[1..]) else {
-                continue;
-            };
+        for index in self.lanes.range(precedence, from, until, limit) {
             // pruned by retention: skip
             if let Some(bytes) = self.log.get(be(index))? {
                 bytes_read += bytes.len();
@@ -429,9 +440,9 @@ impl Store {
             }
             self.log.remove(&k)?;
             if let Some(e) = env {
-                self.lanes.remove(lane_key(e.header().precedence, index))?;
                 self.ids.remove(e.header().id.0)?;
             }
+            self.lanes.drop_below(index + 1);
             n += 1;
         }
         Ok(n)

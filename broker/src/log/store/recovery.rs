@@ -1,6 +1,7 @@
 //! Recovery on start: replay the audit chain, rebuild the writer's state (next index,
-//! anti-replay windows, topic sequences, the last checkpoint) and check that the log
-//! matches its last signed checkpoint; a store that does not is refused.
+//! anti-replay windows, the case fold, the last checkpoint) and the lanes' index, and
+//! check that the log matches its last signed checkpoint; a store that does not is
+//! refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use ewx_proto::audit::{Chain, ChainFault, Event};
 use ewx_proto::case::CaseBook;
 use ewx_proto::checkpoint::SignedCheckpoint;
-use ewx_proto::{NodeId, Roster, SignedRoster, Topic};
+use ewx_proto::{NodeId, Roster, SignedRoster};
 
 use super::{Store, read_u64};
 use crate::core::replay::ReplayWindow;
@@ -36,7 +37,8 @@ impl Store {
         let mut chain = Chain::new();
         let mut next_index = 0;
         let mut replay: HashMap<NodeId, ReplayWindow> = HashMap::new();
-        let mut topic_seq: HashMap<Topic, u64> = HashMap::new();
+        let first_stored = self.log.first()?.and_then(|(k, _)| read_u64(&k));
+        let mut lanes = Vec::new();
         let mut logged_roster = None;
         let mut in_force: Option<Arc<Roster>> = None;
         let mut cases = CaseBook::new();
@@ -65,10 +67,13 @@ impl Store {
                 log_index,
                 sender,
                 seq,
-                topic,
+                precedence,
                 ..
             } = event
             {
+                if first_stored.is_some_and(|f| log_index >= f) {
+                    lanes.push((precedence, log_index));
+                }
                 next_index = next_index.max(log_index + 1);
                 // accepted before, so accepted again; this only rebuilds the window
                 let _ =
@@ -76,7 +81,6 @@ impl Store {
                         .entry(sender.clone())
                         .or_default()
                         .accept(&sender, seq, replay_width);
-                *topic_seq.entry(topic).or_default() += 1;
             }
         }
         if let Some((k, _)) = self.log.last()? {
@@ -109,6 +113,7 @@ impl Store {
         if case_faults > 1 {
             tracing::warn!("case index: {case_faults} audit entries disagree with the case fold");
         }
+        self.lanes.extend(lanes);
         let roster = self.meta.get("roster")?.map(|v| v.to_vec());
         Ok(Recovered {
             in_force,
@@ -117,7 +122,6 @@ impl Store {
             logged_roster,
             next_index,
             replay,
-            topic_seq,
             checkpoint_size,
             checkpoint_hash,
             roster,

@@ -82,9 +82,15 @@ pub async fn measure(
             pubs.push(tokio::spawn(lane));
         }
     }
-    tally.wait_with_progress(pubs, started, progress).await;
+    let backlog = tally
+        .wait_with_progress(pubs, started, load.subscribers as u64, progress)
+        .await;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu1 = server_pid.and_then(cpu_ticks);
+    let (published_at_cpu1, delivered_at_cpu1) = (
+        tally.published.load(Ordering::Relaxed),
+        tally.delivered.load(Ordering::Relaxed),
+    );
     // let the last deliveries arrive, then stop the subscribers
     let expected = tally.published.load(Ordering::Relaxed) * load.subscribers as u64;
     let drain = Instant::now();
@@ -97,12 +103,15 @@ pub async fn measure(
     for s in subs {
         let _ = s.await;
     }
-    let cpu_percent = cpu0.zip(cpu1).map(|(a, b)| {
-        let ticks_per_s = 100.0; // USER_HZ on Linux
-        (b - a) as f64 / ticks_per_s / elapsed * 100.0
-    });
+    // USER_HZ on Linux: 100 ticks a second
+    let cpu_s = cpu0.zip(cpu1).map(|(a, b)| (b - a) as f64 / 100.0);
+    let per = |n: u64| cpu_s.filter(|_| n > 0).map(|s| s * 1e6 / n as f64);
     let mut report = tally.report(load, elapsed, expected).await;
-    report.broker_cpu_percent = cpu_percent;
+    report.broker_cpu_percent = cpu_s.map(|s| s / elapsed * 100.0);
+    report.broker_cpu_us_per_publish = per(published_at_cpu1);
+    report.broker_cpu_us_per_delivery = per(delivered_at_cpu1);
+    report.backlog_max = backlog.iter().copied().max().unwrap_or(0);
+    report.backlog = backlog;
     report.broker_peak_rss_mb = server_pid
         .and_then(peak_rss_kb)
         .map(|kb| kb as f64 / 1024.0);
@@ -127,6 +136,7 @@ struct Tally {
     ack: Arc<Mutex<Histogram<u64>>>,
     deliver: Arc<Mutex<Histogram<u64>>>,
     flash: Arc<Mutex<Histogram<u64>>>,
+    routine: Arc<Mutex<Histogram<u64>>>,
 }
 
 impl Default for Tally {
@@ -138,6 +148,7 @@ impl Default for Tally {
             ack: Arc::new(Mutex::new(hist())),
             deliver: Arc::new(Mutex::new(hist())),
             flash: Arc::new(Mutex::new(hist())),
+            routine: Arc::new(Mutex::new(hist())),
         }
     }
 }
@@ -161,7 +172,7 @@ impl Tally {
         epoch: Instant,
         mut stopped: tokio::sync::watch::Receiver<bool>,
     ) {
-        let (mut local, mut local_flash) = (hist(), hist());
+        let (mut local, mut local_flash, mut local_routine) = (hist(), hist(), hist());
         loop {
             let d = tokio::select! {
                 d = deliveries.next() => d,
@@ -173,12 +184,15 @@ impl Tally {
                 let _ = local.record(lat);
                 if d.flash {
                     let _ = local_flash.record(lat);
+                } else {
+                    let _ = local_routine.record(lat);
                 }
             }
             self.delivered.fetch_add(1, Ordering::Relaxed);
         }
         let _ = self.deliver.lock().await.add(&local);
         let _ = self.flash.lock().await.add(&local_flash);
+        let _ = self.routine.lock().await.add(&local_routine);
     }
 
     /// One publishing lane of a publisher (its lanes share `next`: one schedule, one
@@ -218,13 +232,16 @@ impl Tally {
         let _ = self.ack.lock().await.add(&local);
     }
 
-    /// Wait for every publishing lane, reporting progress every second.
+    /// Wait for every publishing lane, reporting progress every second; returns the
+    /// backlog (deliveries owed to `subscribers` but not yet received) at each second.
     async fn wait_with_progress(
         &self,
         pubs: Vec<tokio::task::JoinHandle<()>>,
         started: Instant,
+        subscribers: u64,
         progress: &(dyn Fn(u64, u64, u64) + Sync),
-    ) {
+    ) -> Vec<u64> {
+        let mut backlog = Vec::new();
         let all_sent = async {
             for p in pubs {
                 let _ = p.await;
@@ -238,21 +255,24 @@ impl Tally {
         loop {
             tokio::select! {
                 () = &mut all_sent => break,
-                _ = ticks.tick() => progress(
-                    started.elapsed().as_secs(),
-                    self.published.load(Ordering::Relaxed),
-                    self.delivered.load(Ordering::Relaxed),
-                ),
+                _ = ticks.tick() => {
+                    let published = self.published.load(Ordering::Relaxed);
+                    let delivered = self.delivered.load(Ordering::Relaxed);
+                    backlog.push((published * subscribers).saturating_sub(delivered));
+                    progress(started.elapsed().as_secs(), published, delivered);
+                }
             }
         }
+        backlog
     }
 
     /// The figures of a run of `elapsed` seconds (server CPU and memory left to fill).
     async fn report(&self, load: &Load, elapsed: f64, expected: u64) -> BenchReport {
-        let (ack, del, flash) = (
+        let (ack, del, flash, routine) = (
             self.ack.lock().await.clone(),
             self.deliver.lock().await.clone(),
             self.flash.lock().await.clone(),
+            self.routine.lock().await.clone(),
         );
         let delivered = self.delivered.load(Ordering::Relaxed);
         let (pubd, deld) = (
@@ -280,7 +300,13 @@ impl Tally {
             deliver_p999_ms: ms(&del, 0.999),
             deliver_max_ms: del.max() as f64 / 1000.0,
             flash_deliver_p99_ms: (!flash.is_empty()).then(|| ms(&flash, 0.99)),
+            routine_deliver_p99_ms: (!flash.is_empty() && !routine.is_empty())
+                .then(|| ms(&routine, 0.99)),
             broker_cpu_percent: None,
+            broker_cpu_us_per_publish: None,
+            broker_cpu_us_per_delivery: None,
+            backlog: Vec::new(),
+            backlog_max: 0,
             broker_peak_rss_mb: None,
             errors: self.errors.load(Ordering::Relaxed),
             missing: expected.saturating_sub(delivered),

@@ -140,8 +140,21 @@ pub struct BenchReport {
     pub deliver_max_ms: f64,
     /// FLASH publish→deliver p99, ms (if any FLASH was sent).
     pub flash_deliver_p99_ms: Option<f64>,
+    /// The other deliveries' p99, ms (when FLASH was sent too).
+    pub routine_deliver_p99_ms: Option<f64>,
     /// Server CPU over the run, percent of one core (`None` for an external server).
     pub broker_cpu_percent: Option<f64>,
+    /// Server CPU while publishing, µs per acknowledged publish (all its work: with
+    /// subscribers it includes their deliveries).
+    pub broker_cpu_us_per_publish: Option<f64>,
+    /// Server CPU while publishing, µs per delivery (all its work, over the deliveries
+    /// made in that time).
+    pub broker_cpu_us_per_delivery: Option<f64>,
+    /// Deliveries owed but not yet received (published × subscribers − delivered), at
+    /// each second of the run.
+    pub backlog: Vec<u64>,
+    /// The largest of `backlog`.
+    pub backlog_max: u64,
     /// Server peak resident memory, MB.
     pub broker_peak_rss_mb: Option<f64>,
     /// Publishes that failed.
@@ -169,7 +182,8 @@ impl BenchReport {
              {:<28} {:>12.0} msg/s {:>8.2} MB/s\n\
              {:<28} p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms\n\
              {:<28} p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms\n\
-             {:<28} {}\n{:<28} {}\n{:<28} {}\n{:<28} {}\n{:<28} {}\n",
+             {:<28} {} (other deliveries p99 {})\n{:<28} {} ({} / publish, {} / delivery)\n\
+             {:<28} {}\n{:<28} {}\n{:<28} {}\n{:<28} max {} ({})\n",
             self.publishers,
             self.subscribers,
             self.size,
@@ -192,14 +206,24 @@ impl BenchReport {
             self.deliver_max_ms,
             "FLASH publish -> deliver p99",
             opt(self.flash_deliver_p99_ms, "ms"),
+            opt(self.routine_deliver_p99_ms, "ms"),
             "server CPU",
             opt(self.broker_cpu_percent, "% of a core"),
+            opt(self.broker_cpu_us_per_publish, "µs"),
+            opt(self.broker_cpu_us_per_delivery, "µs"),
             "server peak RSS",
             opt(self.broker_peak_rss_mb, "MB"),
             "errors",
             self.errors,
             "deliveries missing",
             self.missing,
+            "backlog (owed deliveries)",
+            self.backlog_max,
+            self.backlog
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
         )
     }
 }
