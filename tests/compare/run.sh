@@ -254,7 +254,8 @@ def ratio(field, peer):
     return f"{ewx[field] / peer[field]:.2f}"
 
 head = ["system", "published msg/s", "delivered msg/s", "ack p50 ms", "ack p99 ms",
-        "deliver p50 ms", "deliver p99 ms", "server CPU %", "server peak RSS MB",
+        "deliver p50 ms", "deliver p99 ms", "server CPU %", "CPU µs / publish",
+        "CPU µs / delivery", "max backlog", "server peak RSS MB",
         "ewx/peer published", "ewx/peer delivered"]
 print("| " + " | ".join(head) + " |")
 print("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
@@ -280,6 +281,9 @@ for name, label in rows:
         num(d["deliver_p50_ms"], ".2f"),
         num(d["deliver_p99_ms"], ".2f"),
         num(d.get("broker_cpu_percent"), ".0f"),
+        num(d.get("broker_cpu_us_per_publish"), ".0f"),
+        num(d.get("broker_cpu_us_per_delivery"), ".1f"),
+        num(d.get("backlog_max"), ",.0f"),
         num(d.get("broker_peak_rss_mb"), ".0f"),
         own(name) or ratio("published_per_s", d),
         own(name) or ratio("delivered_per_s", d),

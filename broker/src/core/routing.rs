@@ -55,6 +55,11 @@ impl<T> RoutingIndex<T> {
         self.lanes[id.precedence as usize].remove(&id.n);
     }
 
+    /// Every open lane's sink.
+    pub fn sinks(&self) -> impl Iterator<Item = &T> {
+        self.lanes.iter().flat_map(|l| l.values().map(|r| &r.sink))
+    }
+
     /// Open lanes.
     #[cfg(test)]
     pub fn len(&self) -> usize {

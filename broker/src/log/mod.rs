@@ -139,12 +139,24 @@ pub trait LogCommit: Send {
     /// Apply retention: drop old envelopes (never audit entries). Housekeeping after the
     /// batch is answered: a failure is logged, loses nothing and stops nothing.
     fn retain(&mut self, prune: Prune);
+
+    /// Time spent so far writing (the transaction) and making it durable (the sync), if
+    /// the log keeps count.
+    fn timings(&self) -> Option<(std::time::Duration, std::time::Duration)> {
+        None
+    }
 }
 
 /// Where committed messages go once durable: the routing index of the delivery lanes.
 pub trait Fanout: Send + Sync {
     /// These messages were just committed, in log order.
     fn committed(&self, messages: Vec<Arc<Stored>>);
+
+    /// Do moving delivery lanes owe so much that the next ROUTINE commit should wait
+    /// (backpressure: acks slow to the pace of delivery)?
+    fn behind(&self) -> bool {
+        false
+    }
 
     /// These case reminders are due (their deadlines are durable in the index).
     fn remind(&self, reminders: Vec<crate::core::cases::Reminding>) {

@@ -3,9 +3,17 @@
 //! never delays the next commit, and every lane is woken only for what it delivers.
 //! What all lane queues hold together is bounded; past that a lane is marked lagged and
 //! reads from the log instead.
+//!
+//! **Backpressure**: each lane reports how much it still owes (its live queue, or how far
+//! its catch-up is behind the head) and when it last sent. Before a ROUTINE or PRIORITY
+//! commit the writer holds (briefly, bounded) while a lane that is moving owes more than
+//! [`MAX_OWED`], so acks slow down to the pace of delivery instead of a durable backlog
+//! growing. A lane that has not sent for [`STUCK`] does not count: a subscriber
+//! that cannot keep up is left to catch up from the log and never slows the others.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
 
 use ewx_net::RosterCell;
 use ewx_proto::Precedence;
@@ -21,6 +29,53 @@ const QUEUED_BYTES: usize = 64 << 20;
 /// Commits the fan-out thread may be behind before the writer waits for it.
 const BACKLOG: usize = 64;
 
+/// Messages a moving lane may owe before the writer holds the next ROUTINE commit.
+const MAX_OWED: u64 = 1024;
+/// A lane that has sent nothing for this long is stuck: it no longer holds the writer.
+const STUCK: Duration = Duration::from_millis(250);
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_us() -> u64 {
+    EPOCH.elapsed().as_micros() as u64
+}
+
+/// What a lane still owes its subscriber, and when it last sent (µs since [`EPOCH`]).
+#[derive(Debug)]
+pub(super) struct Progress {
+    owed: AtomicU64,
+    sent_us: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            owed: AtomicU64::new(0),
+            sent_us: AtomicU64::new(now_us()),
+        }
+    }
+}
+
+impl Progress {
+    /// The lane still owes `owed` messages (after a send, if `sent`).
+    pub fn report(&self, owed: u64, sent: bool) {
+        self.owed.store(owed, Ordering::Relaxed);
+        if sent {
+            self.sent_us.store(now_us(), Ordering::Relaxed);
+        }
+    }
+
+    /// What it owes, if it is moving (sent within [`STUCK`]).
+    fn owed_if_moving(&self, now: u64) -> u64 {
+        let idle = now.saturating_sub(self.sent_us.load(Ordering::Relaxed));
+        if idle > STUCK.as_micros() as u64 {
+            0
+        } else {
+            self.owed.load(Ordering::Relaxed)
+        }
+    }
+}
+
 /// Where the routing index puts a lane's messages.
 #[derive(Debug)]
 pub(super) struct LaneSink {
@@ -28,6 +83,7 @@ pub(super) struct LaneSink {
     /// lane marked [`Lag`] — it reads the message from the log instead.
     tx: mpsc::Sender<Arc<Queued>>,
     lag: Arc<Lag>,
+    progress: Arc<Progress>,
 }
 
 /// A committed message in one or more lane queues; what it pins is released when the
@@ -92,6 +148,16 @@ impl Routes {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The most a moving lane owes.
+    fn most_owed(&self) -> u64 {
+        let now = now_us();
+        self.lock()
+            .sinks()
+            .map(|s| s.progress.owed_if_moving(now))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Queue committed messages for the lanes that want them.
     fn route(&self, messages: &[Arc<Stored>]) {
         let roster = self.roster.get();
@@ -135,10 +201,12 @@ impl<'a> Registered<'a> {
         precedence: Precedence,
         tx: mpsc::Sender<Arc<Queued>>,
         lag: &Arc<Lag>,
+        progress: &Arc<Progress>,
     ) -> Self {
         let sink = LaneSink {
             tx,
             lag: lag.clone(),
+            progress: progress.clone(),
         };
         let id = routes.lock().add(spec, precedence, sink);
         Self(routes, id)
@@ -151,15 +219,20 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// The writer's side of the fan-out: hands each commit's messages to the fan-out thread.
+/// The writer's side of the fan-out: hands each commit's messages to the fan-out thread,
+/// and holds the writer while moving lanes owe too much.
 #[derive(Debug)]
-pub(crate) struct Relay(std_mpsc::SyncSender<Vec<Arc<Stored>>>);
+pub(crate) struct Relay(std_mpsc::SyncSender<Vec<Arc<Stored>>>, Arc<Routes>);
 
 impl Fanout for Relay {
     fn committed(&self, messages: Vec<Arc<Stored>>) {
         // full: the fan-out is BACKLOG commits behind, and the writer waits for it;
         // gone: shutting down, nobody is left to deliver to
         let _ = self.0.send(messages);
+    }
+
+    fn behind(&self) -> bool {
+        self.1.most_owed() > MAX_OWED
     }
 }
 
@@ -169,14 +242,15 @@ impl Fanout for Relay {
 /// If the thread cannot be spawned.
 pub(crate) fn spawn(routes: Arc<Routes>) -> std::io::Result<Relay> {
     let (tx, rx) = std_mpsc::sync_channel::<Vec<Arc<Stored>>>(BACKLOG);
+    let routing = routes.clone();
     std::thread::Builder::new()
         .name("ewx-fanout".into())
         .spawn(move || {
             for messages in rx {
-                routes.route(&messages);
+                routing.route(&messages);
             }
         })?;
-    Ok(Relay(tx))
+    Ok(Relay(tx, routes))
 }
 
 #[cfg(test)]
@@ -198,7 +272,10 @@ mod tests {
         });
         let (tx, mut rx) = mpsc::channel(2);
         let lag = Arc::new(Lag::default());
-        let registered = Registered::new(&routes, spec, Precedence::Flash, tx, &lag);
+        let progress = Arc::new(Progress::default());
+        let registered = Registered::new(&routes, spec, Precedence::Flash, tx, &lag, &progress);
+        progress.report(3, true);
+        assert_eq!(routes.most_owed(), 3, "a moving lane's debt counts");
         let messages: Vec<Arc<Stored>> = (0..5)
             .map(|i| {
                 let env = warning(&roster, i + 1);

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::fanout::{Lag, Queued, Registered};
+use super::fanout::{Lag, Progress, Queued, Registered};
 use crate::core::subscription::{LaneStart, SubscriptionSpec, deliverable};
 
 /// Messages read from the log per catch-up step of a lane…
@@ -31,6 +31,7 @@ pub(super) struct Lane {
     spec: Arc<SubscriptionSpec>,
     precedence: Precedence,
     next: u64,
+    progress: Arc<Progress>,
 }
 
 impl Lane {
@@ -46,6 +47,7 @@ impl Lane {
             spec,
             precedence: start.precedence,
             next: start.start,
+            progress: Arc::default(),
         }
     }
 
@@ -58,7 +60,14 @@ impl Lane {
         let routes = self.shared.routes.clone();
         // registered before the first catch-up reads the head: nothing committed in
         // between is missed (and what comes twice is skipped by index)
-        let registered = Registered::new(&routes, self.spec.clone(), self.precedence, tx, &lag);
+        let registered = Registered::new(
+            &routes,
+            self.spec.clone(),
+            self.precedence,
+            tx,
+            &lag,
+            &self.progress,
+        );
         let mut stream = None;
         let result = tokio::select! {
             _ = cancel.cancelled() => Ok(()),
@@ -114,6 +123,7 @@ impl Lane {
                 Some(b) => self.send(stream, m.index, b).await?,
                 None => tracing::debug!(index = m.index, "pruned before delivery"),
             }
+            self.progress.report(live.len() as u64, true);
         }
     }
 
@@ -131,8 +141,11 @@ impl Lane {
             if batch.is_empty() {
                 // nothing stored below the head is left for this lane
                 self.next = self.next.max(head);
+                self.progress.report(0, false);
                 return Ok(());
             }
+            let behind = head.saturating_sub(self.next);
+            self.progress.report(behind, true);
             for (index, bytes) in batch {
                 self.next = index + 1;
                 match Envelope::decode(&bytes, usize::MAX) {

@@ -53,6 +53,25 @@ pub struct Store {
     rosters: sled::Tree,
     meta: sled::Tree,
     synced_blobs: Arc<Mutex<HashSet<std::ffi::OsString>>>,
+    timings: Timings,
+}
+
+/// Time the commits spent in sled's transaction and in the sync, for the writer's profile.
+#[derive(Debug, Clone, Default)]
+struct Timings(Arc<[std::sync::atomic::AtomicU64; 2]>);
+
+impl Timings {
+    fn add(&self, transaction: std::time::Duration, sync: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.0[0].fetch_add(transaction.as_nanos() as u64, Relaxed);
+        self.0[1].fetch_add(sync.as_nanos() as u64, Relaxed);
+    }
+
+    fn get(&self) -> (std::time::Duration, std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let d = |i: usize| std::time::Duration::from_nanos(self.0[i].load(Relaxed));
+        (d(0), d(1))
+    }
 }
 
 fn be(n: u64) -> [u8; 8] {
@@ -177,6 +196,7 @@ impl Store {
             rosters: t("rosters")?,
             meta: t("meta")?,
             synced_blobs: Arc::default(),
+            timings: Timings::default(),
             db,
         })
     }
@@ -237,6 +257,7 @@ impl Store {
     /// # Errors
     /// `Store` if the transaction, flush or sync fails (then nothing of it is acknowledged).
     pub fn commit(&self, batch: &Batch) -> Result<()> {
+        let started = std::time::Instant::now();
         let trees = (
             &self.log,
             &self.ids,
@@ -279,7 +300,10 @@ impl Store {
         // readers never look past the durable head, so the lanes may learn of these now
         self.lanes
             .extend(batch.messages.iter().map(|m| (m.precedence, m.index)));
-        self.sync()
+        let written = std::time::Instant::now();
+        let synced = self.sync();
+        self.timings.add(written - started, written.elapsed());
+        synced
     }
 
     /// Flush sled (survives a process crash) and `fdatasync` its data file (survives a

@@ -72,4 +72,8 @@ impl LogCommit for Store {
     fn retain(&mut self, prune: Prune) {
         Store::retain(self, prune);
     }
+
+    fn timings(&self) -> Option<(std::time::Duration, std::time::Duration)> {
+        Some(self.timings.get())
+    }
 }

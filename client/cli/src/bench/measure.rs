@@ -58,6 +58,7 @@ pub async fn measure(
         )));
     }
     let cpu0 = server_pid.and_then(cpu_ticks);
+    let threads0 = server_pid.map(thread_ticks).unwrap_or_default();
     let started = Instant::now();
     let schedule = Schedule {
         epoch,
@@ -87,6 +88,7 @@ pub async fn measure(
         .await;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu1 = server_pid.and_then(cpu_ticks);
+    let threads1 = server_pid.map(thread_ticks).unwrap_or_default();
     let (published_at_cpu1, delivered_at_cpu1) = (
         tally.published.load(Ordering::Relaxed),
         tally.delivered.load(Ordering::Relaxed),
@@ -110,6 +112,17 @@ pub async fn measure(
     report.broker_cpu_percent = cpu_s.map(|s| s / elapsed * 100.0);
     report.broker_cpu_us_per_publish = per(published_at_cpu1);
     report.broker_cpu_us_per_delivery = per(delivered_at_cpu1);
+    if published_at_cpu1 > 0 {
+        report.broker_cpu_us_by_thread = threads1
+            .into_iter()
+            .map(|(name, t1)| {
+                let t0 = threads0.get(&name).copied().unwrap_or(0);
+                let us = t1.saturating_sub(t0) as f64 * 1e4 / published_at_cpu1 as f64;
+                (name, (us * 10.0).round() / 10.0)
+            })
+            .filter(|(_, us)| *us > 0.0)
+            .collect();
+    }
     report.backlog_max = backlog.iter().copied().max().unwrap_or(0);
     report.backlog = backlog;
     report.broker_peak_rss_mb = server_pid
@@ -307,6 +320,7 @@ impl Tally {
             broker_cpu_us_per_delivery: None,
             backlog: Vec::new(),
             backlog_max: 0,
+            broker_cpu_us_by_thread: std::collections::BTreeMap::new(),
             broker_peak_rss_mb: None,
             errors: self.errors.load(Ordering::Relaxed),
             missing: expected.saturating_sub(delivered),
@@ -316,7 +330,30 @@ impl Tally {
 
 /// utime + stime of a process, in clock ticks (Linux `/proc/PID/stat`).
 fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// utime + stime of each thread of a process, in clock ticks, summed by thread name with
+/// any trailing number dropped (`sled-io-3` counts as `sled-io`): the CPU by stage.
+fn thread_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let name = comm
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        if let Some(ticks) = stat_ticks(&stat) {
+            *out.entry(name.to_string()).or_insert(0) += ticks;
+        }
+    }
+    out
+}
+
+fn stat_ticks(stat: &str) -> Option<u64> {
     let after = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)

@@ -155,6 +155,11 @@ pub struct BenchReport {
     pub backlog: Vec<u64>,
     /// The largest of `backlog`.
     pub backlog_max: u64,
+    /// Server CPU while publishing by thread (name without its number), µs per
+    /// acknowledged publish: the profile by stage (`tokio-rt-worker`: network, decoding
+    /// and checks; `ewx-verify`: signatures; `ewx-writer`: sequencing, the sled
+    /// transaction and sync; `sled-io`: sled's background writes; `ewx-fanout`: routing).
+    pub broker_cpu_us_by_thread: std::collections::BTreeMap<String, f64>,
     /// Server peak resident memory, MB.
     pub broker_peak_rss_mb: Option<f64>,
     /// Publishes that failed.
@@ -224,6 +229,23 @@ impl BenchReport {
                 .map(u64::to_string)
                 .collect::<Vec<_>>()
                 .join(" "),
+        ) + &self.by_thread()
+    }
+
+    /// The CPU-by-thread line, if measured.
+    fn by_thread(&self) -> String {
+        if self.broker_cpu_us_by_thread.is_empty() {
+            return String::new();
+        }
+        let parts: Vec<String> = self
+            .broker_cpu_us_by_thread
+            .iter()
+            .map(|(t, us)| format!("{t} {us:.1}"))
+            .collect();
+        format!(
+            "{:<28} {} (µs / publish)\n",
+            "server CPU by thread",
+            parts.join(", ")
         )
     }
 }

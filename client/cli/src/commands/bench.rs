@@ -51,6 +51,23 @@ pub fn child_broker(config: &Path) -> Result<ExitCode> {
     })
 }
 
+/// Stop the broker process as ctrl-c would (so it shuts down cleanly and its writer logs
+/// its profile: `RUST_LOG=ewx_broker::log::writer=info`), killing it after 5 s.
+fn stop_child(mut c: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-INT", &c.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
     if args.load.publishers == 0 || args.load.seconds == 0 {
         bail!("--publishers and --seconds must be at least 1");
@@ -110,9 +127,8 @@ pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
             eprintln!("  {s:>3} s  published {p:>9}  delivered {d:>10}");
         }
     }));
-    if let Some(mut c) = child {
-        let _ = c.kill();
-        let _ = c.wait();
+    if let Some(c) = child {
+        stop_child(c);
     }
     let report = report?;
     if args.json {
