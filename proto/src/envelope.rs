@@ -213,6 +213,18 @@ impl Envelope {
         .with_hash())
     }
 
+    /// Only the header of an envelope this process stored itself after [`Envelope::decode`]
+    /// checked it (a delivery lane reading its log to route): no canonical-form check,
+    /// no validation, no hash — about a third of a full decode. Never for bytes from the
+    /// network.
+    ///
+    /// # Errors
+    /// `Malformed` if the bytes do not decode.
+    pub fn stored_header(bytes: &[u8], max: usize) -> Result<Header> {
+        let wire: Wire = cbor::decode("envelope", bytes, max)?;
+        cbor::decode("envelope header", &wire.header, MAX_HEADER_BYTES)
+    }
+
     /// Wire bytes.
     ///
     /// # Errors
@@ -231,6 +243,11 @@ impl Envelope {
     /// The decoded header.
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The decoded header, taken (the rest is dropped).
+    pub fn into_header(self) -> Header {
+        self.header
     }
 
     /// The header exactly as signed.

@@ -1,5 +1,6 @@
-//! A damaged store never panics: the broker's data file truncated at many points, then
-//! opened by the broker and by an auditor (`ewx audit verify --store`). Each open either
+//! A damaged store never panics: the broker's data file truncated at many points, and
+//! overwritten at the same points, then opened by the broker and by an auditor (`ewx
+//! audit verify --store`). Each open either
 //! works (the recovered store then checks out) or fails with a clear "damaged" error;
 //! sled's own panics on such files are caught and named.
 #![allow(clippy::unwrap_used)]
@@ -30,6 +31,18 @@ fn cuts(len: u64) -> Vec<u64> {
     at
 }
 
+/// Truncate the file at `at`, or overwrite 4 KiB there with 0xFF.
+fn damage(path: &std::path::Path, at: u64, overwrite: bool) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = OpenOptions::new().write(true).open(path).unwrap();
+    if overwrite {
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[0xFF; 4096]).unwrap();
+    } else {
+        f.set_len(at).unwrap();
+    }
+}
+
 /// Messages published before the cuts (`EWX_DAMAGE_MSGS` overrides): enough for
 /// several sled segments.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,15 +68,11 @@ async fn a_truncated_store_gives_a_clear_error_and_never_a_panic() {
     broker.shutdown().await.unwrap();
     let len = std::fs::metadata(net.data_dir().join("db")).unwrap().len();
     let (mut opened, mut refused) = (0, Vec::new());
-    for cut in cuts(len) {
+    let damages = cuts(len).into_iter().flat_map(|c| [(c, false), (c, true)]);
+    for (cut, overwrite) in damages {
         let copy = tempfile::tempdir().unwrap();
         copy_dir(&net.data_dir(), copy.path());
-        let db = OpenOptions::new()
-            .write(true)
-            .open(copy.path().join("db"))
-            .unwrap();
-        db.set_len(cut).unwrap();
-        drop(db);
+        damage(&copy.path().join("db"), cut, overwrite);
         // the auditor's view first (the broker's open may repair the file)
         let audit = ewx_cli::offline::StoreCopy::open(copy.path());
         if let Ok(store) = audit {
@@ -89,7 +98,8 @@ async fn a_truncated_store_gives_a_clear_error_and_never_a_panic() {
         }
     }
     eprintln!(
-        "truncated store of {len} bytes: {opened} cuts recovered, {} refused with a clear error",
+        "damaged store of {len} bytes (truncated or overwritten at 47 points each): {opened} \
+         opened, {} refused with a clear error",
         refused.len()
     );
     for (cut, text) in refused.iter().take(3) {

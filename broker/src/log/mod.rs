@@ -7,6 +7,7 @@
 
 mod batch;
 mod ops;
+mod seen;
 pub(crate) mod sequencer;
 mod store;
 mod writer;
@@ -50,6 +51,8 @@ pub struct Recovered {
     pub in_force: Option<Arc<ewx_proto::Roster>>,
     /// The case fold, replayed from the audit log.
     pub cases: ewx_proto::case::CaseBook,
+    /// Every logged message id, approximately (for the duplicate check).
+    pub seen: seen::SeenIds,
 }
 
 /// A committed message as the live fan-out carries it.

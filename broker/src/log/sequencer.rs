@@ -113,7 +113,7 @@ impl Sequencer {
         for op in ops {
             let outcome = match op {
                 Op::Publish(envelope, bytes) => {
-                    let r = self.publish(&mut step.batch, &mut ids, now_ms, &envelope, bytes, log);
+                    let r = self.publish(&mut step.batch, &mut ids, now_ms, *envelope, bytes, log);
                     Outcome::Published(r.map(|stored| {
                         let index = stored.index;
                         step.live.push(stored);
@@ -177,12 +177,13 @@ impl Sequencer {
         batch: &mut Batch,
         ids: &mut HashSet<MessageId>,
         now_ms: u64,
-        envelope: &Envelope,
+        envelope: Envelope,
         bytes: Vec<u8>,
         log: &dyn LogRead,
     ) -> Result<Arc<Stored>, Rejection> {
         let h = envelope.header();
-        if ids.contains(&h.id) || log.index_of(&h.id).map_err(internal)?.is_some() {
+        let logged = || Ok::<_, Rejection>(log.index_of(&h.id).map_err(internal)?.is_some());
+        if ids.contains(&h.id) || (self.state.seen.maybe(&h.id) && logged()?) {
             return Err(Rejection::new(
                 RejectReason::Replay,
                 format!("message id {} is already in the log", h.id),
@@ -198,7 +199,7 @@ impl Sequencer {
                 .ok_or_else(|| internal("no roster in force"))?;
             self.cases.admit(h, index, now_ms, &roster)?;
         }
-        let event = Event::published(envelope, index);
+        let event = Event::published(&envelope, index);
         if let Event::Published { envelope_hash, .. } = &event {
             self.cases.note(h, *envelope_hash);
         }
@@ -207,6 +208,7 @@ impl Sequencer {
         }
         self.state.next_index += 1;
         ids.insert(h.id);
+        self.state.seen.insert(&h.id);
         let bytes = Bytes::from(bytes);
         let inline = (bytes.len() <= INLINE_BYTES).then(|| bytes.clone());
         batch.messages.push(NewMessage {
@@ -215,9 +217,10 @@ impl Sequencer {
             id: h.id,
             bytes,
         });
+        // the envelope's header moves on to the fan-out: no copy
         Ok(Arc::new(Stored {
             index,
-            header: h.clone(),
+            header: envelope.into_header(),
             bytes: inline,
         }))
     }

@@ -58,6 +58,7 @@ fn sequencer(every_entries: u64, retention: Retention) -> Sequencer {
         logged_roster: None,
         in_force: Some(Arc::new(roster())),
         cases: Default::default(),
+        seen: Default::default(),
     };
     let settings = Settings {
         checkpoint: CheckpointPolicy {

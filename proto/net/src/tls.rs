@@ -261,9 +261,6 @@ fn transport(limits: TransportLimits) -> Result<quinn::TransportConfig> {
     t.max_concurrent_uni_streams(limits.max_uni_streams.into());
     t.stream_receive_window(limits.stream_window.into());
     t.receive_window(limits.connection_window.into());
-    // unacknowledged data a connection may buffer to send: small, so that a delivery lane
-    // feels a slow reader at once (its writes wait) instead of hiding seconds of backlog
-    t.send_window(u64::from(limits.stream_window));
     Ok(t)
 }
 

@@ -457,14 +457,14 @@ impl Store {
         for kv in self.log.iter() {
             let (k, bytes) = kv?;
             let Some(index) = read_u64(&k) else { break };
-            let env = ewx_proto::Envelope::decode(&bytes, usize::MAX).ok();
-            let created = env.as_ref().map_or(0, |e| e.header().created_ms);
+            let env = ewx_proto::Envelope::stored_header(&bytes, usize::MAX).ok();
+            let created = env.as_ref().map_or(0, |h| h.created_ms);
             if index >= keep_from && created >= min_created_ms {
                 break;
             }
             self.log.remove(&k)?;
-            if let Some(e) = env {
-                self.ids.remove(e.header().id.0)?;
+            if let Some(h) = env {
+                self.ids.remove(h.id.0)?;
             }
             self.lanes.drop_below(index + 1);
             n += 1;

@@ -43,6 +43,7 @@ impl Store {
         let mut in_force: Option<Arc<Roster>> = None;
         let mut cases = CaseBook::new();
         let mut case_faults = 0u64;
+        let mut seen = crate::log::seen::SeenIds::default();
         for kv in self.audit.iter() {
             let (k, v) = kv?;
             if read_u64(&k) != Some(chain.len()) {
@@ -64,6 +65,7 @@ impl Store {
                 logged_roster = Some(hash);
                 in_force = self.roster_in_force(version).map(Arc::new).or(in_force);
             } else if let Event::Published {
+                id,
                 log_index,
                 sender,
                 seq,
@@ -71,6 +73,7 @@ impl Store {
                 ..
             } = event
             {
+                seen.insert(&id);
                 if first_stored.is_some_and(|f| log_index >= f) {
                     lanes.push((precedence, log_index));
                 }
@@ -118,6 +121,7 @@ impl Store {
         Ok(Recovered {
             in_force,
             cases,
+            seen,
             chain,
             logged_roster,
             next_index,
