@@ -21,6 +21,8 @@ use crate::core::subscription::{LaneStart, SubscriptionSpec, deliverable};
 
 /// Messages read from the log per catch-up step of a lane…
 const CATCH_UP_BATCH: usize = 256;
+/// Live messages written to the stream in one call, at most.
+const LIVE_BATCH: usize = 64;
 /// …and bytes, so a stalled lane pins little memory.
 const CATCH_UP_BYTES: usize = 1 << 20;
 
@@ -90,6 +92,7 @@ impl Lane {
         lag: &Lag,
     ) -> crate::Result<()> {
         self.catch_up(stream).await?;
+        let mut frames = Vec::with_capacity(2 * LIVE_BATCH);
         loop {
             let m = tokio::select! {
                 m = live.recv() => match m {
@@ -104,30 +107,51 @@ impl Lane {
                 tracing::debug!("live queue overflowed; catching up from the log");
                 self.catch_up(stream).await?;
             }
-            let Some(q) = m else { continue };
-            let m = &q.stored;
-            if m.index < self.next {
-                continue; // delivered by a catch-up already
+            let Some(first) = m else { continue };
+            // whatever else is queued goes out in the same write (one call into QUIC)
+            let mut batch = vec![first];
+            while batch.len() < LIVE_BATCH {
+                match live.try_recv() {
+                    Ok(q) => batch.push(q),
+                    Err(_) => break,
+                }
             }
-            self.next = m.index + 1;
-            // routed under the roster at commit time; a roster update since may have
-            // narrowed this node's grants
-            if !deliverable(&self.spec, &self.shared.roster.get(), &m.header) {
-                continue;
+            for q in &batch {
+                self.frame(&q.stored, &mut frames)?;
             }
-            let bytes = match &m.bytes {
-                Some(b) => Some(b.clone()),
-                None => self.shared.log.message(m.index)?,
-            };
-            match bytes {
-                Some(b) => self.send(stream, m.index, b).await?,
-                None => tracing::debug!(index = m.index, "pruned before delivery"),
+            if !frames.is_empty() {
+                self.write(stream, &mut frames).await?;
             }
             self.progress.report(live.len() as u64, true);
         }
     }
 
-    /// Deliver stored messages of this lane from `next` up to the durable head.
+    /// The delivery frame of a live message, if this lane still owes it.
+    fn frame(&mut self, m: &crate::log::Stored, frames: &mut Vec<Bytes>) -> crate::Result<()> {
+        if m.index < self.next {
+            return Ok(()); // delivered by a catch-up already
+        }
+        self.next = m.index + 1;
+        // routed under the roster at commit time; a roster update since may have narrowed
+        // this node's grants
+        if !deliverable(&self.spec, &self.shared.roster.get(), &m.header) {
+            return Ok(());
+        }
+        let bytes = match &m.bytes {
+            Some(b) => Some(b.clone()),
+            None => self.shared.log.message(m.index)?,
+        };
+        match bytes {
+            Some(b) => {
+                let head = delivery_frame_head(&self.spec.name, m.index, b.len(), usize::MAX)?;
+                frames.push(Bytes::from(head));
+                frames.push(b);
+            }
+            None => tracing::debug!(index = m.index, "pruned before delivery"),
+        }
+        Ok(())
+    }
+
     async fn catch_up(&mut self, stream: &mut Option<quinn::SendStream>) -> crate::Result<()> {
         loop {
             let head = self.shared.head.next_index.load(Ordering::Acquire);
@@ -166,6 +190,18 @@ impl Lane {
         index: u64,
         envelope: Bytes,
     ) -> crate::Result<()> {
+        // the frame's head, then the stored bytes themselves: fan-out copies nothing
+        let head = delivery_frame_head(&self.spec.name, index, envelope.len(), usize::MAX)?;
+        self.write(stream, &mut vec![Bytes::from(head), envelope])
+            .await
+    }
+
+    /// Write frames on the lane's stream (opened on first use), and empty `frames`.
+    async fn write(
+        &self,
+        stream: &mut Option<quinn::SendStream>,
+        frames: &mut Vec<Bytes>,
+    ) -> crate::Result<()> {
         let s = match stream {
             Some(s) => s,
             None => {
@@ -179,10 +215,8 @@ impl Lane {
                 stream.insert(s)
             }
         };
-        // the frame's head, then the stored bytes themselves: fan-out copies nothing
-        let head = delivery_frame_head(&self.spec.name, index, envelope.len(), usize::MAX)?;
-        s.write_all_chunks(&mut [Bytes::from(head), envelope])
-            .await
-            .map_err(|e| crate::Error::Transport(e.to_string()))
+        let r = s.write_all_chunks(frames).await;
+        frames.clear();
+        r.map_err(|e| crate::Error::Transport(e.to_string()))
     }
 }
