@@ -170,30 +170,27 @@ impl Lane {
             }
             let behind = head.saturating_sub(self.next);
             self.progress.report(behind, true);
+            // one page of the log (≤ CATCH_UP_BATCH messages, ≈ CATCH_UP_BYTES) in one write
+            let roster = self.shared.roster.get();
+            let mut frames = Vec::with_capacity(2 * batch.len());
             for (index, bytes) in batch {
                 self.next = index + 1;
                 // stored after a full check at publish: the routing fields are enough here
                 match Envelope::stored_header(&bytes, usize::MAX) {
-                    Ok(h) if deliverable(&self.spec, &self.shared.roster.get(), &h) => {
-                        self.send(stream, index, bytes).await?;
+                    Ok(h) if deliverable(&self.spec, &roster, &h) => {
+                        let head =
+                            delivery_frame_head(&self.spec.name, index, bytes.len(), usize::MAX)?;
+                        frames.push(Bytes::from(head));
+                        frames.push(bytes);
                     }
                     Ok(_) => {}
                     Err(e) => tracing::error!(index, "stored envelope does not decode: {e}"),
                 }
             }
+            if !frames.is_empty() {
+                self.write(stream, &mut frames).await?;
+            }
         }
-    }
-
-    async fn send(
-        &self,
-        stream: &mut Option<quinn::SendStream>,
-        index: u64,
-        envelope: Bytes,
-    ) -> crate::Result<()> {
-        // the frame's head, then the stored bytes themselves: fan-out copies nothing
-        let head = delivery_frame_head(&self.spec.name, index, envelope.len(), usize::MAX)?;
-        self.write(stream, &mut vec![Bytes::from(head), envelope])
-            .await
     }
 
     /// Write frames on the lane's stream (opened on first use), and empty `frames`.
