@@ -33,21 +33,20 @@ impl Bloom {
         }
     }
 
-    fn probes(&self, id: &MessageId) -> impl Iterator<Item = u64> + '_ {
+    /// The bit positions of an id: double hashing over its two random halves.
+    fn probes(mask: u64, id: &MessageId) -> impl Iterator<Item = u64> {
         let (a, b) = id.0.split_at(8);
         let h1 = u64::from_le_bytes(a.try_into().unwrap_or_default());
         let h2 = u64::from_le_bytes(b.try_into().unwrap_or_default()) | 1;
-        (0..K).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) & self.mask)
+        (0..K).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) & mask)
     }
 
     fn maybe(&self, id: &MessageId) -> bool {
-        self.probes(id)
-            .all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
+        Self::probes(self.mask, id).all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
     }
 
     fn insert(&mut self, id: &MessageId) {
-        let probes: Vec<u64> = self.probes(id).collect();
-        for p in probes {
+        for p in Self::probes(self.mask, id) {
             self.bits[(p / 64) as usize] |= 1 << (p % 64);
         }
         self.count += 1;

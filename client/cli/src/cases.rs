@@ -50,11 +50,11 @@ pub fn state(case: &Case) -> String {
 
 /// The most members that have signed one finding so far.
 fn most_signatures(case: &Case) -> usize {
-    let mut counts = std::collections::BTreeMap::new();
-    for v in case.votes.iter().filter(|v| v.stage == Stage::Finding) {
-        *counts.entry(v.hash).or_insert(0usize) += 1;
-    }
-    counts.into_values().max().unwrap_or(0)
+    case.signatures()
+        .into_iter()
+        .map(|(_, n)| n)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The lines only some case types have: citations, findings and dissents, what each

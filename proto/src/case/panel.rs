@@ -13,7 +13,7 @@ use super::{
     CaseType, Deadline, MAX_CITES, MAX_WITHIN_MS, MIN_WITHIN_MS, Refusal, RefusalKind, Stage,
 };
 use crate::access::may_read;
-use crate::ids::NodeId;
+use crate::ids::{Digest32, NodeId};
 use crate::keys::SignPublic;
 use crate::roster::{Panel, Roster};
 
@@ -25,34 +25,30 @@ fn member_of(panel: Option<&Panel>, sender: &NodeId, roster: &Roster) -> Option<
         .then_some((node.sign, p.threshold))
 }
 
+/// The sender's key and the panel's threshold, or `kind` naming what it is not.
+fn check_panel(
+    panel: Option<&Panel>,
+    (kind, what): (RefusalKind, &str),
+    sender: &NodeId,
+    roster: &Roster,
+) -> Result<(SignPublic, u8), Refusal> {
+    member_of(panel, sender, roster).ok_or_else(|| {
+        let version = roster.version();
+        Refusal::new(
+            kind,
+            format!("{sender} is not {what} in roster version {version}"),
+        )
+    })
+}
+
 fn check_attester(sender: &NodeId, roster: &Roster) -> Result<(SignPublic, u8), Refusal> {
-    member_of(roster.body().attesters.as_ref(), sender, roster).map_or_else(
-        || {
-            refuse(
-                RefusalKind::NotAnAttester,
-                format!(
-                    "{sender} is not an attester in roster version {}",
-                    roster.version()
-                ),
-            )
-        },
-        Ok,
-    )
+    let not = (RefusalKind::NotAnAttester, "an attester");
+    check_panel(roster.body().attesters.as_ref(), not, sender, roster)
 }
 
 fn check_member(sender: &NodeId, roster: &Roster) -> Result<(SignPublic, u8), Refusal> {
-    member_of(roster.body().commission.as_ref(), sender, roster).map_or_else(
-        || {
-            refuse(
-                RefusalKind::NotAMember,
-                format!(
-                    "{sender} is not a commission member in roster version {}",
-                    roster.version()
-                ),
-            )
-        },
-        Ok,
-    )
+    let not = (RefusalKind::NotAMember, "a commission member");
+    check_panel(roster.body().commission.as_ref(), not, sender, roster)
 }
 
 impl Case {
@@ -139,11 +135,24 @@ impl Case {
     }
 
     /// Does this case hold the adopted finding `hash`, of armed attack?
-    fn fires_snapback(&self, hash: &crate::ids::Digest32) -> bool {
+    fn fires_snapback(&self, hash: &Digest32) -> bool {
         self.case_type == CaseType::Attribution
             && self.adopted.is_some_and(|(h, _)| &h == hash)
             && self.adopted_vote().and_then(|v| v.characterisation)
                 == Some(Characterisation::ArmedAttack)
+    }
+
+    /// Each finding signed in the case and how many members signed it, in the order
+    /// they were first signed.
+    pub fn signatures(&self) -> Vec<(Digest32, usize)> {
+        let mut counts: Vec<(Digest32, usize)> = Vec::new();
+        for v in self.votes.iter().filter(|v| v.stage == Stage::Finding) {
+            match counts.iter_mut().find(|(h, _)| *h == v.hash) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((v.hash, 1)),
+            }
+        }
+        counts
     }
 
     /// The first signature of the adopted finding (its terms).
@@ -275,10 +284,10 @@ impl Case {
         self.votes.push(vote);
         self.threshold = threshold;
         let signed = self
-            .votes
-            .iter()
-            .filter(|v| v.stage == Stage::Finding && v.hash == hash)
-            .count();
+            .signatures()
+            .into_iter()
+            .find_map(|(h, n)| (h == hash).then_some(n))
+            .unwrap_or(0);
         if self.adopted.is_none() && signed >= usize::from(threshold) {
             self.adopt(msg.log_ms, roster);
         }

@@ -11,7 +11,7 @@ use ewx_proto::case::{
     CaseTag, CaseType, Characterisation, Citation, Finding, Remedy, Stage, Verdict, finding_hash,
 };
 use ewx_proto::payload::{CaseReply, SanctionsTrigger};
-use ewx_proto::{Digest32, Labels, MessageId, NodeId, Payload, Topic};
+use ewx_proto::{Labels, MessageId, NodeId, Payload, Topic};
 
 use super::case::{Sanction, case_id, node_list};
 
@@ -169,13 +169,7 @@ async fn open(client: &Client, cite: &str, question: String, pattern: &str) -> R
 /// The finding named by `hash` (or the one with the most signatures) as this node reads
 /// it in the case.
 fn signed_finding(view: &CaseView, hash: Option<&str>) -> Result<Finding> {
-    let mut counts: Vec<(Digest32, usize)> = Vec::new();
-    for v in view.case.votes.iter().filter(|v| v.stage == Stage::Finding) {
-        match counts.iter_mut().find(|(h, _)| *h == v.hash) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((v.hash, 1)),
-        }
-    }
+    let counts = view.case.signatures();
     let wanted = match hash {
         Some(h) => counts
             .iter()
