@@ -93,6 +93,7 @@ impl Client {
             opener: ewx_proto::Opener::default(),
             dead: CancellationToken::new(),
             dead_reason: Mutex::new(String::new()),
+            pipe: tokio::sync::Mutex::new(None),
         });
         let conn = inner.connect_once().await?;
         tokio::spawn(inner.clone().supervise(conn));
@@ -208,12 +209,10 @@ impl Client {
     /// # Errors
     /// `Rejected` if the broker refuses them.
     pub async fn publish_envelope(&self, bytes: &[u8]) -> Result<PublishAck> {
-        match self
-            .request(&Request::Publish {
-                envelope: bytes.to_vec(),
-            })
-            .await?
-        {
+        let req = Request::Publish {
+            envelope: bytes.to_vec(),
+        };
+        match self.inner.pipe().await?.request(&req).await? {
             Response::PublishAck { id, log_index } => Ok(PublishAck { id, log_index }),
             other => Err(Error::Unexpected(format!("{other:?}"))),
         }

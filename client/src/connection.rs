@@ -1,5 +1,6 @@
 //! The connection under a [`crate::Client`]: connect (roster-pinned TLS, then the hello
-//! that tells a node whether the broker accepts its key), one request per stream, the
+//! that tells a node whether the broker accepts its key), one request per stream (but
+//! publishes, which share the `pipe`), the
 //! reader of the broker's pushes (deliveries to their subscription lanes, receipts,
 //! rosters), and the supervisor that reconnects with backoff and resumes every open
 //! subscription from the broker's durable cursor — or gives up for good when the broker
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::pipe::Pipe;
 use crate::subscription::{Delivery, Lanes};
 
 /// Largest frame this client sends or accepts.
@@ -68,6 +70,8 @@ pub(crate) struct Inner {
     /// Cancelled when the client is closed or the broker refused it for good.
     pub(crate) dead: CancellationToken,
     pub(crate) dead_reason: Mutex<String>,
+    /// The publish pipe on the current connection, opened on first use.
+    pub(crate) pipe: tokio::sync::Mutex<Option<Arc<Pipe>>>,
 }
 
 pub(crate) async fn request_on(
@@ -90,6 +94,21 @@ pub(crate) async fn request_on(
 }
 
 impl Inner {
+    /// The publish pipe on the current connection (a new one after a reconnect or when
+    /// the last one broke).
+    pub(crate) async fn pipe(&self) -> Result<Arc<Pipe>> {
+        let conn = self.current().await?;
+        let mut pipe = self.pipe.lock().await;
+        match &*pipe {
+            Some(p) if p.serves(conn.stable_id()) => Ok(p.clone()),
+            _ => {
+                let p = Pipe::open(&conn, self.addr).await?;
+                *pipe = Some(p.clone());
+                Ok(p)
+            }
+        }
+    }
+
     pub(crate) fn forget(&self, name: &str) {
         self.subs
             .lock()

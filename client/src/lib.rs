@@ -20,6 +20,7 @@ pub mod cases;
 mod client;
 mod connection;
 mod error;
+mod pipe;
 mod subscription;
 
 pub use client::{Client, PublishAck};

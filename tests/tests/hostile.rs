@@ -63,6 +63,31 @@ impl Raw {
     }
 }
 
+impl Raw {
+    /// Send `bytes` on one stream, finish it, and decode every answer that comes back.
+    async fn send_all(&self, bytes: &[u8]) -> Vec<Response> {
+        let (mut send, mut recv) = self.conn.open_bi().await.unwrap();
+        send.write_all(bytes).await.unwrap();
+        send.finish().unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(1 << 20))
+            .await
+            .expect("answers within 20 s")
+            .unwrap();
+        let mut rest = &answer[..];
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            match decode_frame::<Response>(rest, 1 << 20) {
+                Ok(ewx_proto::frame::Decoded::Complete(r, used)) => {
+                    out.push(r);
+                    rest = &rest[used..];
+                }
+                other => panic!("answer does not decode: {other:?}"),
+            }
+        }
+        out
+    }
+}
+
 fn reason(r: &Result<Response, String>) -> Option<RejectReason> {
     match r {
         Ok(Response::Rejected { reason, .. }) => Some(*reason),
@@ -442,4 +467,77 @@ async fn hostile_clients_get_precise_rejections_and_a_partner_is_unaffected() {
         ),
     );
     us.close().await;
+}
+
+/// A publish pipe as the broker sees it: several requests back to back on one stream are
+/// answered in the order they came, a refusal in its own place; a frame that does not
+/// decode is refused and ends the stream (nothing after it is read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_back_to_back_on_one_stream_are_answered_in_order() {
+    let net = TestNet::new();
+    let broker = BrokerProcess::start(net.dir.path(), "127.0.0.1:0".parse().unwrap(), "");
+    let us = Client::connect(broker.addr, keys("US"), net.roster.clone())
+        .await
+        .unwrap();
+    let seal = |text: &'static str| {
+        us.seal(bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Routine,
+            text,
+        ))
+    };
+    let (a, b, c) = (
+        seal("a").await.unwrap(),
+        seal("b").await.unwrap(),
+        seal("c").await.unwrap(),
+    );
+    let attacker = raw(broker.addr, "US").await.unwrap();
+    let mut frames = Vec::new();
+    for env in [&a, &a, &b] {
+        frames.extend(publish_frame(env.encode().unwrap()));
+    }
+    frames.extend(encode_frame(&Request::Hello { roster_version: 0 }, usize::MAX).unwrap());
+    let answers = attacker.send_all(&frames).await;
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    // the two copies of `a` are handled concurrently: one is stored, the other refused
+    // as a replay, each answered in its own place
+    let acked = |r: &Response, env: &ewx_proto::Envelope| match r {
+        Response::PublishAck { id, log_index } if *id == env.header().id => Some(*log_index),
+        _ => None,
+    };
+    let replay = |r: &Response| reason(&Ok(r.clone())) == Some(RejectReason::Replay);
+    assert!(
+        (acked(&answers[0], &a).is_some() && replay(&answers[1]))
+            || (replay(&answers[0]) && acked(&answers[1], &a).is_some()),
+        "the same envelope twice: {answers:?}"
+    );
+    assert!(acked(&answers[2], &b).is_some(), "{:?}", answers[2]);
+    assert!(
+        matches!(answers[3], Response::Welcome { .. }),
+        "{:?}",
+        answers[3]
+    );
+
+    // a publish, a frame that is not a request (refused, the stream goes on), a hello, a
+    // frame too large to read (refused, the stream ends), and a hello never read
+    let hello = encode_frame(&Request::Hello { roster_version: 0 }, usize::MAX).unwrap();
+    let mut frames = publish_frame(c.encode().unwrap());
+    frames.extend(frame_of(&Value::Text("not a request".into())));
+    frames.extend(&hello);
+    frames.extend([0xff, 0xff, 0xff, 0xff]);
+    frames.extend(&hello);
+    let answers = attacker.send_all(&frames).await;
+    let kinds: Vec<_> = answers
+        .iter()
+        .map(|r| match r {
+            Response::Rejected { reason, .. } => format!("{reason:?}"),
+            Response::PublishAck { .. } => "ack".into(),
+            Response::Welcome { .. } => "welcome".into(),
+            _ => "other".into(),
+        })
+        .collect();
+    assert_eq!(kinds, ["ack", "Malformed", "welcome", "TooLarge"]);
+    assert!(acked(&answers[0], &c).is_some(), "{:?}", answers[0]);
 }

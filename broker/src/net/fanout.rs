@@ -36,7 +36,8 @@ const STUCK: Duration = Duration::from_millis(250);
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
-fn now_us() -> u64 {
+/// Microseconds since the broker's first look at the clock (monotonic).
+pub(super) fn now_us() -> u64 {
     EPOCH.elapsed().as_micros() as u64
 }
 

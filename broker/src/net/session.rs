@@ -1,6 +1,7 @@
-//! One authenticated connection: accept request streams, read one request per stream,
-//! dispatch it to the file for its kind, answer, and log and audit every rejection
-//! (folded by the connection's [`RejectLimiter`]).
+//! One authenticated connection: accept request streams, read the requests on each (one,
+//! or many back to back from a publish pipe), dispatch each to the file for its kind,
+//! answer in order, and log and audit every rejection (folded by the connection's
+//! [`RejectLimiter`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,8 @@ use std::time::Duration;
 use ewx_net::wire::{Wait, read_frame, write_msg};
 use ewx_proto::frame::{Request, Response, decode_body};
 use ewx_proto::{Digest32, NodeId};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -19,6 +22,8 @@ use crate::core::{Rejection, reason_for};
 
 /// How long a finished response may take to reach the client before the task gives up.
 const RESPONSE_LINGER: Duration = Duration::from_secs(2);
+/// Requests one stream may have in progress; a client sending more waits (flow control).
+const PIPELINE: usize = 256;
 
 /// What a request handler returns: the answer, or the rejection and the hash of the
 /// envelope it concerned (for the audit entry).
@@ -64,7 +69,7 @@ impl Session {
                 },
             };
             let s = session.clone();
-            shared.tasks.spawn(s.request(send, recv).in_current_span());
+            shared.tasks.spawn(s.requests(send, recv).in_current_span());
         };
         session.cancel.cancel();
         shared
@@ -94,29 +99,70 @@ impl Session {
         }
     }
 
-    async fn request(self: Arc<Self>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    /// Serve one request stream. A client may send several requests on it back to back
+    /// (a publish pipe); they are handled at once, concurrently, and answered in the
+    /// order they came, so the client matches answers to requests by position.
+    async fn requests(self: Arc<Self>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
         let max = self.shared.max_frame();
-        let budget = self.shared.request_budget.clone();
-        let response = match read_frame(&mut recv, max, Wait::Deadline, Some(&budget)).await {
-            // the permit is held until the request is answered
-            Ok(Some((body, _permit))) => match decode_body::<Request>(&body, max) {
-                Ok(req) => self.handle(req).await,
-                Err(e) => self.refuse_frame(e).await,
-            },
-            Ok(None) => return,
-            Err(ewx_net::Error::Proto(e)) => self.refuse_frame(e).await,
-            Err(e) => {
-                tracing::debug!("request stream failed: {e}");
-                return;
+        let (queue, mut answers) = mpsc::channel::<JoinHandle<Response>>(PIPELINE);
+        let reading = async {
+            let queue = queue; // dropped when reading ends, so the answers end too
+            let budget = self.shared.request_budget.clone();
+            // the first request must come promptly; later ones when the client has them
+            let mut wait = Wait::Deadline;
+            loop {
+                let read = read_frame(&mut recv, max, wait, Some(&budget)).await;
+                wait = Wait::Idle;
+                let s = self.clone();
+                let answer = match read {
+                    // the permit is held until the request is answered
+                    Ok(Some((body, permit))) => self.shared.tasks.spawn(
+                        async move {
+                            let _permit = permit;
+                            match decode_body::<Request>(&body, max) {
+                                Ok(req) => s.handle(req).await,
+                                Err(e) => s.refuse_frame(e).await,
+                            }
+                        }
+                        .in_current_span(),
+                    ),
+                    Ok(None) => return,
+                    // after a bad frame the stream cannot be read on: answer, then stop
+                    Err(ewx_net::Error::Proto(e)) => {
+                        let _ =
+                            queue
+                                .send(self.shared.tasks.spawn(
+                                    async move { s.refuse_frame(e).await }.in_current_span(),
+                                ))
+                                .await;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!("request stream failed: {e}");
+                        return;
+                    }
+                };
+                if queue.send(answer).await.is_err() {
+                    return; // the answering side stopped
+                }
             }
         };
-        if let Err(e) = write_msg(&mut send, &response, max).await {
-            tracing::debug!("cannot answer: {e}");
-            return;
-        }
-        let _ = send.finish();
-        // wait until the client has the answer, so a shutdown right after cannot drop it
-        let _ = tokio::time::timeout(RESPONSE_LINGER, send.stopped()).await;
+        let answering = async {
+            while let Some(answer) = answers.recv().await {
+                let Ok(response) = answer.await else {
+                    return; // shutting down
+                };
+                if let Err(e) = write_msg(&mut send, &response, max).await {
+                    tracing::debug!("cannot answer: {e}");
+                    return;
+                }
+            }
+            let _ = send.finish();
+            // wait until the client has the answers, so a shutdown right after cannot
+            // drop them
+            let _ = tokio::time::timeout(RESPONSE_LINGER, send.stopped()).await;
+        };
+        tokio::join!(reading, answering);
     }
 
     async fn refuse_frame(&self, e: ewx_proto::Error) -> Response {
