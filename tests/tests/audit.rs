@@ -41,12 +41,15 @@ async fn busy_store(net: &TestNet) {
 }
 
 /// Copy the store, change the copy with `tamper`, verify it offline.
-async fn tampered(net: &TestNet, tamper: impl FnOnce(&sled::Db)) -> ewx_client::Result<Summary> {
+async fn tampered(
+    net: &TestNet,
+    tamper: impl FnOnce(&sled::Db, &std::path::Path),
+) -> ewx_client::Result<Summary> {
     let copy = tempfile::tempdir().unwrap();
     copy_dir(&net.data_dir(), copy.path());
     {
         let db = sled::open(copy.path()).unwrap();
-        tamper(&db);
+        tamper(&db, copy.path());
         db.flush().unwrap();
     }
     verify_copy(copy.path(), &net.roster, 0).await
@@ -178,7 +181,7 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
     };
 
     // an entry edited (and re-encoded so it still decodes)
-    let f = at(tampered(&net, |db| {
+    let f = at(tampered(&net, |db, _| {
         let audit = db.open_tree("audit").unwrap();
         let mut e = ewx_proto::audit::Entry::decode(&audit.get(key(7)).unwrap().unwrap()).unwrap();
         e.time_ms += 1;
@@ -189,7 +192,7 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
     assert!(f.reason.contains("altered"), "{f}");
 
     // an entry deleted
-    let f = at(tampered(&net, |db| {
+    let f = at(tampered(&net, |db, _| {
         db.open_tree("audit").unwrap().remove(key(12)).unwrap();
     })
     .await);
@@ -197,7 +200,7 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
     assert!(f.reason.contains("missing"), "{f}");
 
     // two entries swapped
-    let f = at(tampered(&net, |db| {
+    let f = at(tampered(&net, |db, _| {
         let audit = db.open_tree("audit").unwrap();
         let (a, b) = (
             audit.get(key(20)).unwrap().unwrap(),
@@ -210,7 +213,7 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
     assert_eq!(f.index, 20, "{f}");
 
     // the tail cut off
-    let f = at(tampered(&net, |db| {
+    let f = at(tampered(&net, |db, _| {
         let audit = db.open_tree("audit").unwrap();
         for i in audit_len - 5..audit_len {
             audit.remove(key(i)).unwrap();
@@ -221,7 +224,7 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
     assert!(f.reason.contains("missing"), "{f}");
 
     // a checkpoint's signature swapped for another checkpoint's
-    let f = at(tampered(&net, |db| {
+    let f = at(tampered(&net, |db, _| {
         let cps = db.open_tree("checkpoints").unwrap();
         let all: Vec<_> = cps.iter().map(|kv| kv.unwrap()).collect();
         assert!(all.len() >= 2, "need two checkpoints");
@@ -236,14 +239,47 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
     assert_eq!(f.index, audit_len, "{f}");
     assert!(f.reason.contains("bad signature"), "{f}");
 
-    // an envelope replaced by another one
-    let f = at(tampered(&net, |db| {
-        let log = db.open_tree("log").unwrap();
-        let other = log.get(key(9)).unwrap().unwrap();
-        log.insert(key(10), other).unwrap();
+    // an envelope replaced by another one (its place pointed at another's bytes)
+    let f = at(tampered(&net, |db, _| {
+        let places = db.open_tree("places").unwrap();
+        let other = places.get(key(9)).unwrap().unwrap();
+        places.insert(key(10), other).unwrap();
     })
     .await);
     assert!(f.reason.contains("does not match its audit entry"), "{f}");
+
+    // one byte of an envelope changed in its segment file
+    let f = at(tampered(&net, |db, dir| {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let place = db
+            .open_tree("places")
+            .unwrap()
+            .get(key(12))
+            .unwrap()
+            .unwrap();
+        let (segment, offset, len) = (
+            u64::from_be_bytes(place[..8].try_into().unwrap()),
+            u64::from_be_bytes(place[8..16].try_into().unwrap()),
+            u64::from(u32::from_be_bytes(place[16..20].try_into().unwrap())),
+        );
+        let at = offset + len - 1; // the signature's last byte
+        let path = dir.join("segments").join(format!("{segment:020}.seg"));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut b = [0u8];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[b[0] ^ 1]).unwrap();
+    })
+    .await);
+    assert!(
+        f.reason.contains("envelope 12") && f.reason.contains("does not match"),
+        "{f}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,28 +73,10 @@ async fn a_truncated_store_gives_a_clear_error_and_never_a_panic() {
         let copy = tempfile::tempdir().unwrap();
         copy_dir(&net.data_dir(), copy.path());
         damage(&copy.path().join("db"), cut, overwrite);
-        // the auditor's view first (the broker's open may repair the file)
-        let audit = ewx_cli::offline::StoreCopy::open(copy.path());
-        if let Ok(store) = audit {
-            let r = ewx_client::audit::verify(&store, net.roster.clone(), 0, &mut |_, _| {}).await;
-            if let Err(e) = r {
-                assert!(!e.to_string().is_empty());
-            }
-        }
-        let broker_open = catch_unwind(AssertUnwindSafe(|| Store::open(copy.path(), 1024)));
-        match broker_open {
-            Err(_) => panic!("cut at {cut} of {len}: the broker's open panicked"),
-            Ok(Ok(_)) => opened += 1,
-            Ok(Err(e)) => {
-                let text = e.to_string();
-                assert!(
-                    text.contains("damaged")
-                        || text.contains("unusable")
-                        || text.contains("cannot open"),
-                    "cut at {cut}: unclear error {text}"
-                );
-                refused.push((cut, text));
-            }
+        let (_, broker) = open_both(copy.path(), cut, &net.roster).await;
+        match broker {
+            Ok(()) => opened += 1,
+            Err(text) => refused.push((cut, text)),
         }
     }
     eprintln!(
@@ -110,4 +92,64 @@ async fn a_truncated_store_gives_a_clear_error_and_never_a_panic() {
         !refused.is_empty(),
         "no cut was refused: the test did not damage the store"
     );
+
+    // the envelopes' segment file: every damage is found, by the broker's open (a
+    // segment shorter than the log says) or by the auditor (bytes that do not match)
+    let segments = net.data_dir().join("segments");
+    let mut files: Vec<_> = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let segment = files.last().unwrap().file_name().unwrap().to_owned();
+    let len = std::fs::metadata(segments.join(&segment)).unwrap().len();
+    for (cut, overwrite) in cuts(len).into_iter().flat_map(|c| [(c, false), (c, true)]) {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(&net.data_dir(), copy.path());
+        damage(&copy.path().join("segments").join(&segment), cut, overwrite);
+        let (audit, broker) = open_both(copy.path(), cut, &net.roster).await;
+        assert!(
+            audit.is_err(),
+            "segment damaged at {cut} (overwrite: {overwrite}): the auditor saw nothing"
+        );
+        if !overwrite {
+            let e = broker.expect_err("a truncated segment is refused");
+            assert!(e.contains("damaged"), "{e}");
+        }
+    }
+}
+
+/// Open a damaged copy as an auditor (`verify` over it) and as the broker; neither may
+/// panic and each error must be clear. The auditor goes first: the broker's open may
+/// repair the files.
+async fn open_both(
+    dir: &std::path::Path,
+    cut: u64,
+    roster: &ewx_proto::Roster,
+) -> (Result<(), String>, Result<(), String>) {
+    let audit = match ewx_cli::offline::StoreCopy::open(dir) {
+        Ok(store) => ewx_client::audit::verify(&store, roster.clone(), 0, &mut |_, _| {})
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = &audit {
+        assert!(!e.is_empty());
+    }
+    let broker = match catch_unwind(AssertUnwindSafe(|| Store::open(dir, 1024))) {
+        Err(_) => panic!("cut at {cut}: the broker's open panicked"),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("damaged")
+                    || text.contains("unusable")
+                    || text.contains("cannot open"),
+                "cut at {cut}: unclear error {text}"
+            );
+            Err(text)
+        }
+    };
+    (audit, broker)
 }

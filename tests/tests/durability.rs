@@ -344,6 +344,72 @@ async fn a_corrupt_or_newer_store_is_refused() {
     );
 }
 
+/// A store of schema 2 (envelopes in a sled tree) is upgraded when the broker starts:
+/// every envelope moves to the segment files, byte for byte, the old tree is dropped, and
+/// the log still verifies offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_2_store_is_upgraded_with_every_envelope() {
+    let net = TestNet::new();
+    let broker = net.start_broker().await;
+    let ua = net.client(&broker, "UA").await;
+    let mut envelopes = Vec::new();
+    for i in 0..30 {
+        let d = bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Routine,
+            &format!("m{i}"),
+        );
+        let ack = ua.publish(d).await.unwrap();
+        let bytes = broker.store().message(ack.log_index).unwrap().unwrap();
+        envelopes.push((ack.log_index, bytes.to_vec()));
+    }
+    ua.close().await;
+    broker.shutdown().await.unwrap();
+    // rewrite it as schema 2 stored it
+    {
+        let db = sled::open(net.data_dir()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        for (i, bytes) in &envelopes {
+            log.insert(i.to_be_bytes(), bytes.as_slice()).unwrap();
+        }
+        db.drop_tree("places").unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema", &2u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::remove_dir_all(net.data_dir().join("segments")).unwrap();
+
+    let broker = ewx_broker::Broker::start(net.config()).await.unwrap();
+    for (i, bytes) in &envelopes {
+        let moved = broker.store().message(*i).unwrap();
+        assert_eq!(moved.as_deref(), Some(bytes.as_slice()), "envelope {i}");
+    }
+    broker.shutdown().await.unwrap();
+    {
+        let db = sled::open(net.data_dir()).unwrap();
+        assert!(
+            !db.tree_names().iter().any(|n| n.as_ref() == b"log"),
+            "old tree dropped"
+        );
+        let schema = db
+            .open_tree("meta")
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .unwrap();
+        assert_eq!(schema.as_ref(), ewx_broker::log::SCHEMA.to_be_bytes());
+    }
+    let store = ewx_cli::offline::StoreCopy::open(&net.data_dir()).unwrap();
+    let summary = ewx_client::audit::verify(&store, net.roster.clone(), 0, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(summary.envelopes, 30);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_drops_old_envelopes_but_keeps_the_audit_log() {
     let net = TestNet::new();

@@ -1,14 +1,16 @@
-//! The durable store, in sled. One writer (see `writer`) commits batches in a single
-//! multi-tree transaction, then flushes sled and `fdatasync`s its data file, so a
-//! `PublishAck` means the envelope *and* its audit entry survive a crash or a power cut.
-//! Readers (delivery lanes, auditors) read concurrently.
+//! The durable store: envelopes in append-only segment files ([`Segments`]), everything
+//! else in sled. One writer (see `writer`) appends a batch's envelopes and `fdatasync`s
+//! the segment, commits the rest in a single multi-tree sled transaction, then flushes
+//! sled and `fdatasync`s its data file, so a `PublishAck` means the envelope *and* its
+//! audit entry survive a crash or a power cut. Readers (delivery lanes, auditors) read
+//! concurrently.
 //!
-//! Trees: `log` (index → envelope), `ids` (message id → index), `audit` (index → entry),
-//! `cursors` (node ‖ name ‖ precedence → next index), `checkpoints` (size → signed
-//! checkpoint), `rosters` (version → signed roster, every roster ever in force),
-//! `receipts`, `meta` (schema, newest roster). A publish writes three keys (`log`, `ids`,
-//! `audit`); which indexes each precedence lane holds is kept in memory ([`LaneIndex`]),
-//! rebuilt from the audit log on start.
+//! Trees: `places` (index → where the envelope lies, 20 bytes), `ids` (message id →
+//! index), `audit` (index → entry), `cursors` (node ‖ name ‖ precedence → next index),
+//! `checkpoints` (size → signed checkpoint), `rosters` (version → signed roster, every
+//! roster ever in force), `receipts`, `meta` (schema, newest roster). A publish writes
+//! three small keys (`places`, `ids`, `audit`); which indexes each precedence lane holds
+//! is kept in memory ([`LaneIndex`]), rebuilt from the audit log on start.
 
 use std::collections::HashSet;
 
@@ -16,6 +18,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use ewx_proto::{MessageId, NodeId, Precedence};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -25,25 +28,29 @@ use crate::error::{Error, Result};
 mod guard;
 mod lanes;
 mod recovery;
+mod segments;
 mod traits;
 
 pub use guard::guarded;
 
 use lanes::LaneIndex;
+use segments::{Place, Segments};
 
 use super::Recovered;
 use super::batch::{Batch, Prune};
 
 /// Version of the layout above; a store with another version is refused. Version 1 also
-/// wrote `lanes` and `topics` trees: such a store is opened, its old trees dropped.
-pub const SCHEMA: u32 = 2;
+/// wrote `lanes` and `topics` trees, version 2 kept envelopes in a `log` tree: such
+/// stores are upgraded when opened.
+pub const SCHEMA: u32 = 3;
 
 /// The sled store.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
     db: sled::Db,
-    log: sled::Tree,
+    places: sled::Tree,
+    segments: Arc<Segments>,
     lanes: LaneIndex,
     ids: sled::Tree,
     audit: sled::Tree,
@@ -125,7 +132,11 @@ impl Store {
         match store.meta.get("schema")? {
             Some(v) => match v.as_ref().try_into().map(u32::from_be_bytes) {
                 Ok(SCHEMA) => {}
-                Ok(1) => store.upgrade_from_1()?,
+                Ok(1) => {
+                    store.upgrade_from_1()?;
+                    store.upgrade_from_2()?;
+                }
+                Ok(2) => store.upgrade_from_2()?,
                 Ok(other) => {
                     return Err(corrupt(format!(
                         "schema version {other}, this broker knows {SCHEMA}"
@@ -133,7 +144,7 @@ impl Store {
                 }
                 Err(_) => return Err(corrupt("unreadable schema version".into())),
             },
-            None if !store.audit.is_empty() || !store.log.is_empty() => {
+            None if !store.audit.is_empty() || !store.places.is_empty() => {
                 return Err(corrupt("data without a schema version".into()));
             }
             None => {
@@ -186,7 +197,8 @@ impl Store {
         let t = |name: &str| db.open_tree(name);
         Ok(Self {
             dir: dir.into(),
-            log: t("log")?,
+            places: t("places")?,
+            segments: Arc::new(Segments::open(dir)),
             lanes: LaneIndex::default(),
             ids: t("ids")?,
             audit: t("audit")?,
@@ -207,8 +219,48 @@ impl Store {
         for old in ["lanes", "topics"] {
             self.db.drop_tree(old)?;
         }
+        self.meta.insert("schema", &2u32.to_be_bytes())?;
+        tracing::info!("store upgraded from schema 1 to 2");
+        self.sync()
+    }
+
+    /// Schema 2 to 3: move the envelopes from the `log` tree into segment files, in
+    /// steps of 1024, each durable before its places are recorded. Interrupted, it
+    /// starts over (schema 2 stays until the end).
+    fn upgrade_from_2(&self) -> Result<()> {
+        let log = self.db.open_tree("log")?;
+        self.places.clear()?;
+        self.segments.clear()?;
+        let mut moved = 0u64;
+        let mut step: Vec<(u64, sled::IVec)> = Vec::with_capacity(1024);
+        let mut entries = log.iter();
+        loop {
+            step.clear();
+            for kv in entries.by_ref().take(1024) {
+                let (k, v) = kv?;
+                let index = read_u64(&k)
+                    .ok_or_else(|| Error::Store("schema 2 log: a key is not an index".into()))?;
+                step.push((index, v));
+            }
+            if step.is_empty() {
+                break;
+            }
+            let places = self
+                .segments
+                .append(step.iter().map(|(i, v)| (*i, v.as_ref())))?;
+            self.segments.sync()?;
+            for ((index, _), place) in step.iter().zip(places) {
+                self.places.insert(be(*index), &place.encode())?;
+            }
+            moved += step.len() as u64;
+        }
         self.meta.insert("schema", &SCHEMA.to_be_bytes())?;
-        tracing::info!("store upgraded from schema 1 to {SCHEMA}");
+        self.sync()?;
+        self.db.drop_tree("log")?;
+        tracing::info!(
+            moved,
+            "store upgraded from schema 2 to {SCHEMA}: envelopes in segment files"
+        );
         self.sync()
     }
 
@@ -258,8 +310,13 @@ impl Store {
     /// `Store` if the transaction, flush or sync fails (then nothing of it is acknowledged).
     pub fn commit(&self, batch: &Batch) -> Result<()> {
         let started = std::time::Instant::now();
+        // the envelopes first, durable before sled records where they lie
+        let places = self
+            .segments
+            .append(batch.messages.iter().map(|m| (m.index, m.bytes.as_ref())))?;
+        self.segments.sync()?;
         let trees = (
-            &self.log,
+            &self.places,
             &self.ids,
             &self.audit,
             &self.cursors,
@@ -270,8 +327,8 @@ impl Store {
         );
         let r: Result<(), TransactionError<()>> = trees.transaction(
             |(log, ids, audit, cursors, checkpoints, meta, receipts, rosters)| {
-                for m in &batch.messages {
-                    log.insert(&be(m.index), m.bytes.as_ref())?;
+                for (m, place) in batch.messages.iter().zip(&places) {
+                    log.insert(&be(m.index), &place.encode())?;
                     ids.insert(&m.id.0, &be(m.index))?;
                 }
                 for (i, bytes) in &batch.audit {
@@ -358,7 +415,7 @@ impl Store {
         until: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<(u64, sled::IVec)>> {
+    ) -> Result<Vec<(u64, Bytes)>> {
         let mut out = Vec::new();
         if from >= until {
             return Ok(out);
@@ -366,7 +423,7 @@ impl Store {
         let mut bytes_read = 0;
         for index in self.lanes.range(precedence, from, until, limit) {
             // pruned by retention: skip
-            if let Some(bytes) = self.log.get(be(index))? {
+            if let Some(bytes) = self.message(index)? {
                 bytes_read += bytes.len();
                 out.push((index, bytes));
             }
@@ -389,8 +446,35 @@ impl Store {
     ///
     /// # Errors
     /// `Store` on I/O failure.
-    pub fn message(&self, index: u64) -> Result<Option<sled::IVec>> {
-        Ok(self.log.get(be(index))?)
+    pub fn message(&self, index: u64) -> Result<Option<Bytes>> {
+        let Some(place) = self.place(index)? else {
+            return Ok(None);
+        };
+        Ok(self.segments.read(place)?.map(Bytes::from))
+    }
+
+    fn place(&self, index: u64) -> Result<Option<Place>> {
+        match self.places.get(be(index))? {
+            None => Ok(None),
+            Some(v) => Place::decode(&v).map(Some).ok_or_else(|| {
+                Error::Store(format!(
+                    "the store is damaged: the place of {index} does not decode"
+                ))
+            }),
+        }
+    }
+
+    /// The place of the newest envelope stored (recovery cuts the segments there).
+    fn last_place(&self) -> Result<Option<(u64, Place)>> {
+        let Some((k, v)) = self.places.last()? else {
+            return Ok(None);
+        };
+        match (read_u64(&k), Place::decode(&v)) {
+            (Some(i), Some(p)) => Ok(Some((i, p))),
+            _ => Err(Error::Store(
+                "the store is damaged: the newest place does not decode".into(),
+            )),
+        }
     }
 
     /// Has `by` already had a receipt for `id` logged?
@@ -430,7 +514,7 @@ impl Store {
 
     /// Number of stored envelopes (after retention).
     pub fn message_count(&self) -> usize {
-        self.log.len()
+        self.places.len()
     }
 
     /// Retention ([`Prune`]): drop the oldest envelopes while their index is below
@@ -454,20 +538,32 @@ impl Store {
         }: Prune,
     ) -> Result<usize> {
         let mut n = 0;
-        for kv in self.log.iter() {
-            let (k, bytes) = kv?;
-            let Some(index) = read_u64(&k) else { break };
-            let env = ewx_proto::Envelope::stored_header(&bytes, usize::MAX).ok();
+        let mut first_kept = None;
+        for kv in self.places.iter() {
+            let (k, v) = kv?;
+            let (Some(index), Some(place)) = (read_u64(&k), Place::decode(&v)) else {
+                break;
+            };
+            let bytes = self.segments.read(place)?;
+            let env = bytes
+                .as_deref()
+                .and_then(|b| ewx_proto::Envelope::stored_header(b, usize::MAX).ok());
             let created = env.as_ref().map_or(0, |h| h.created_ms);
             if index >= keep_from && created >= min_created_ms {
+                first_kept = Some(place.segment);
                 break;
             }
-            self.log.remove(&k)?;
+            self.places.remove(&k)?;
             if let Some(h) = env {
                 self.ids.remove(h.id.0)?;
             }
             self.lanes.drop_below(index + 1);
             n += 1;
+        }
+        if n > 0 {
+            // the places are gone for good before their bytes are
+            self.sync()?;
+            self.segments.drop_before(first_kept);
         }
         Ok(n)
     }

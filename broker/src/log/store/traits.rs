@@ -14,7 +14,7 @@ fn owned(v: sled::IVec) -> Bytes {
 
 impl LogRead for Store {
     fn message(&self, index: u64) -> Result<Option<Bytes>> {
-        Ok(Store::message(self, index)?.map(owned))
+        Store::message(self, index)
     }
 
     fn lane(
@@ -25,8 +25,7 @@ impl LogRead for Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Bytes)>> {
-        let page = Store::lane(self, precedence, from, until, limit, max_bytes)?;
-        Ok(page.into_iter().map(|(i, v)| (i, owned(v))).collect())
+        Store::lane(self, precedence, from, until, limit, max_bytes)
     }
 
     fn cursor(&self, key: &[u8]) -> Result<Option<u64>> {
