@@ -15,7 +15,9 @@ use ewx_net::wire::{Wait, read_msg};
 use ewx_proto::case::Reminder;
 use ewx_proto::frame::{ExerciseFilter, RejectReason, Request, Response, StartAt};
 use ewx_proto::receipt::Receipt;
-use ewx_proto::{Draft, Envelope, EpochPolicy, MessageId, NodeKeys, Roster, Sealer, TopicPattern};
+use ewx_proto::{
+    Draft, Envelope, EpochPolicy, MessageId, NodeKeys, Precedence, Roster, Sealer, TopicPattern,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +95,7 @@ impl Client {
             opener: ewx_proto::Opener::default(),
             dead: CancellationToken::new(),
             dead_reason: Mutex::new(String::new()),
-            pipe: tokio::sync::Mutex::new(None),
+            pipes: tokio::sync::Mutex::default(),
         });
         let conn = inner.connect_once().await?;
         tokio::spawn(inner.clone().supervise(conn));
@@ -209,10 +211,13 @@ impl Client {
     /// # Errors
     /// `Rejected` if the broker refuses them.
     pub async fn publish_envelope(&self, bytes: &[u8]) -> Result<PublishAck> {
+        // one that does not decode goes as ROUTINE, and the broker says what is wrong
+        let precedence =
+            Envelope::stored_header(bytes, MAX_FRAME).map_or(Precedence::Routine, |h| h.precedence);
         let req = Request::Publish {
             envelope: bytes.to_vec(),
         };
-        match self.inner.pipe().await?.request(&req).await? {
+        match self.inner.pipe(precedence).await?.request(&req).await? {
             Response::PublishAck { id, log_index } => Ok(PublishAck { id, log_index }),
             other => Err(Error::Unexpected(format!("{other:?}"))),
         }

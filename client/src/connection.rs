@@ -70,8 +70,9 @@ pub(crate) struct Inner {
     /// Cancelled when the client is closed or the broker refused it for good.
     pub(crate) dead: CancellationToken,
     pub(crate) dead_reason: Mutex<String>,
-    /// The publish pipe on the current connection, opened on first use.
-    pub(crate) pipe: tokio::sync::Mutex<Option<Arc<Pipe>>>,
+    /// The publish pipes on the current connection, one per precedence (so a FLASH
+    /// warning never queues behind ROUTINE ones in a stream), opened on first use.
+    pub(crate) pipes: tokio::sync::Mutex<[Option<Arc<Pipe>>; 4]>,
 }
 
 pub(crate) async fn request_on(
@@ -94,15 +95,16 @@ pub(crate) async fn request_on(
 }
 
 impl Inner {
-    /// The publish pipe on the current connection (a new one after a reconnect or when
-    /// the last one broke).
-    pub(crate) async fn pipe(&self) -> Result<Arc<Pipe>> {
+    /// The publish pipe for `precedence` on the current connection (a new one after a
+    /// reconnect or when the last one broke).
+    pub(crate) async fn pipe(&self, precedence: Precedence) -> Result<Arc<Pipe>> {
         let conn = self.current().await?;
-        let mut pipe = self.pipe.lock().await;
-        match &*pipe {
+        let mut pipes = self.pipes.lock().await;
+        let pipe = &mut pipes[precedence as usize];
+        match pipe {
             Some(p) if p.serves(conn.stable_id()) => Ok(p.clone()),
             _ => {
-                let p = Pipe::open(&conn, self.addr).await?;
+                let p = Pipe::open(&conn, self.addr, precedence).await?;
                 *pipe = Some(p.clone());
                 Ok(p)
             }

@@ -1,5 +1,5 @@
-//! The publish pipe: one long-lived request stream per connection on which publishes go
-//! back to back, answered by the broker in the order they were sent. A warning then costs
+//! The publish pipes: one long-lived request stream per connection and precedence on which
+//! publishes go back to back, answered by the broker in the order they were sent. A warning then costs
 //! no QUIC stream of its own to open, finish and acknowledge, on either side. Answers are
 //! matched to requests by position; when the stream breaks, every publish still waiting
 //! learns that its envelope may or may not be stored (retrying it is safe).
@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use ewx_net::wire::{Wait, read_msg, write_msg};
+use ewx_proto::Precedence;
 use ewx_proto::frame::{Request, Response};
 use tokio::sync::oneshot;
 
@@ -61,12 +62,18 @@ impl std::fmt::Debug for Pipe {
 }
 
 impl Pipe {
-    /// Open a pipe on `conn` and start reading its answers.
-    pub(crate) async fn open(conn: &quinn::Connection, addr: SocketAddr) -> Result<Arc<Self>> {
+    /// Open a pipe for publishes of one precedence on `conn` (QUIC sends the streams of
+    /// higher precedence first) and start reading its answers.
+    pub(crate) async fn open(
+        conn: &quinn::Connection,
+        addr: SocketAddr,
+        precedence: Precedence,
+    ) -> Result<Arc<Self>> {
         let (send, mut recv) = conn.open_bi().await.map_err(|e| Error::Connect {
             addr,
             reason: e.to_string(),
         })?;
+        let _ = send.set_priority(precedence as i32);
         let waiting = Arc::new(Mutex::new(Waiting::default()));
         let answers = waiting.clone();
         tokio::spawn(async move {

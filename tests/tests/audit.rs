@@ -248,21 +248,21 @@ async fn every_kind_of_tampering_is_caught_at_the_right_index() {
     .await);
     assert!(f.reason.contains("does not match its audit entry"), "{f}");
 
-    // one byte of an envelope changed in its segment file
+    // the last byte of an envelope changed where it is kept: in sled (a small commit) or
+    // in a segment file (tag 1, then segment, offset, length)
     let f = at(tampered(&net, |db, dir| {
         use std::io::{Read, Seek, SeekFrom, Write};
-        let place = db
-            .open_tree("places")
-            .unwrap()
-            .get(key(12))
-            .unwrap()
-            .unwrap();
-        let (segment, offset, len) = (
-            u64::from_be_bytes(place[..8].try_into().unwrap()),
-            u64::from_be_bytes(place[8..16].try_into().unwrap()),
-            u64::from(u32::from_be_bytes(place[16..20].try_into().unwrap())),
-        );
-        let at = offset + len - 1; // the signature's last byte
+        let places = db.open_tree("places").unwrap();
+        let mut value = places.get(key(12)).unwrap().unwrap().to_vec();
+        if value[0] == 0 {
+            let last = value.len() - 1;
+            value[last] ^= 1;
+            places.insert(key(12), value).unwrap();
+            return;
+        }
+        let word = |at: usize| u64::from_be_bytes(value[at..at + 8].try_into().unwrap());
+        let len = u64::from(u32::from_be_bytes(value[17..21].try_into().unwrap()));
+        let (segment, at) = (word(1), word(9) + len - 1);
         let path = dir.join("segments").join(format!("{segment:020}.seg"));
         let mut f = std::fs::OpenOptions::new()
             .read(true)

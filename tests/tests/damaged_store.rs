@@ -54,15 +54,25 @@ async fn a_truncated_store_gives_a_clear_error_and_never_a_panic() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
-    for n in 0..n_msgs {
-        let d = bulletin(
-            "ew.air",
-            Level::Amber,
-            "CORE",
-            Precedence::Routine,
-            &n.to_string(),
-        );
-        ua.publish(d).await.unwrap();
+    // in waves of 64 at once, so commits are large enough for segment files
+    for wave in (0..n_msgs).collect::<Vec<_>>().chunks(64) {
+        let mut acks = tokio::task::JoinSet::new();
+        for &i in wave {
+            let ua = ua.clone();
+            acks.spawn(async move {
+                let d = bulletin(
+                    "ew.air",
+                    Level::Amber,
+                    "CORE",
+                    Precedence::Routine,
+                    &i.to_string(),
+                );
+                ua.publish(d).await
+            });
+        }
+        while let Some(ack) = acks.join_next().await {
+            ack.unwrap().unwrap();
+        }
     }
     ua.close().await;
     broker.shutdown().await.unwrap();
@@ -101,7 +111,12 @@ async fn a_truncated_store_gives_a_clear_error_and_never_a_panic() {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    let segment = files.last().unwrap().file_name().unwrap().to_owned();
+    let segment = files
+        .last()
+        .expect("large commits wrote a segment file")
+        .file_name()
+        .unwrap()
+        .to_owned();
     let len = std::fs::metadata(segments.join(&segment)).unwrap().len();
     for (cut, overwrite) in cuts(len).into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let copy = tempfile::tempdir().unwrap();

@@ -111,7 +111,11 @@ impl Session {
             // the first request must come promptly; later ones when the client has them
             let mut wait = Wait::Deadline;
             loop {
-                let read = read_frame(&mut recv, max, wait, Some(&budget)).await;
+                // on shutdown no new request is read; those read are still answered
+                let read = tokio::select! {
+                    () = self.cancel.cancelled() => return,
+                    r = read_frame(&mut recv, max, wait, Some(&budget)) => r,
+                };
                 wait = Wait::Idle;
                 let s = self.clone();
                 let answer = match read {

@@ -54,6 +54,7 @@ fn publisher(publish: PublishFn) -> Publisher {
     Publisher {
         publish,
         limit: None,
+        flash_percent: 0,
     }
 }
 

@@ -1,16 +1,16 @@
-//! The durable store: envelopes in append-only segment files ([`Segments`]), everything
-//! else in sled. One writer (see `writer`) appends a batch's envelopes and `fdatasync`s
-//! the segment, commits the rest in a single multi-tree sled transaction, then flushes
-//! sled and `fdatasync`s its data file, so a `PublishAck` means the envelope *and* its
-//! audit entry survive a crash or a power cut. Readers (delivery lanes, auditors) read
-//! concurrently.
+//! The durable store, in sled, with the envelopes of large commits in append-only segment
+//! files (see `placement`). One writer (see `writer`) commits batches in a single
+//! multi-tree sled transaction, then flushes sled and `fdatasync`s its data file, so a
+//! `PublishAck` means the envelope *and* its audit entry survive a crash or a power cut.
+//! Readers (delivery lanes, auditors) read concurrently.
 //!
-//! Trees: `places` (index → where the envelope lies, 20 bytes), `ids` (message id →
-//! index), `audit` (index → entry), `cursors` (node ‖ name ‖ precedence → next index),
-//! `checkpoints` (size → signed checkpoint), `rosters` (version → signed roster, every
-//! roster ever in force), `receipts`, `meta` (schema, newest roster). A publish writes
-//! three small keys (`places`, `ids`, `audit`); which indexes each precedence lane holds
-//! is kept in memory ([`LaneIndex`]), rebuilt from the audit log on start.
+//! Trees: `places` (index → the envelope, or where it lies in a segment), `ids` (message
+//! id → index), `audit` (index → entry), `cursors` (node ‖ name ‖ precedence → next
+//! index), `checkpoints` (size → signed checkpoint), `rosters` (version → signed roster,
+//! every roster ever in force), `receipts`, `meta` (schema, newest roster, end of the
+//! segments). A publish writes three keys (`places`, `ids`, `audit`); which indexes each
+//! precedence lane holds is kept in memory ([`LaneIndex`]), rebuilt from the audit log on
+//! start.
 
 use std::collections::HashSet;
 
@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 
 mod guard;
 mod lanes;
+mod placement;
 mod recovery;
 mod segments;
 mod traits;
@@ -34,13 +35,14 @@ mod traits;
 pub use guard::guarded;
 
 use lanes::LaneIndex;
-use segments::{Place, Segments};
+use placement::SEGMENT_END;
+use segments::Segments;
 
 use super::Recovered;
-use super::batch::{Batch, Prune};
+use super::batch::Batch;
 
 /// Version of the layout above; a store with another version is refused. Version 1 also
-/// wrote `lanes` and `topics` trees, version 2 kept envelopes in a `log` tree: such
+/// wrote `lanes` and `topics` trees, version 2 kept every envelope in a `log` tree: such
 /// stores are upgraded when opened.
 pub const SCHEMA: u32 = 3;
 
@@ -224,46 +226,6 @@ impl Store {
         self.sync()
     }
 
-    /// Schema 2 to 3: move the envelopes from the `log` tree into segment files, in
-    /// steps of 1024, each durable before its places are recorded. Interrupted, it
-    /// starts over (schema 2 stays until the end).
-    fn upgrade_from_2(&self) -> Result<()> {
-        let log = self.db.open_tree("log")?;
-        self.places.clear()?;
-        self.segments.clear()?;
-        let mut moved = 0u64;
-        let mut step: Vec<(u64, sled::IVec)> = Vec::with_capacity(1024);
-        let mut entries = log.iter();
-        loop {
-            step.clear();
-            for kv in entries.by_ref().take(1024) {
-                let (k, v) = kv?;
-                let index = read_u64(&k)
-                    .ok_or_else(|| Error::Store("schema 2 log: a key is not an index".into()))?;
-                step.push((index, v));
-            }
-            if step.is_empty() {
-                break;
-            }
-            let places = self
-                .segments
-                .append(step.iter().map(|(i, v)| (*i, v.as_ref())))?;
-            self.segments.sync()?;
-            for ((index, _), place) in step.iter().zip(places) {
-                self.places.insert(be(*index), &place.encode())?;
-            }
-            moved += step.len() as u64;
-        }
-        self.meta.insert("schema", &SCHEMA.to_be_bytes())?;
-        self.sync()?;
-        self.db.drop_tree("log")?;
-        tracing::info!(
-            moved,
-            "store upgraded from schema 2 to {SCHEMA}: envelopes in segment files"
-        );
-        self.sync()
-    }
-
     /// A roster that was in force, by version.
     ///
     /// # Errors
@@ -310,11 +272,8 @@ impl Store {
     /// `Store` if the transaction, flush or sync fails (then nothing of it is acknowledged).
     pub fn commit(&self, batch: &Batch) -> Result<()> {
         let started = std::time::Instant::now();
-        // the envelopes first, durable before sled records where they lie
-        let places = self
-            .segments
-            .append(batch.messages.iter().map(|m| (m.index, m.bytes.as_ref())))?;
-        self.segments.sync()?;
+        // the envelopes of a large batch first, durable before sled records where they lie
+        let placed = self.place_envelopes(batch)?;
         let trees = (
             &self.places,
             &self.ids,
@@ -326,9 +285,9 @@ impl Store {
             &self.rosters,
         );
         let r: Result<(), TransactionError<()>> = trees.transaction(
-            |(log, ids, audit, cursors, checkpoints, meta, receipts, rosters)| {
-                for (m, place) in batch.messages.iter().zip(&places) {
-                    log.insert(&be(m.index), &place.encode())?;
+            |(places, ids, audit, cursors, checkpoints, meta, receipts, rosters)| {
+                for (m, value) in batch.messages.iter().zip(&placed.values) {
+                    places.insert(&be(m.index), value.as_slice())?;
                     ids.insert(&m.id.0, &be(m.index))?;
                 }
                 for (i, bytes) in &batch.audit {
@@ -339,6 +298,9 @@ impl Store {
                 }
                 if let Some((size, bytes)) = &batch.checkpoint {
                     checkpoints.insert(&be(*size), bytes.as_slice())?;
+                }
+                if let Some(end) = &placed.segment_end {
+                    meta.insert(SEGMENT_END, end.as_slice())?;
                 }
                 if let Some((version, r)) = &batch.roster {
                     meta.insert("roster", r.as_slice())?;
@@ -442,41 +404,6 @@ impl Store {
         Ok(self.cursors.get(key)?.and_then(|v| read_u64(&v)))
     }
 
-    /// The envelope at a log index.
-    ///
-    /// # Errors
-    /// `Store` on I/O failure.
-    pub fn message(&self, index: u64) -> Result<Option<Bytes>> {
-        let Some(place) = self.place(index)? else {
-            return Ok(None);
-        };
-        Ok(self.segments.read(place)?.map(Bytes::from))
-    }
-
-    fn place(&self, index: u64) -> Result<Option<Place>> {
-        match self.places.get(be(index))? {
-            None => Ok(None),
-            Some(v) => Place::decode(&v).map(Some).ok_or_else(|| {
-                Error::Store(format!(
-                    "the store is damaged: the place of {index} does not decode"
-                ))
-            }),
-        }
-    }
-
-    /// The place of the newest envelope stored (recovery cuts the segments there).
-    fn last_place(&self) -> Result<Option<(u64, Place)>> {
-        let Some((k, v)) = self.places.last()? else {
-            return Ok(None);
-        };
-        match (read_u64(&k), Place::decode(&v)) {
-            (Some(i), Some(p)) => Ok(Some((i, p))),
-            _ => Err(Error::Store(
-                "the store is damaged: the newest place does not decode".into(),
-            )),
-        }
-    }
-
     /// Has `by` already had a receipt for `id` logged?
     ///
     /// # Errors
@@ -515,56 +442,5 @@ impl Store {
     /// Number of stored envelopes (after retention).
     pub fn message_count(&self) -> usize {
         self.places.len()
-    }
-
-    /// Retention ([`Prune`]): drop the oldest envelopes while their index is below
-    /// `keep_from` or they were created before `min_created_ms`; logs what it did.
-    pub(super) fn retain(&self, p: Prune) {
-        match self.prune(p) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                pruned = n,
-                "retention: dropped old envelopes (audit entries kept)"
-            ),
-            Err(e) => tracing::warn!("retention failed: {e}"),
-        }
-    }
-
-    fn prune(
-        &self,
-        Prune {
-            keep_from,
-            min_created_ms,
-        }: Prune,
-    ) -> Result<usize> {
-        let mut n = 0;
-        let mut first_kept = None;
-        for kv in self.places.iter() {
-            let (k, v) = kv?;
-            let (Some(index), Some(place)) = (read_u64(&k), Place::decode(&v)) else {
-                break;
-            };
-            let bytes = self.segments.read(place)?;
-            let env = bytes
-                .as_deref()
-                .and_then(|b| ewx_proto::Envelope::stored_header(b, usize::MAX).ok());
-            let created = env.as_ref().map_or(0, |h| h.created_ms);
-            if index >= keep_from && created >= min_created_ms {
-                first_kept = Some(place.segment);
-                break;
-            }
-            self.places.remove(&k)?;
-            if let Some(h) = env {
-                self.ids.remove(h.id.0)?;
-            }
-            self.lanes.drop_below(index + 1);
-            n += 1;
-        }
-        if n > 0 {
-            // the places are gone for good before their bytes are
-            self.sync()?;
-            self.segments.drop_before(first_kept);
-        }
-        Ok(n)
     }
 }

@@ -38,8 +38,7 @@ impl Store {
         let mut next_index = 0;
         let mut replay: HashMap<NodeId, ReplayWindow> = HashMap::new();
         let first_stored = self.places.first()?.and_then(|(k, _)| read_u64(&k));
-        let last = self.last_place()?;
-        self.segments.cut_tail(last.map(|(_, p)| p))?;
+        self.cut_segments()?;
         let mut lanes = Vec::new();
         let mut logged_roster = None;
         let mut in_force: Option<Arc<Roster>> = None;
@@ -88,8 +87,8 @@ impl Store {
                         .accept(&sender, seq, replay_width);
             }
         }
-        if let Some((i, _)) = last {
-            next_index = next_index.max(i + 1);
+        if let Some((k, _)) = self.places.last()? {
+            next_index = next_index.max(read_u64(&k).map_or(0, |i| i + 1));
         }
         let (mut checkpoint_size, mut checkpoint_hash) = (0, ewx_proto::Digest32::default());
         if let Some((_, v)) = self.checkpoints.last()? {

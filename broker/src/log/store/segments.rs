@@ -1,7 +1,6 @@
-//! Envelopes in append-only segment files, beside sled. Writing 1 KiB values into a sled
-//! tree cost more than anything else in a commit (sled copies the values again each time
-//! it splits or rewrites a node); a segment takes each envelope with one copy into one
-//! `write`, and sled keeps only where it lies ([`Place`], 20 bytes).
+//! Envelopes in append-only segment files, beside sled (for large commits: see
+//! `placement`). A segment takes a commit's envelopes in one `write`, and sled keeps only
+//! where each lies ([`Place`], 20 bytes).
 //!
 //! **Durability order:** a commit appends its envelopes and `fdatasync`s the segment
 //! *before* the sled transaction that records their places, so a place sled has (even
@@ -9,7 +8,7 @@
 //! the two leaves bytes no place names: on start they are cut off ([`Segments::cut_tail`]).
 //!
 //! Files are `segments/<first index, 20 digits>.seg`; a new one starts past
-//! [`SEGMENT_BYTES`]. Retention deletes whole files once no place in them is kept.
+//! [`SEGMENT_BYTES`]. Retention deletes whole files once no envelope in them is kept.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -315,15 +314,15 @@ impl Segments {
         Ok(Some(bytes))
     }
 
-    /// Retention: delete the segments before `first_kept` (the segment of the oldest
-    /// place kept; all but the active one if none is kept).
-    pub fn drop_before(&self, first_kept: Option<u64>) {
-        let active = lock(&self.active).as_ref().map(|a| a.segment);
-        let Some(limit) = first_kept.or(active) else {
-            return;
-        };
+    /// Retention: delete the segments whose every envelope lies below `first_kept` (the
+    /// oldest index kept). The newest segment stays: appends go on there.
+    pub fn drop_before(&self, first_kept: u64) {
         let Ok(all) = self.list() else { return };
-        for segment in all.into_iter().filter(|&s| s < limit) {
+        for pair in all.windows(2) {
+            let (segment, next) = (pair[0], pair[1]);
+            if next > first_kept {
+                break;
+            }
             lock(&self.readers).remove(&segment);
             let path = self.path(segment);
             match std::fs::remove_file(&path) {
@@ -331,20 +330,6 @@ impl Segments {
                 Err(e) => tracing::warn!("retention: cannot remove {}: {e}", path.display()),
             }
         }
-    }
-
-    /// Delete every segment (a migration starting over).
-    ///
-    /// # Errors
-    /// `File` on I/O failure.
-    pub fn clear(&self) -> Result<()> {
-        *lock(&self.active) = None;
-        lock(&self.readers).clear();
-        for segment in self.list()? {
-            let path = self.path(segment);
-            std::fs::remove_file(&path).map_err(io(&path))?;
-        }
-        Ok(())
     }
 }
 
@@ -401,8 +386,10 @@ mod tests {
             [0, 1, 2],
             "each one past half a segment starts a new one"
         );
-        s.drop_before(Some(2));
-        assert_eq!(s.list().unwrap(), [2]);
+        s.drop_before(1);
+        assert_eq!(s.list().unwrap(), [1, 2], "segment 0 ends below index 1");
+        s.drop_before(5);
+        assert_eq!(s.list().unwrap(), [2], "the newest segment stays");
         assert_eq!(s.read(places[0]).unwrap(), None, "pruned");
         assert_eq!(s.read(places[2]).unwrap().unwrap().len(), big.len());
     }

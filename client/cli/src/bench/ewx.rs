@@ -14,7 +14,7 @@ use ewx_proto::{Draft, Labels, Level, MessageId, NodeId, Precedence, Topic, Topi
 
 use super::{
     BenchReport, BoxFuture, Delivered, Deliveries, Load, Peer, PeerError, Publish, Publisher,
-    measure,
+    is_flash, measure,
 };
 use crate::error::{Error, Result};
 use ewx_client::{Client, Subscription, SubscriptionOptions};
@@ -130,10 +130,6 @@ fn draft(cfg: &BenchConfig, sender: &str, sent_us: u64, flash: bool) -> Result<D
     })
 }
 
-fn is_flash(n: u64, percent: u8) -> bool {
-    n % 100 < u64::from(percent)
-}
-
 /// A publisher's bulletins sealed ahead, and where their send times go.
 struct Sealed {
     first_slot: usize,
@@ -239,7 +235,11 @@ impl Peer for Ewx {
                     }
                 }
             });
-            Ok(Publisher { publish, limit })
+            Ok(Publisher {
+                publish,
+                limit,
+                flash_percent: self.cfg.flash_percent,
+            })
         })
     }
 

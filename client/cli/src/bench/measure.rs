@@ -150,6 +150,7 @@ struct Tally {
     deliver: Arc<Mutex<Histogram<u64>>>,
     flash: Arc<Mutex<Histogram<u64>>>,
     routine: Arc<Mutex<Histogram<u64>>>,
+    flash_ack: Arc<Mutex<Histogram<u64>>>,
 }
 
 impl Default for Tally {
@@ -162,6 +163,7 @@ impl Default for Tally {
             deliver: Arc::new(Mutex::new(hist())),
             flash: Arc::new(Mutex::new(hist())),
             routine: Arc::new(Mutex::new(hist())),
+            flash_ack: Arc::new(Mutex::new(hist())),
         }
     }
 }
@@ -211,7 +213,7 @@ impl Tally {
     /// One publishing lane of a publisher (its lanes share `next`: one schedule, one
     /// limit).
     async fn publish_lane(self, publisher: Arc<Publisher>, next: Arc<AtomicU64>, s: Schedule) {
-        let mut local = hist();
+        let (mut local, mut local_flash) = (hist(), hist());
         let start = Instant::now();
         while Instant::now() < s.deadline {
             let n = next.fetch_add(1, Ordering::Relaxed);
@@ -227,6 +229,7 @@ impl Tally {
                 }
             }
             let t = Instant::now();
+            let flash = super::is_flash(n, publisher.flash_percent);
             let task = (publisher.publish)(Publish {
                 n,
                 sent_us: micros(s.epoch),
@@ -236,13 +239,20 @@ impl Tally {
                 tokio::spawn(async move {
                     if let Some(lat) = tally.acked(task.await.is_ok(), t) {
                         let _ = tally.ack.lock().await.record(lat);
+                        if flash {
+                            let _ = tally.flash_ack.lock().await.record(lat);
+                        }
                     }
                 });
             } else if let Some(lat) = self.acked(task.await.is_ok(), t) {
                 let _ = local.record(lat);
+                if flash {
+                    let _ = local_flash.record(lat);
+                }
             }
         }
         let _ = self.ack.lock().await.add(&local);
+        let _ = self.flash_ack.lock().await.add(&local_flash);
     }
 
     /// Wait for every publishing lane, reporting progress every second; returns the
@@ -281,6 +291,7 @@ impl Tally {
 
     /// The figures of a run of `elapsed` seconds (server CPU and memory left to fill).
     async fn report(&self, load: &Load, elapsed: f64, expected: u64) -> BenchReport {
+        let flash_ack = self.flash_ack.lock().await.clone();
         let (ack, del, flash, routine) = (
             self.ack.lock().await.clone(),
             self.deliver.lock().await.clone(),
@@ -312,6 +323,7 @@ impl Tally {
             deliver_p99_ms: ms(&del, 0.99),
             deliver_p999_ms: ms(&del, 0.999),
             deliver_max_ms: del.max() as f64 / 1000.0,
+            flash_ack_p99_ms: (!flash_ack.is_empty()).then(|| ms(&flash_ack, 0.99)),
             flash_deliver_p99_ms: (!flash.is_empty()).then(|| ms(&flash, 0.99)),
             routine_deliver_p99_ms: (!flash.is_empty() && !routine.is_empty())
                 .then(|| ms(&routine, 0.99)),

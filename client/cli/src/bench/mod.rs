@@ -53,6 +53,12 @@ pub struct Publish {
     pub sent_us: u64,
 }
 
+/// Whether message number `n` of a publisher is FLASH at `percent` FLASH: the same
+/// messages in every run.
+pub fn is_flash(n: u64, percent: u8) -> bool {
+    n % 100 < u64::from(percent)
+}
+
 /// One delivery a subscriber saw.
 #[derive(Debug, Clone, Copy)]
 pub struct Delivered {
@@ -70,6 +76,8 @@ pub type PublishFn =
 pub struct Publisher {
     /// How it publishes.
     pub publish: PublishFn,
+    /// Share of its messages sent as FLASH, in percent ([`is_flash`] says which).
+    pub flash_percent: u8,
     /// How many messages it can send at most (`None`: unlimited).
     pub limit: Option<u64>,
 }
@@ -138,6 +146,9 @@ pub struct BenchReport {
     pub deliver_p999_ms: f64,
     /// See `deliver_p50_ms`.
     pub deliver_max_ms: f64,
+    /// FLASH publish→ack p99, ms (if any FLASH was sent): the broker's part of the
+    /// FLASH path, without the subscribers' side.
+    pub flash_ack_p99_ms: Option<f64>,
     /// FLASH publish→deliver p99, ms (if any FLASH was sent).
     pub flash_deliver_p99_ms: Option<f64>,
     /// The other deliveries' p99, ms (when FLASH was sent too).
@@ -187,7 +198,8 @@ impl BenchReport {
              {:<28} {:>12.0} msg/s {:>8.2} MB/s\n\
              {:<28} p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms\n\
              {:<28} p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms\n\
-             {:<28} {} (other deliveries p99 {})\n{:<28} {} ({} / publish, {} / delivery)\n\
+             {:<28} {} (other deliveries p99 {}; FLASH publish -> ack p99 {})\n\
+             {:<28} {} ({} / publish, {} / delivery)\n\
              {:<28} {}\n{:<28} {}\n{:<28} {}\n{:<28} max {} ({})\n",
             self.publishers,
             self.subscribers,
@@ -212,6 +224,7 @@ impl BenchReport {
             "FLASH publish -> deliver p99",
             opt(self.flash_deliver_p99_ms, "ms"),
             opt(self.routine_deliver_p99_ms, "ms"),
+            opt(self.flash_ack_p99_ms, "ms"),
             "server CPU",
             opt(self.broker_cpu_percent, "% of a core"),
             opt(self.broker_cpu_us_per_publish, "µs"),
