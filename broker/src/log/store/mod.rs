@@ -378,22 +378,11 @@ impl Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Bytes)>> {
-        let mut out = Vec::new();
         if from >= until {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        let mut bytes_read = 0;
-        for index in self.lanes.range(precedence, from, until, limit) {
-            // pruned by retention: skip
-            if let Some(bytes) = self.message(index)? {
-                bytes_read += bytes.len();
-                out.push((index, bytes));
-            }
-            if out.len() >= limit || bytes_read >= max_bytes {
-                break;
-            }
-        }
-        Ok(out)
+        let indexes = self.lanes.range(precedence, from, until, limit);
+        self.messages(&indexes, max_bytes)
     }
 
     /// A durable cursor (next index to deliver).

@@ -91,6 +91,69 @@ impl Store {
         }
     }
 
+    /// The envelopes at `indexes` (ascending; pruned ones skipped), until about
+    /// `max_bytes` are read. Envelopes lying next to each other in a segment are read in
+    /// one call: a lane catching up reads a page of the log with a few reads, not one each.
+    ///
+    /// # Errors
+    /// `Store` on I/O failure or if the store is damaged.
+    pub(super) fn messages(&self, indexes: &[u64], max_bytes: usize) -> Result<Vec<(u64, Bytes)>> {
+        let mut out = Vec::with_capacity(indexes.len());
+        // a run of places adjacent in one segment, not read yet
+        let mut run: Vec<(u64, Place)> = Vec::new();
+        let mut bytes = 0;
+        for &index in indexes {
+            if bytes >= max_bytes {
+                break;
+            }
+            let Some(v) = self.places.get(be(index))? else {
+                continue; // pruned by retention
+            };
+            match v.first() {
+                Some(&IN_SEGMENT) => {
+                    let place = Place::decode(&v[1..])
+                        .ok_or_else(|| damaged(format!("the place of {index} does not decode")))?;
+                    bytes += place.len as usize;
+                    let adjacent = run.last().is_none_or(|(_, p)| {
+                        p.segment == place.segment && p.offset + u64::from(p.len) == place.offset
+                    });
+                    if !adjacent {
+                        self.read_run(&mut run, &mut out)?;
+                    }
+                    run.push((index, place));
+                }
+                Some(&INLINE) => {
+                    self.read_run(&mut run, &mut out)?;
+                    bytes += v.len() - 1;
+                    out.push((index, Bytes::from_owner(v).slice(1..)));
+                }
+                _ => return Err(damaged(format!("the envelope of {index} has no known tag"))),
+            }
+        }
+        self.read_run(&mut run, &mut out)?;
+        Ok(out)
+    }
+
+    /// Read a run of adjacent places with one call and hand out each envelope.
+    fn read_run(&self, run: &mut Vec<(u64, Place)>, out: &mut Vec<(u64, Bytes)>) -> Result<()> {
+        let (Some(&(_, first)), Some(&(_, last))) = (run.first(), run.last()) else {
+            return Ok(());
+        };
+        let len = last.offset + u64::from(last.len) - first.offset;
+        let whole = Place {
+            len: u32::try_from(len).map_err(|_| damaged("a run of places too long".into()))?,
+            ..first
+        };
+        if let Some(all) = self.segments.read(whole)?.map(Bytes::from) {
+            for (index, p) in run.iter() {
+                let at = (p.offset - first.offset) as usize;
+                out.push((*index, all.slice(at..at + p.len as usize)));
+            }
+        }
+        run.clear();
+        Ok(())
+    }
+
     /// On start: cut the segments where the newest recorded place ends.
     pub(super) fn cut_segments(&self) -> Result<()> {
         let end = match self.meta.get(SEGMENT_END)? {
