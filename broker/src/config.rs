@@ -34,6 +34,9 @@ pub struct Config {
     /// Case reminders.
     #[serde(default)]
     pub cases: CasePolicy,
+    /// Replication across replicas (absent: one broker, the embedded default).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// Where log times come from: the wall clock, or a simulated clock shared with an
     /// in-process test or demo (never from the file).
     #[serde(skip)]
@@ -54,6 +57,70 @@ impl Default for CasePolicy {
         Self {
             reminders_ms: vec![6 * 3_600_000, 3_600_000],
         }
+    }
+}
+
+/// A cluster: the replicas that share one log (Raft on openraft), each a broker-role node
+/// of the roster with its own key. This broker is the replica named by its key file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Every replica, this one included (3 is the intended size: one may fail).
+    pub replicas: Vec<Replica>,
+    /// A follower that hears no leader for a random time in this range (ms) starts an
+    /// election: failover takes about this long.
+    #[serde(default = "default_election_ms")]
+    pub election_timeout_ms: [u64; 2],
+    /// The leader's heartbeat interval (ms); well under the election timeout.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+/// One replica of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replica {
+    /// Its Raft id: stable for the replica's life, never reused.
+    pub id: u64,
+    /// Its roster node (role broker).
+    pub node: ewx_proto::NodeId,
+    /// Where it listens (clients and replicas alike).
+    pub addr: SocketAddr,
+}
+
+fn default_election_ms() -> [u64; 2] {
+    [600, 1200]
+}
+
+fn default_heartbeat_ms() -> u64 {
+    150
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.replicas.is_empty() {
+            return bad("cluster.replicas lists no replica".into());
+        }
+        for (i, r) in self.replicas.iter().enumerate() {
+            if let Some(o) = self.replicas[..i]
+                .iter()
+                .find(|o| o.id == r.id || o.node == r.node || o.addr == r.addr)
+            {
+                return bad(format!(
+                    "cluster.replicas: {} and {} share an id, node or address",
+                    o.node, r.node
+                ));
+            }
+        }
+        let [lo, hi] = self.election_timeout_ms;
+        if self.heartbeat_ms == 0 || lo <= self.heartbeat_ms * 2 || hi <= lo {
+            return bad(format!(
+                "cluster: need heartbeat_ms ≥ 1, election_timeout_ms [min, max] with min > 2 × heartbeat_ms ({}) and max > min (got [{lo}, {hi}])",
+                self.heartbeat_ms
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -220,6 +287,9 @@ impl Config {
             return bad(
                 "cases.reminders_ms takes at most 16 offsets, each from 1 ms to 30 days before a deadline",
             );
+        }
+        if let Some(c) = &self.cluster {
+            c.validate()?;
         }
         Ok(())
     }

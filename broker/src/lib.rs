@@ -17,6 +17,7 @@
 //! is `ewx-net`).
 #![forbid(unsafe_code)]
 
+mod cluster;
 pub mod config;
 mod core;
 mod error;
@@ -44,6 +45,8 @@ pub struct Broker {
     endpoint: quinn::Endpoint,
     addr: SocketAddr,
     writer: std::thread::JoinHandle<()>,
+    /// This broker's place in a cluster (`None`: a single broker).
+    cluster: Option<Arc<cluster::Node>>,
 }
 
 impl Broker {
@@ -77,14 +80,37 @@ impl Broker {
             net::spawn_fanout(routes.clone())
                 .map_err(|e| Error::Store(format!("cannot start the fan-out: {e}")))?,
         );
-        let (writer_handle, head, writer) = log::spawn(
-            recovered,
-            (keys, config.clock.clone()),
-            settings,
-            (Box::new(store.clone()), read.clone()),
-            Arc::new(outlet),
-        )
-        .map_err(|e| Error::Store(format!("cannot start the writer: {e}")))?;
+        let fanout: Arc<dyn log::Fanout> = Arc::new(outlet);
+        let parts = (Box::new(store.clone()) as Box<dyn log::LogCommit>, read.clone());
+        let spawn_error = |e: std::io::Error| Error::Store(format!("cannot start the writer: {e}"));
+        let (writer_handle, head, writer, cluster) = match &config.cluster {
+            None => {
+                let (handle, head, thread) =
+                    log::spawn(recovered, (keys, config.clock.clone()), settings, parts, fanout)
+                        .map_err(spawn_error)?;
+                (handle, head, thread, None)
+            }
+            Some(cluster_config) => {
+                let (jobs, head, thread) = log::spawn_replica(
+                    recovered,
+                    (keys.clone(), config.clock.clone()),
+                    settings,
+                    parts,
+                    fanout,
+                )
+                .map_err(spawn_error)?;
+                let setup = cluster::Setup {
+                    config: cluster_config,
+                    data_dir: &config.data_dir,
+                    keys,
+                    roster: roster.clone(),
+                    store: &store,
+                    clock: config.clock.clone(),
+                };
+                let (node, handle) = cluster::start(setup, jobs).await?;
+                (handle, head, thread, Some(node))
+            }
+        };
         let shared = Arc::new(Shared {
             request_budget: Arc::new(tokio::sync::Semaphore::new(wire::budget_permits(
                 config.limits.request_budget_bytes,
@@ -97,6 +123,7 @@ impl Broker {
             log: read,
             writer: writer_handle,
             head,
+            cluster: cluster.clone(),
             routes,
             connections: Mutex::new(Default::default()),
             cancel: CancellationToken::new(),
@@ -109,8 +136,19 @@ impl Broker {
                 version: current.version(),
                 hash: current.hash(),
             };
-            if !shared.writer.roster(current.clone(), event).await {
-                return Err(Error::Store("cannot record the roster in force".into()));
+            if shared.cluster.is_none() {
+                if !shared.writer.roster(current.clone(), event).await {
+                    return Err(Error::Store("cannot record the roster in force".into()));
+                }
+            } else {
+                // a replica starts before a leader is elected (it may be the one that
+                // completes the majority): the roster is proposed once there is one
+                let s = shared.clone();
+                shared.tasks.spawn(async move {
+                    while !s.cancel.is_cancelled() && !s.writer.roster(current.clone(), event.clone()).await {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                });
             }
         }
         shared
@@ -127,12 +165,19 @@ impl Broker {
             endpoint,
             addr,
             writer,
+            cluster,
         })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// In a cluster: this replica's Raft id and the leader it knows of (`None`: a single
+    /// broker).
+    pub fn cluster_view(&self) -> Option<(u64, Option<u64>)> {
+        self.cluster.as_ref().map(|c| (c.me, c.leader()))
     }
 
     /// The store, for inspection (tests, auditors in-process).
@@ -164,6 +209,7 @@ impl Broker {
             endpoint,
             writer,
             store,
+            cluster,
             ..
         } = self;
         shared.cancel.cancel();
@@ -173,6 +219,13 @@ impl Broker {
             .is_err()
         {
             tracing::warn!("some requests did not finish within 10 s");
+        }
+        if let Some(node) = cluster {
+            // stop replicating first: the state machine lets go of the writer
+            if let Err(e) = node.raft.shutdown().await {
+                tracing::warn!("Raft did not stop cleanly: {e}");
+            }
+            node.peers.close();
         }
         endpoint.close(ewx_net::CloseCode::Normal.varint(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;

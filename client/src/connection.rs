@@ -166,12 +166,11 @@ impl Inner {
             addr: self.addr,
             reason,
         };
-        let broker_key = self
-            .roster
-            .get()
-            .broker_key()
-            .map_err(|_| Error::NoBroker)?;
-        let config = tls::client_config(&self.keys, broker_key, TransportLimits::client())?;
+        let brokers = self.roster.get().broker_keys();
+        if brokers.is_empty() {
+            return Err(Error::NoBroker);
+        }
+        let config = tls::client_config(&self.keys, brokers, TransportLimits::client())?;
         let conn = self
             .endpoint
             .connect_with(config, self.addr, tls::SERVER_NAME)

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod cases;
+pub mod cluster;
 
 use std::path::{Path, PathBuf};
 

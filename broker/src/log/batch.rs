@@ -33,6 +33,9 @@ pub struct Batch {
     pub roster: Option<(u64, Vec<u8>)>,
     /// Receipts logged: (message id, recipient).
     pub receipts: Vec<(MessageId, NodeId)>,
+    /// Bookkeeping of a replicated log, written in the same atomic commit (key, value in
+    /// the `meta` tree): which Raft entry this batch applies, so none is applied twice.
+    pub meta: Vec<(&'static str, Vec<u8>)>,
     /// Envelopes to drop by retention, once the rest is durable and answered
     /// ([`crate::log::LogCommit::retain`]; not a write that needs syncing).
     pub prune: Option<Prune>,
@@ -59,5 +62,6 @@ impl Batch {
             && self.roster.is_none()
             && self.receipts.is_empty()
             && self.cosigned.is_empty()
+            && self.meta.is_empty()
     }
 }

@@ -17,6 +17,10 @@ use crate::core::Rejection;
 pub enum Op {
     /// Store an accepted envelope (decoded and checked, with its bytes as received).
     Publish(Box<Envelope>, Vec<u8>),
+    /// Store an envelope a replicated log committed: checked again here, by every
+    /// replica alike (decoding, strict signature, publish rights, recipients), against
+    /// the roster the log has in force.
+    Replicated(Vec<u8>),
     /// Append an audit entry.
     Audit(Event),
     /// Set durable cursors (key, next index), with an audit entry if given.
@@ -38,7 +42,7 @@ impl Op {
     /// Its outcome when the log refuses every write (after a failed commit).
     pub fn refused(&self, why: &str) -> Outcome {
         match self {
-            Op::Publish(..) => Outcome::Published(Err(storage_failed(why))),
+            Op::Publish(..) | Op::Replicated(_) => Outcome::Published(Err(storage_failed(why))),
             Op::Receipt(_) => Outcome::Receipt(Err(storage_failed(why))),
             Op::Cursors(..) | Op::Roster(..) => Outcome::Done(false),
             Op::Cosign(..) => Outcome::Cosigned(Err(storage_failed(why))),

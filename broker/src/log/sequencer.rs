@@ -50,6 +50,13 @@ pub struct Step {
     pub reminders: Vec<Reminding>,
 }
 
+/// Where a publish went: a new index, or the one an identical envelope has already.
+#[derive(Debug)]
+enum Placed {
+    New(Arc<Stored>),
+    Again(u64),
+}
+
 /// The sequencer: the log's state between commits.
 #[derive(Debug)]
 pub struct Sequencer {
@@ -114,10 +121,26 @@ impl Sequencer {
             let outcome = match op {
                 Op::Publish(envelope, bytes) => {
                     let r = self.publish(&mut step.batch, &mut ids, now_ms, *envelope, bytes, log);
-                    Outcome::Published(r.map(|stored| {
-                        let index = stored.index;
-                        step.live.push(stored);
-                        index
+                    Outcome::Published(r.map(|p| match p {
+                        Placed::New(stored) => {
+                            let index = stored.index;
+                            step.live.push(stored);
+                            index
+                        }
+                        Placed::Again(index) => index,
+                    }))
+                }
+                Op::Replicated(bytes) => {
+                    let r = self.recheck(&bytes).and_then(|envelope| {
+                        self.publish(&mut step.batch, &mut ids, now_ms, envelope, bytes, log)
+                    });
+                    Outcome::Published(r.map(|p| match p {
+                        Placed::New(stored) => {
+                            let index = stored.index;
+                            step.live.push(stored);
+                            index
+                        }
+                        Placed::Again(index) => index,
                     }))
                 }
                 Op::Audit(event) => {
@@ -180,14 +203,12 @@ impl Sequencer {
         envelope: Envelope,
         bytes: Vec<u8>,
         log: &dyn LogRead,
-    ) -> Result<Arc<Stored>, Rejection> {
+    ) -> Result<Placed, Rejection> {
         let h = envelope.header();
-        let logged = || Ok::<_, Rejection>(log.index_of(&h.id).map_err(internal)?.is_some());
-        if ids.contains(&h.id) || (self.state.seen.maybe(&h.id) && logged()?) {
-            return Err(Rejection::new(
-                RejectReason::Replay,
-                format!("message id {} is already in the log", h.id),
-            ));
+        if ids.contains(&h.id) || self.state.seen.maybe(&h.id) {
+            if let Some(index) = self.logged(batch, &h.id, &bytes, log)? {
+                return Ok(Placed::Again(index));
+            }
         }
         let window = self.state.replay.entry(h.sender.clone()).or_default();
         window.accept(&h.sender, h.seq, self.settings.replay_width)?;
@@ -218,11 +239,56 @@ impl Sequencer {
             bytes,
         });
         // the envelope's header moves on to the fan-out: no copy
-        Ok(Arc::new(Stored {
+        Ok(Placed::New(Arc::new(Stored {
             index,
             header: envelope.into_header(),
             bytes: inline,
-        }))
+        })))
+    }
+
+    /// A replicated envelope's checks, as the leader made them before proposing it (all
+    /// but the clock skew, which needs a local clock): it decodes, its signature verifies
+    /// strictly under the roster in force, its sender may publish it, and every listed
+    /// recipient may read it.
+    fn recheck(&self, bytes: &[u8]) -> Result<Envelope, Rejection> {
+        let roster = self
+            .roster
+            .as_deref()
+            .ok_or_else(|| internal("no roster in force"))?;
+        let envelope = Envelope::decode(bytes, bytes.len()).map_err(crate::core::reject)?;
+        envelope.verify(roster).map_err(crate::core::reject)?;
+        envelope
+            .header()
+            .check_recipients(roster)
+            .map_err(|e| Rejection::new(RejectReason::RecipientNotPermitted, e.to_string()))?;
+        Ok(envelope)
+    }
+
+    /// Where a message id already lies, if it does: its index when `bytes` are the very
+    /// envelope stored there (a publish retried after a lost ack gets the original
+    /// index, and nothing is stored twice); `Replay` when another envelope claims the id.
+    fn logged(
+        &self,
+        batch: &Batch,
+        id: &MessageId,
+        bytes: &[u8],
+        log: &dyn LogRead,
+    ) -> Result<Option<u64>, Rejection> {
+        let found = match batch.messages.iter().find(|m| &m.id == id) {
+            Some(m) => Some((m.index, m.bytes.clone())),
+            None => match log.index_of(id).map_err(internal)? {
+                Some(index) => Some((index, log.message(index).map_err(internal)?.unwrap_or_default())),
+                None => None,
+            },
+        };
+        match found {
+            None => Ok(None),
+            Some((index, stored)) if stored.as_ref() == bytes => Ok(Some(index)),
+            Some(_) => Err(Rejection::new(
+                RejectReason::Replay,
+                format!("message id {id} is already in the log"),
+            )),
+        }
     }
 
     fn roster(
@@ -232,6 +298,9 @@ impl Sequencer {
         roster: Arc<Roster>,
         event: Event,
     ) -> bool {
+        if self.roster.as_ref().is_some_and(|r| r.hash() == roster.hash()) {
+            return true; // in force already (replicas starting together each propose it)
+        }
         let bytes = match roster.signed().encode() {
             Ok(b) => b,
             Err(e) => {
@@ -245,7 +314,7 @@ impl Sequencer {
     }
 
     /// Answer a case query from the index as committed so far.
-    fn query(&self, query: CaseQuery) -> Outcome {
+    pub fn query(&self, query: CaseQuery) -> Outcome {
         let Some(roster) = self.roster.as_deref() else {
             return Outcome::Cases(CaseAnswer::List(Vec::new()));
         };

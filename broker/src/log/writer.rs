@@ -34,9 +34,11 @@ const HOLD_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// An operation and where its outcome goes (`None`: nobody waits).
 #[derive(Debug)]
-struct Command {
-    op: Op,
-    reply: Option<oneshot::Sender<Outcome>>,
+pub(crate) struct Command {
+    /// The operation.
+    pub op: Op,
+    /// Where its outcome goes.
+    pub reply: Option<oneshot::Sender<Outcome>>,
 }
 
 /// Shared view of what the writer has committed.
@@ -209,27 +211,94 @@ pub fn spawn(
     (commit, read): (Box<dyn LogCommit>, Arc<dyn LogRead>),
     fanout: Arc<dyn Fanout>,
 ) -> std::io::Result<(LogHandle, Arc<Head>, std::thread::JoinHandle<()>)> {
-    let head = Arc::new(Head {
-        tree: std::sync::RwLock::new(state.chain.tree().clone()),
-        ..Head::default()
-    });
-    head.next_index.store(state.next_index, Ordering::Release);
-    head.audit_len.store(state.chain.len(), Ordering::Release);
     let (tx, rx) = mpsc::channel(settings.queue);
-    let writer = Writer {
-        sequencer: Sequencer::new(state, settings, keys, clock.now_ms()),
-        commit,
-        read,
-        fanout,
-        head: head.clone(),
-        clock,
-        failed: None,
-        profile: Profile::default(),
-    };
+    let (writer, head) = Writer::new(state, (keys, clock), settings, (commit, read), fanout);
     let thread = std::thread::Builder::new()
         .name("ewx-writer".into())
         .spawn(move || writer.run(rx))?;
     Ok((LogHandle { tx }, head, thread))
+}
+
+/// Work for a replica's writer: operations a replicated log committed, with the time
+/// its entry carries and the bookkeeping to write with them; the outcomes go back.
+#[derive(Debug)]
+pub struct Applying {
+    /// The log time of the entry.
+    pub now_ms: u64,
+    /// What to apply.
+    pub ops: Vec<Op>,
+    /// Written in the same atomic commit ([`super::Batch::meta`]).
+    pub meta: Vec<(&'static str, Vec<u8>)>,
+    /// One outcome per op.
+    pub reply: oneshot::Sender<Vec<Outcome>>,
+}
+
+/// What a replica's writer does: apply, or answer from what it has applied.
+#[derive(Debug)]
+pub enum ReplicaJob {
+    /// Apply committed operations.
+    Apply(Applying),
+    /// Ask the case index as applied so far (a read: nothing is logged).
+    Cases(CaseQuery, oneshot::Sender<Outcome>),
+}
+
+/// Start a replica's writer thread: as [`spawn`], but it applies [`Applying`] jobs from
+/// a replicated log instead of taking requests itself.
+///
+/// # Errors
+/// If the thread cannot be spawned.
+pub fn spawn_replica(
+    state: Recovered,
+    (keys, clock): (Arc<NodeKeys>, Clock),
+    settings: Settings,
+    (commit, read): (Box<dyn LogCommit>, Arc<dyn LogRead>),
+    fanout: Arc<dyn Fanout>,
+) -> std::io::Result<(
+    mpsc::Sender<ReplicaJob>,
+    Arc<Head>,
+    std::thread::JoinHandle<()>,
+)> {
+    let (tx, rx) = mpsc::channel(64);
+    let (writer, head) = Writer::new(state, (keys, clock), settings, (commit, read), fanout);
+    let thread = std::thread::Builder::new()
+        .name("ewx-replica".into())
+        .spawn(move || writer.run_replica(rx))?;
+    Ok((tx, head, thread))
+}
+
+impl LogHandle {
+    /// A handle whose commands go to `tx` (a replicated log's proposer reads them).
+    pub(crate) fn over(tx: mpsc::Sender<Command>) -> Self {
+        Self { tx }
+    }
+}
+
+impl Writer {
+    fn new(
+        state: Recovered,
+        (keys, clock): (Arc<NodeKeys>, Clock),
+        settings: Settings,
+        (commit, read): (Box<dyn LogCommit>, Arc<dyn LogRead>),
+        fanout: Arc<dyn Fanout>,
+    ) -> (Self, Arc<Head>) {
+        let head = Arc::new(Head {
+            tree: std::sync::RwLock::new(state.chain.tree().clone()),
+            ..Head::default()
+        });
+        head.next_index.store(state.next_index, Ordering::Release);
+        head.audit_len.store(state.chain.len(), Ordering::Release);
+        let writer = Writer {
+            sequencer: Sequencer::new(state, settings, keys, clock.now_ms()),
+            commit,
+            read,
+            fanout,
+            head: head.clone(),
+            clock,
+            failed: None,
+            profile: Profile::default(),
+        };
+        (writer, head)
+    }
 }
 
 /// Whether a command is a FLASH or IMMEDIATE publish.
@@ -317,19 +386,44 @@ impl Writer {
     }
 
     fn process(&mut self, cmds: Vec<Command>, closing: bool) {
-        if let Some(why) = self.failed.clone() {
-            for c in cmds {
-                if let Some(reply) = c.reply {
-                    let _ = reply.send(c.op.refused(&why));
-                }
-            }
-            return;
-        }
         let (ops, replies): (Vec<Op>, Vec<_>) = cmds.into_iter().map(|c| (c.op, c.reply)).unzip();
+        let now_ms = self.clock.now_ms();
+        let outcomes = self.apply(ops, now_ms, closing, Vec::new());
+        for (outcome, reply) in outcomes.into_iter().zip(replies) {
+            if let Some(r) = reply {
+                let _ = r.send(outcome); // the requester may have gone: nothing to tell
+            }
+        }
+    }
+
+    /// Sequence `ops` at `now_ms`, commit the batch (with `meta` in the same atomic
+    /// write), then publish it to the head and the fan-out. The outcomes are final: one
+    /// per op, refusals if the commit failed.
+    fn apply(
+        &mut self,
+        ops: Vec<Op>,
+        now_ms: u64,
+        closing: bool,
+        meta: Vec<(&'static str, Vec<u8>)>,
+    ) -> Vec<Outcome> {
+        if let Some(why) = self.failed.clone() {
+            return ops.iter().map(|op| op.refused(&why)).collect();
+        }
+        if ops.is_empty() && !meta.is_empty() {
+            // a replicated entry with nothing to sequence (a new leader's blank entry, a
+            // membership change): only where the replica stands is written
+            let batch = super::Batch {
+                meta,
+                ..Default::default()
+            };
+            self.commit(&batch);
+            return Vec::new();
+        }
         let t0 = std::time::Instant::now();
-        let step = self
+        let mut step = self
             .sequencer
-            .step(ops, self.clock.now_ms(), closing, self.read.as_ref());
+            .step(ops, now_ms, closing, self.read.as_ref());
+        step.batch.meta = meta;
         let t1 = std::time::Instant::now();
         let committed = step.batch.is_empty() || self.commit(&step.batch);
         let t2 = std::time::Instant::now();
@@ -337,19 +431,13 @@ impl Writer {
         self.profile.messages += step.batch.messages.len() as u64;
         self.profile.step += t1 - t0;
         self.profile.commit += t2 - t1;
-        let why = self.failed.clone().unwrap_or_default();
-        for (outcome, reply) in step.outcomes.into_iter().zip(replies) {
-            let outcome = if committed {
-                outcome
-            } else {
-                outcome.uncommitted(&why)
-            };
-            if let Some(r) = reply {
-                let _ = r.send(outcome); // the requester may have gone: nothing to tell
-            }
-        }
         if !committed {
-            return;
+            let why = self.failed.clone().unwrap_or_default();
+            return step
+                .outcomes
+                .into_iter()
+                .map(|o| o.uncommitted(&why))
+                .collect();
         }
         self.head
             .next_index
@@ -373,6 +461,29 @@ impl Writer {
         if let Some(p) = step.batch.prune {
             self.commit.retain(p);
         }
+        step.outcomes
+    }
+
+    /// A replica's writer: applies what the replicated log committed, in log order, at
+    /// the times the entries carry (never its own clock), and stops when the state
+    /// machine lets go of it.
+    fn run_replica(mut self, mut rx: mpsc::Receiver<ReplicaJob>) {
+        while let Some(job) = rx.blocking_recv() {
+            match job {
+                ReplicaJob::Apply(job) => {
+                    let outcomes = self.apply(job.ops, job.now_ms, false, job.meta);
+                    let _ = job.reply.send(outcomes);
+                }
+                ReplicaJob::Cases(query, reply) => {
+                    let _ = reply.send(self.sequencer.query(query));
+                }
+            }
+        }
+        self.profile.log(self.commit.as_ref());
+        tracing::info!(
+            audit_entries = self.sequencer.chain().len(),
+            "replica writer stopped"
+        );
     }
 
     /// Commit. On failure, stop: the batch may be half on disk and half in sled's memory,

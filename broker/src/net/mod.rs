@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub writer: LogHandle,
     /// What the writer has committed.
     pub head: Arc<Head>,
+    /// This replica's place in a cluster (`None`: a single broker).
+    pub cluster: Option<Arc<crate::cluster::Node>>,
     /// The open delivery lanes, which the writer feeds.
     pub routes: Arc<Routes>,
     /// Request bytes held at once, in KiB permits (see `ewx_net::wire::read_frame`).
@@ -134,7 +136,16 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) 
     let cap = Arc::new(Semaphore::new(shared.config.limits.max_connections));
     loop {
         let incoming = tokio::select! {
-            _ = shared.cancel.cancelled() => break,
+            _ = shared.cancel.cancelled() => {
+                // shutting down: refuse what still arrives until the endpoint closes (an
+                // attempt left queued would hold the socket until its handshake timed out)
+                tokio::spawn(async move {
+                    while let Some(i) = endpoint.accept().await {
+                        i.refuse();
+                    }
+                });
+                break;
+            }
             i = endpoint.accept() => match i { Some(i) => i, None => break },
         };
         match cap.clone().try_acquire_owned() {
@@ -170,6 +181,22 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             return;
         }
     };
+    if is_replication(&conn) {
+        let span = tracing::info_span!("replica", node = %node, %remote);
+        match &shared.cluster {
+            Some(c) if c.is_replica(&node) => {
+                tokio::select! {
+                    () = crate::cluster::serve(conn.clone(), c.raft.clone()).instrument(span) => {}
+                    () = shared.cancel.cancelled() => CloseCode::Normal.close(&conn),
+                }
+            }
+            _ => {
+                tracing::warn!(%remote, %node, "replication refused: not a replica of this cluster");
+                CloseCode::NotInRoster.close(&conn);
+            }
+        }
+        return;
+    }
     let cap = shared.config.limits.max_connections_per_node;
     if shared.connections_of(&node) >= cap {
         tracing::warn!(%remote, %node, "connection refused: {cap} connections of this node already");
@@ -180,6 +207,14 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     session::Session::run(shared, conn, node)
         .instrument(span)
         .await;
+}
+
+/// Did the peer ask for the replication protocol (ALPN `ewx-raft/1`)?
+fn is_replication(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol)
+        .is_some_and(|p| p == ewx_net::tls::ALPN_RAFT)
 }
 
 /// Ticks the writer so checkpoints are signed on time even when idle.

@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"ewx/1";
+/// ALPN of the replication protocol between the replicas of a cluster (same port, same
+/// roster-pinned mutual TLS, its own protocol).
+pub const ALPN_RAFT: &[u8] = b"ewx-raft/1";
 /// Server name clients put in the handshake (identity comes from the pinned key instead).
 pub const SERVER_NAME: &str = "ewx-broker";
 
@@ -196,10 +199,10 @@ impl ClientCertVerifier for RosterClients {
     handshake_signatures!();
 }
 
-/// Accepts the server only if it presents the pinned broker key.
+/// Accepts the server only if it presents one of the pinned broker keys.
 #[derive(Debug)]
 struct PinnedBroker {
-    key: SignPublic,
+    keys: Vec<SignPublic>,
     algs: WebPkiSupportedAlgorithms,
 }
 
@@ -213,7 +216,7 @@ impl ServerCertVerifier for PinnedBroker {
         _now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         match ed25519_key_of(end_entity) {
-            Some(k) if k == self.key => Ok(ServerCertVerified::assertion()),
+            Some(k) if self.keys.contains(&k) => Ok(ServerCertVerified::assertion()),
             _ => Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
             )),
@@ -284,7 +287,7 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![cert], key)
         .map_err(|e| Error::Transport(e.to_string()))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_RAFT.to_vec()];
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| Error::Transport(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -292,14 +295,37 @@ pub fn server_config(
     Ok(config)
 }
 
-/// A client's QUIC configuration: its own identity, and the broker key pinned.
+/// A client's QUIC configuration: its own identity, and the broker keys pinned (a
+/// cluster's replicas each have their own; any of them is accepted).
 ///
 /// # Errors
 /// `Transport` on a TLS setup failure.
 pub fn client_config(
     keys: &NodeKeys,
-    broker: SignPublic,
+    brokers: Vec<SignPublic>,
     limits: TransportLimits,
+) -> Result<quinn::ClientConfig> {
+    pinned_config(keys, brokers, limits, ALPN)
+}
+
+/// A replica's QUIC configuration for reaching another replica (ALPN [`ALPN_RAFT`]): its
+/// own identity, and the peer replica's key pinned.
+///
+/// # Errors
+/// `Transport` on a TLS setup failure.
+pub fn replica_config(
+    keys: &NodeKeys,
+    peer: SignPublic,
+    limits: TransportLimits,
+) -> Result<quinn::ClientConfig> {
+    pinned_config(keys, vec![peer], limits, ALPN_RAFT)
+}
+
+fn pinned_config(
+    keys: &NodeKeys,
+    brokers: Vec<SignPublic>,
+    limits: TransportLimits,
+    alpn: &[u8],
 ) -> Result<quinn::ClientConfig> {
     let (cert, key) = identity(keys)?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
@@ -307,12 +333,12 @@ pub fn client_config(
         .map_err(|e| Error::Transport(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedBroker {
-            key: broker,
+            keys: brokers,
             algs: algorithms(),
         }))
         .with_client_auth_cert(vec![cert], key)
         .map_err(|e| Error::Transport(e.to_string()))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| Error::Transport(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));

@@ -181,7 +181,8 @@ pub struct Verifier {
     anchor: Roster,
     roster: Arc<Roster>,
     anchor_seen: bool,
-    broker: SignPublic,
+    /// The broker keys whose checkpoint signatures count (every replica of a cluster).
+    brokers: Vec<SignPublic>,
     pending: Vec<Pending>,
     cases: CaseBook,
     summary: Summary,
@@ -201,7 +202,10 @@ impl Verifier {
     /// `InvalidRoster` if the roster names no broker.
     pub fn new(anchor: Roster) -> Result<Self> {
         Ok(Self {
-            broker: anchor.broker_key()?,
+            brokers: {
+                anchor.broker_key()?;
+                anchor.broker_keys()
+            },
             chain: Chain::new(),
             roster: Arc::new(anchor.clone()),
             anchor,
@@ -445,8 +449,14 @@ impl Verifier {
         let signed = SignedCheckpoint::decode(bytes)
             .map_err(|e| fail(len, format!("unreadable checkpoint: {e}")))?;
         let size_hint = signed.checkpoint().map(|c| c.size).unwrap_or(len);
-        let cp = signed
-            .verify(&self.broker)
+        // signed by any broker of the roster (each replica of a cluster signs its own)
+        let verdicts: Vec<_> = self.brokers.iter().map(|b| signed.verify(b)).collect();
+        let cp = verdicts
+            .iter()
+            .find(|v| v.is_ok())
+            .or(verdicts.first())
+            .cloned()
+            .unwrap_or_else(|| Err(crate::Error::InvalidRoster("no broker key".into())))
             .map_err(|e| fail(size_hint, format!("checkpoint of size {size_hint}: {e}")))?;
         if cp.prev != prev.map_or(Digest32::default(), |p| p.2) {
             return Err(fail(

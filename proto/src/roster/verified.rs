@@ -147,6 +147,17 @@ impl Roster {
             .ok_or_else(|| Error::InvalidRoster("the roster names no active broker node".into()))
     }
 
+    /// The identity keys of every active broker node: in a cluster each replica has its
+    /// own, and a client accepts any of them.
+    pub fn broker_keys(&self) -> Vec<SignPublic> {
+        self.body
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Broker && !n.revoked)
+            .map(|n| n.sign)
+            .collect()
+    }
+
     /// The node owning an identity key (how the broker names a TLS peer).
     pub fn node_by_key(&self, key: &SignPublic) -> Option<&NodeEntry> {
         self.by_key.get(key).map(|&i| &self.body.nodes[i])

@@ -12,11 +12,8 @@
 //! precedence lane holds is kept in memory ([`LaneIndex`]), rebuilt from the audit log on
 //! start.
 
-use std::collections::HashSet;
-
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ewx_proto::{MessageId, NodeId, Precedence};
@@ -30,9 +27,11 @@ mod lanes;
 mod placement;
 mod recovery;
 mod segments;
+mod sync;
 mod traits;
 
 pub use guard::guarded;
+pub use sync::SledSync;
 
 use lanes::LaneIndex;
 use placement::SEGMENT_END;
@@ -61,7 +60,7 @@ pub struct Store {
     receipts: sled::Tree,
     rosters: sled::Tree,
     meta: sled::Tree,
-    synced_blobs: Arc<Mutex<HashSet<std::ffi::OsString>>>,
+    synced: SledSync,
     timings: Timings,
 }
 
@@ -209,7 +208,7 @@ impl Store {
             receipts: t("receipts")?,
             rosters: t("rosters")?,
             meta: t("meta")?,
-            synced_blobs: Arc::default(),
+            synced: SledSync::new(db.clone(), dir),
             timings: Timings::default(),
             db,
         })
@@ -312,6 +311,9 @@ impl Store {
                 for (id, by) in &batch.receipts {
                     receipts.insert(receipt_key(id, by), &[])?;
                 }
+                for (key, value) in &batch.meta {
+                    meta.insert(*key, value.as_slice())?;
+                }
                 Ok::<(), ConflictableTransactionError<()>>(())
             },
         );
@@ -325,43 +327,9 @@ impl Store {
         synced
     }
 
-    /// Flush sled (survives a process crash) and `fdatasync` its data file (survives a
-    /// power cut).
+    /// Flush sled and fsync what it wrote ([`SledSync`]).
     fn sync(&self) -> Result<()> {
-        self.db.flush()?;
-        let data = self.dir.join("db");
-        File::open(&data)
-            .and_then(|f| f.sync_data())
-            .map_err(|e| Error::Store(format!("fdatasync {}: {e}", data.display())))?;
-        self.sync_blobs()
-    }
-
-    /// sled writes values too large for a log segment to files under `blobs/` without
-    /// syncing them: sync each new one, and the directory that names it.
-    fn sync_blobs(&self) -> Result<()> {
-        let dir = self.dir.join("blobs");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(());
-        };
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut new = false;
-        for e in entries.flatten() {
-            if synced.insert(e.file_name()) {
-                let path = e.path();
-                // a blob sled already removed again needs no sync
-                if let Ok(f) = File::open(&path) {
-                    f.sync_data()
-                        .map_err(|e| Error::Store(format!("fsync {}: {e}", path.display())))?;
-                }
-                new = true;
-            }
-        }
-        if new {
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| Error::Store(format!("fsync {}: {e}", dir.display())))?;
-        }
-        Ok(())
+        self.synced.sync()
     }
 
     /// Envelopes of one precedence lane with index in `[from, until)`, at most `limit`
@@ -426,6 +394,14 @@ impl Store {
     /// `Store` on I/O failure.
     pub fn checkpoints(&self) -> Result<Vec<sled::IVec>> {
         self.checkpoints.iter().map(|kv| Ok(kv?.1)).collect()
+    }
+
+    /// A value of the `meta` tree written through [`Batch::meta`].
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn meta_value(&self, key: &str) -> Result<Option<sled::IVec>> {
+        Ok(self.meta.get(key)?)
     }
 
     /// Number of stored envelopes (after retention).

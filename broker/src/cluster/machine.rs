@@ -1,0 +1,158 @@
+//! The replicated state machine: the broker's own store, applied by its writer thread.
+//! Each committed entry is one group commit on every replica, with the entry's time, and
+//! the same atomic sled write records the entry's log id (a Merkle append is not
+//! idempotent: nothing may be applied twice) and, for membership entries, the membership.
+
+use std::io::Cursor;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Types;
+use super::entry::{Answer, Answers, Change};
+use crate::log::{Applying, ReplicaJob, Store};
+
+const APPLIED: &str = "raft_applied";
+const MEMBERSHIP: &str = "raft_membership";
+
+type Membership = StoredMembership<u64, BasicNode>;
+
+/// The state machine of one replica.
+#[derive(Debug)]
+pub struct Machine {
+    writer: mpsc::Sender<ReplicaJob>,
+    applied: Option<LogId<u64>>,
+    membership: Membership,
+}
+
+fn sm_error(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_state_machine(AnyError::error(e.to_string())).into()
+}
+
+fn cbor<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StorageError<u64>> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).map_err(sm_error)?;
+    Ok(out)
+}
+
+fn read<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    key: &str,
+) -> crate::error::Result<Option<T>> {
+    match store.meta_value(key)? {
+        Some(v) => ciborium::from_reader(v.as_ref())
+            .map(Some)
+            .map_err(|e| crate::error::Error::Store(format!("{key}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+impl Machine {
+    /// Over `store` (to read where it stands) and the replica writer applying to it.
+    ///
+    /// # Errors
+    /// `Store` if the recorded Raft state cannot be read.
+    pub fn new(store: &Store, writer: mpsc::Sender<ReplicaJob>) -> crate::error::Result<Self> {
+        Ok(Self {
+            writer,
+            applied: read(store, APPLIED)?,
+            membership: read(store, MEMBERSHIP)?.unwrap_or_default(),
+        })
+    }
+
+    async fn run(
+        &self,
+        now_ms: u64,
+        ops: Vec<crate::log::sequencer::Op>,
+        meta: Vec<(&'static str, Vec<u8>)>,
+    ) -> Result<Vec<crate::log::sequencer::Outcome>, StorageError<u64>> {
+        let (reply, answer) = oneshot::channel();
+        let job = ReplicaJob::Apply(Applying {
+            now_ms,
+            ops,
+            meta,
+            reply,
+        });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| sm_error("the replica writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| sm_error("the replica writer has stopped"))
+    }
+}
+
+impl RaftStateMachine<Types> for Machine {
+    type SnapshotBuilder = NoSnapshots;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership), StorageError<u64>> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Answers>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<Types>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id;
+            let mut meta = vec![(APPLIED, cbor(&log_id)?)];
+            let (now_ms, ops) = match entry.payload {
+                EntryPayload::Blank => (0, Vec::new()),
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(log_id), m);
+                    meta.push((MEMBERSHIP, cbor(&stored)?));
+                    self.membership = stored;
+                    (0, Vec::new())
+                }
+                EntryPayload::Normal(p) => {
+                    (p.now_ms, p.changes.into_iter().map(Change::into_op).collect())
+                }
+            };
+            let outcomes = self.run(now_ms, ops, meta).await?;
+            self.applied = Some(log_id);
+            out.push(Answers(outcomes.into_iter().map(Answer::of).collect()));
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        NoSnapshots
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMeta<u64, BasicNode>,
+        _snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        Err(sm_error(
+            "snapshots are not supported yet: a replica catches up from the Raft log",
+        ))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Types>>, StorageError<u64>> {
+        Ok(None)
+    }
+}
+
+/// The log is never compacted yet, so no snapshot is ever needed.
+#[derive(Debug)]
+pub struct NoSnapshots;
+
+impl RaftSnapshotBuilder<Types> for NoSnapshots {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<Types>, StorageError<u64>> {
+        Err(sm_error("snapshots are not supported yet"))
+    }
+}

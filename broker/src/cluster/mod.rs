@@ -1,0 +1,191 @@
+//! Replication: the log on several replicas (three: one may fail) with openraft, a
+//! maintained consensus engine. Each replica keeps its own Raft log ([`log_store`],
+//! fsynced before it acknowledges) and applies committed entries to its own store through
+//! its writer ([`machine`]), so every replica holds the same log, audit chain and roots.
+//! Requests reach any replica; the [`proposer`] turns them into entries and the leader
+//! commits them; replicas talk over QUIC with their own ALPN ([`transport`]).
+//!
+//! openraft 0.9.25 with `storage-v2`: releases before it could advance the commit index
+//! without a real quorum (openraft issue #1802).
+
+mod entry;
+mod log_store;
+mod machine;
+mod proposer;
+mod transport;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use ewx_net::{Clock, RosterCell};
+use ewx_proto::{NodeKeys, Role};
+use openraft::BasicNode;
+use tokio::sync::mpsc;
+
+pub use entry::{Answers, Proposal};
+pub use transport::serve;
+
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::log::{LogHandle, ReplicaJob, Store};
+
+openraft::declare_raft_types!(
+    /// ewx's Raft types: entries carry [`Proposal`]s; applying one answers [`Answers`].
+    pub Types:
+        D = Proposal,
+        R = Answers,
+        NodeId = u64,
+        Node = BasicNode,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+);
+
+/// A replica's Raft handle.
+pub type Raft = openraft::Raft<Types>;
+
+/// This replica's place in the cluster.
+pub struct Node {
+    /// The Raft engine.
+    pub raft: Raft,
+    /// This replica's Raft id.
+    pub me: u64,
+    /// The other replicas.
+    pub peers: Arc<transport::Peers>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("me", &self.me)
+            .field("leader", &self.leader())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// The leader this replica knows of.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Does this replica lead?
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.me)
+    }
+
+    /// Is `node` (a roster name) one of the replicas?
+    pub fn is_replica(&self, node: &ewx_proto::NodeId) -> bool {
+        self.peers.replica_named(node).is_some()
+    }
+}
+
+/// What a replica starts with.
+#[derive(Debug)]
+pub struct Setup<'a> {
+    /// The cluster section of the configuration.
+    pub config: &'a ClusterConfig,
+    /// The broker's data directory (the Raft log goes in `raft/` under it).
+    pub data_dir: &'a Path,
+    /// This replica's keys.
+    pub keys: Arc<NodeKeys>,
+    /// The roster in force.
+    pub roster: RosterCell,
+    /// The store the state machine applies to.
+    pub store: &'a Store,
+    /// Where proposals get their time.
+    pub clock: Clock,
+}
+
+/// The replica's Raft id, after checking every replica is a broker of the roster.
+///
+/// # Errors
+/// `Config` when this broker is not listed or a replica is not an active broker.
+pub fn identify(config: &ClusterConfig, keys: &NodeKeys, roster: &ewx_proto::Roster) -> Result<u64> {
+    for r in &config.replicas {
+        match roster.active(&r.node) {
+            Ok(n) if n.role == Role::Broker => {}
+            _ => {
+                return Err(Error::Config(format!(
+                    "cluster replica {} is not an active broker node of the roster",
+                    r.node
+                )));
+            }
+        }
+    }
+    config
+        .replicas
+        .iter()
+        .find(|r| r.node == keys.node)
+        .map(|r| r.id)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "this broker ({}) is not one of cluster.replicas",
+                keys.node
+            ))
+        })
+}
+
+/// Start Raft on this replica: its log, its state machine over `writer`, the network,
+/// and (on a pristine cluster) the initial membership; then the proposer behind the
+/// returned handle.
+///
+/// # Errors
+/// `Store` if the Raft log cannot be opened, `Config` for bad Raft settings.
+pub async fn start(setup: Setup<'_>, writer: mpsc::Sender<ReplicaJob>) -> Result<(Arc<Node>, LogHandle)> {
+    let Setup {
+        config,
+        data_dir,
+        keys,
+        roster,
+        store,
+        clock,
+    } = setup;
+    let me = identify(config, &keys, &roster.get())?;
+    let log = log_store::LogStore::open(&data_dir.join("raft"))?;
+    let machine = machine::Machine::new(store, writer.clone())?;
+    let peers = Arc::new(
+        transport::Peers::new(keys, roster, &config.replicas)
+            .map_err(|e| Error::Transport(format!("cluster: cannot bind a local socket: {e}")))?,
+    );
+    let raft_config = openraft::Config {
+        cluster_name: "ewx".into(),
+        election_timeout_min: config.election_timeout_ms[0],
+        election_timeout_max: config.election_timeout_ms[1],
+        heartbeat_interval: config.heartbeat_ms,
+        max_payload_entries: 32,
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| Error::Config(format!("cluster: {e}")))?;
+    let raft = Raft::new(
+        me,
+        Arc::new(raft_config),
+        transport::Network(peers.clone()),
+        log,
+        machine,
+    )
+    .await
+    .map_err(|e| Error::Store(format!("cannot start Raft: {e}")))?;
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| Error::Store(format!("Raft: {e}")))?;
+    if !initialized {
+        let members: BTreeMap<u64, BasicNode> = config
+            .replicas
+            .iter()
+            .map(|r| (r.id, BasicNode::new(r.addr)))
+            .collect();
+        // every replica of a new cluster proposes the same membership: whichever entry
+        // is kept, it is this one
+        if let Err(e) = raft.initialize(members).await {
+            tracing::debug!("cluster already initialised: {e}");
+        }
+    }
+    let node = Arc::new(Node { raft, me, peers });
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(proposer::run(node.clone(), rx, writer, clock));
+    tracing::info!(replica = me, "cluster replica started");
+    Ok((node, LogHandle::over(tx)))
+}

@@ -1,0 +1,151 @@
+//! The way in for requests on a replica: the same [`crate::log::LogHandle`] as a single
+//! broker, but its commands become proposals. Whatever is queued is proposed as one
+//! entry (group commit), in arrival order, stamped with this replica's clock; the leader
+//! hands it to openraft, a follower forwards it to the leader. An outcome is answered
+//! only once the entry is committed on a majority and applied. A proposal whose fate is
+//! unknown (the leader changed under it) is proposed again through the new leader —
+//! publishes are idempotent (a repeated envelope gets its original index), so nothing
+//! acknowledged is lost and nothing is stored twice.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ewx_net::Clock;
+use openraft::error::ClientWriteError;
+use tokio::sync::{mpsc, oneshot};
+
+use super::entry::{Answers, Change, Proposal};
+use super::transport::{Reply, Rpc};
+use super::Node;
+use crate::log::sequencer::{Op, Outcome};
+use crate::log::{Command, ReplicaJob};
+
+/// Most commands in one entry.
+const MAX_BATCH: usize = 64;
+
+/// How long a proposal may wait for a leader (an election, a partition healing) before
+/// its requests are refused.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+type Replies = Vec<Option<oneshot::Sender<Outcome>>>;
+
+/// Propose what arrives on `rx` until every handle is gone.
+pub async fn run(
+    node: Arc<Node>,
+    mut rx: mpsc::Receiver<Command>,
+    writer: mpsc::Sender<ReplicaJob>,
+    clock: Clock,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut cmds = vec![first];
+        while cmds.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => cmds.push(c),
+                Err(_) => break,
+            }
+        }
+        let leading = node.is_leader();
+        let mut changes = Vec::with_capacity(cmds.len());
+        let mut replies: Replies = Vec::with_capacity(cmds.len());
+        for Command { op, reply } in cmds {
+            match Change::of(op) {
+                // only the leader's clock drives checkpoints and retention
+                Ok(Some(Change::Tick)) if !leading => {}
+                Ok(Some(change)) => {
+                    changes.push(change);
+                    replies.push(reply);
+                }
+                Ok(None) => {}
+                Err(Op::Cases(query)) => {
+                    if let Some(reply) = reply {
+                        let _ = writer.send(ReplicaJob::Cases(query, reply)).await;
+                    }
+                }
+                Err(op) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(op.refused("it cannot be encoded for replication"));
+                    }
+                }
+            }
+        }
+        if changes.is_empty() {
+            continue;
+        }
+        let proposal = Proposal {
+            now_ms: clock.now_ms(),
+            changes,
+        };
+        // enqueued in order while leading; answered (or forwarded) concurrently
+        let local = if leading {
+            node.raft.client_write_ff(proposal.clone()).await.ok()
+        } else {
+            None
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let answers = match local {
+                Some(rx) => match rx.await {
+                    Ok(Ok(written)) => Ok(written.data),
+                    Ok(Err(ClientWriteError::ForwardToLeader(_))) | Err(_) => {
+                        forward(&node, &proposal).await
+                    }
+                    Ok(Err(e)) => Err(e.to_string()),
+                },
+                None => forward(&node, &proposal).await,
+            };
+            answer(replies, answers);
+        });
+    }
+}
+
+/// Have the leader commit `proposal`: this replica if it leads, else the leader it knows;
+/// wait for one while there is none.
+async fn forward(node: &Node, proposal: &Proposal) -> Result<Answers, String> {
+    let started = Instant::now();
+    let mut last = String::from("no leader elected");
+    while started.elapsed() < LEADER_WAIT {
+        match node.leader() {
+            Some(leader) if leader == node.me => {
+                match node.raft.client_write(proposal.clone()).await {
+                    Ok(w) => return Ok(w.data),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Some(leader) => {
+                let rpc = Rpc::Propose(proposal.clone());
+                match node.peers.call(leader, &rpc, LEADER_WAIT).await {
+                    Ok(Reply::Propose(Ok(answers))) => return Ok(answers),
+                    Ok(Reply::Propose(Err(e))) => last = e,
+                    Ok(_) => last = "the leader answered another request".into(),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            None => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!("proposal not committed within {LEADER_WAIT:?}: {last}");
+    Err(last)
+}
+
+fn answer(replies: Replies, answers: Result<Answers, String>) {
+    match answers {
+        Ok(Answers(answers)) => {
+            for (reply, a) in replies.into_iter().zip(answers) {
+                if let Some(r) = reply {
+                    let _ = r.send(a.into_outcome());
+                }
+            }
+        }
+        Err(why) => {
+            let why = format!("the cluster did not commit it ({why})");
+            for r in replies.into_iter().flatten() {
+                // every op of a proposal refuses alike; Published is what waits longest
+                let _ = r.send(Outcome::Published(Err(crate::core::Rejection::new(
+                    ewx_proto::frame::RejectReason::Internal,
+                    why.clone(),
+                ))));
+            }
+        }
+    }
+}

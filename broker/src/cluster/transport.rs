@@ -1,0 +1,342 @@
+//! Replication between replicas over QUIC: the same endpoint and port as clients, the
+//! same roster-pinned mutual TLS (each side pins the other replica's key from the
+//! roster), its own ALPN (`ewx-raft/1`). One request per bidirectional stream: a CBOR
+//! frame each way. Besides openraft's three RPCs, a follower forwards proposals to the
+//! leader here, so a client may talk to any replica.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ewx_net::wire::{Wait, read_msg, write_msg};
+use ewx_net::{RosterCell, SERVER_NAME, tls};
+use ewx_proto::NodeKeys;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+
+use super::entry::{Answers, Proposal};
+use super::{Raft, Types};
+use crate::config::Replica;
+
+/// Largest replication frame (a batch of entries, each up to a group commit).
+const MAX_RPC: usize = 256 << 20;
+
+/// A request from one replica to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Rpc {
+    /// Raft: replicate entries (or heartbeat).
+    Append(AppendEntriesRequest<Types>),
+    /// Raft: ask for a vote.
+    Vote(VoteRequest<u64>),
+    /// Raft: a snapshot chunk.
+    Snapshot(InstallSnapshotRequest<Types>),
+    /// A follower forwarding a proposal to the leader.
+    Propose(Proposal),
+}
+
+/// The answer to an [`Rpc`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// To `Append`.
+    Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// To `Vote`.
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// To `Snapshot`.
+    Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// To `Propose`: the answers once committed and applied, or why not (not the leader
+    /// any more, …).
+    Propose(Result<Answers, String>),
+}
+
+/// The other replicas, and connections to them (opened on first use, reopened when
+/// they fail).
+#[derive(Debug)]
+pub struct Peers {
+    /// The broker's endpoint; `None` once closed (so the port is free on shutdown even if
+    /// a replication task outlives the broker briefly).
+    endpoint: Mutex<Option<quinn::Endpoint>>,
+    keys: Arc<NodeKeys>,
+    roster: RosterCell,
+    replicas: HashMap<u64, Replica>,
+    limits: tls::TransportLimits,
+    conns: Mutex<HashMap<u64, quinn::Connection>>,
+}
+
+fn unreachable(msg: String) -> Unreachable {
+    Unreachable::new(&std::io::Error::other(msg))
+}
+
+/// Why a call failed: the peer could not be reached at all, or the exchange broke.
+#[derive(Debug)]
+pub enum CallError {
+    /// No connection.
+    Unreachable(String),
+    /// The connection was up but the request failed.
+    Broken(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(m) => write!(f, "unreachable: {m}"),
+            CallError::Broken(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl Peers {
+    /// Replicas reached from a client endpoint of their own (so the listening socket is
+    /// held by the listener alone), authenticated as `keys`.
+    ///
+    /// # Errors
+    /// If no local UDP socket can be bound.
+    pub fn new(
+        keys: Arc<NodeKeys>,
+        roster: RosterCell,
+        replicas: &[Replica],
+    ) -> std::io::Result<Self> {
+        let local: std::net::SocketAddr = match replicas.first().map(|r| r.addr) {
+            Some(std::net::SocketAddr::V6(_)) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+            _ => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        };
+        let endpoint = quinn::Endpoint::client(local)?;
+        let limits = tls::TransportLimits {
+            idle_timeout: Duration::from_secs(10),
+            max_bidi_streams: 0,
+            max_uni_streams: 0,
+            stream_window: 16 << 20,
+            connection_window: 64 << 20,
+        };
+        Ok(Self {
+            endpoint: Mutex::new(Some(endpoint)),
+            keys,
+            roster,
+            replicas: replicas.iter().map(|r| (r.id, r.clone())).collect(),
+            limits,
+            conns: Mutex::default(),
+        })
+    }
+
+    /// The replica that is this roster node.
+    pub fn replica_named(&self, node: &ewx_proto::NodeId) -> Option<&Replica> {
+        self.replicas.values().find(|r| &r.node == node)
+    }
+
+    async fn connection(&self, target: u64) -> Result<quinn::Connection, CallError> {
+        let cached = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&target)
+            .cloned();
+        if let Some(c) = cached.filter(|c| c.close_reason().is_none()) {
+            return Ok(c);
+        }
+        let replica = self
+            .replicas
+            .get(&target)
+            .ok_or_else(|| CallError::Unreachable(format!("no replica {target} configured")))?;
+        let roster = self.roster.get();
+        let key = roster
+            .active(&replica.node)
+            .map_err(|e| CallError::Unreachable(e.to_string()))?
+            .sign;
+        let config = tls::replica_config(&self.keys, key, self.limits)
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let connecting = {
+            // the endpoint is not held while connecting: shutdown must be able to free it
+            let endpoint = self.endpoint.lock().unwrap_or_else(|p| p.into_inner());
+            endpoint
+                .as_ref()
+                .ok_or_else(|| CallError::Unreachable("shutting down".into()))?
+                .connect_with(config, replica.addr, SERVER_NAME)
+                .map_err(|e| CallError::Unreachable(e.to_string()))?
+        };
+        let conn = connecting
+            .await
+            .map_err(|e| CallError::Unreachable(format!("{}: {e}", replica.addr)))?;
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if self
+            .endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
+            conn.close(ewx_net::CloseCode::Normal.varint(), b"shutdown");
+            return Err(CallError::Unreachable("shutting down".into()));
+        }
+        conns.insert(target, conn.clone());
+        Ok(conn)
+    }
+
+    /// Stop: close the connections to the other replicas and let go of the endpoint.
+    pub fn close(&self) {
+        if let Some(e) = self
+            .endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            e.close(ewx_net::CloseCode::Normal.varint(), b"shutdown");
+        }
+        for (_, c) in self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+        {
+            c.close(ewx_net::CloseCode::Normal.varint(), b"shutdown");
+        }
+    }
+
+    /// Send one request and wait (at most `ttl`) for its answer.
+    ///
+    /// # Errors
+    /// [`CallError`] when the peer is down or the exchange fails.
+    pub async fn call(&self, target: u64, rpc: &Rpc, ttl: Duration) -> Result<Reply, CallError> {
+        let exchange = async {
+            let conn = self.connection(target).await?;
+            let broken = |e: &dyn std::fmt::Display| CallError::Broken(e.to_string());
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| broken(&e))?;
+            write_msg(&mut send, rpc, MAX_RPC)
+                .await
+                .map_err(|e| broken(&e))?;
+            send.finish().map_err(|e| broken(&e))?;
+            read_msg::<Reply>(&mut recv, MAX_RPC, Wait::Within(ttl))
+                .await
+                .map_err(|e| broken(&e))?
+                .ok_or_else(|| CallError::Broken("the replica closed the stream".into()))
+        };
+        tokio::time::timeout(ttl, exchange)
+            .await
+            .map_err(|_| CallError::Broken(format!("no answer within {ttl:?}")))?
+    }
+}
+
+/// openraft's way to the other replicas.
+#[derive(Debug, Clone)]
+pub struct Network(pub Arc<Peers>);
+
+/// openraft's way to one replica.
+#[derive(Debug)]
+pub struct Link {
+    peers: Arc<Peers>,
+    target: u64,
+}
+
+impl RaftNetworkFactory<Types> for Network {
+    type Network = Link;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Link {
+        Link {
+            peers: self.0.clone(),
+            target,
+        }
+    }
+}
+
+type RpcResult<T, E = RaftError<u64>> = Result<T, RPCError<u64, BasicNode, E>>;
+
+impl Link {
+    async fn call<E: std::error::Error>(&self, rpc: Rpc, option: &RPCOption) -> RpcResult<Reply, E> {
+        self.peers
+            .call(self.target, &rpc, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                CallError::Unreachable(m) => RPCError::Unreachable(unreachable(m)),
+                CallError::Broken(m) => {
+                    RPCError::Network(NetworkError::new(&std::io::Error::other(m)))
+                }
+            })
+    }
+
+    fn unexpected<T, E: std::error::Error>(&self) -> RpcResult<T, E> {
+        Err(RPCError::Network(NetworkError::new(&std::io::Error::other(
+            "the replica answered another request",
+        ))))
+    }
+}
+
+impl RaftNetwork<Types> for Link {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<Types>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>> {
+        match self.call(Rpc::Append(rpc), &option).await? {
+            Reply::Append(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            _ => self.unexpected(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<Types>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
+        match self.call(Rpc::Snapshot(rpc), &option).await? {
+            Reply::Snapshot(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            _ => self.unexpected(),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>> {
+        match self.call(Rpc::Vote(rpc), &option).await? {
+            Reply::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            _ => self.unexpected(),
+        }
+    }
+}
+
+/// Serve another replica's connection until it closes.
+pub async fn serve(conn: quinn::Connection, raft: Raft) {
+    loop {
+        let (mut send, mut recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("replica connection closed: {e}");
+                return;
+            }
+        };
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let rpc = match read_msg::<Rpc>(&mut recv, MAX_RPC, Wait::Deadline).await {
+                Ok(Some(rpc)) => rpc,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("bad replication request: {e}");
+                    return;
+                }
+            };
+            let reply = match rpc {
+                Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
+                Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
+                Rpc::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
+                Rpc::Propose(p) => Reply::Propose(
+                    raft.client_write(p)
+                        .await
+                        .map(|w| w.data)
+                        .map_err(|e| e.to_string()),
+                ),
+            };
+            if let Err(e) = write_msg(&mut send, &reply, MAX_RPC).await {
+                tracing::debug!("replication answer not sent: {e}");
+            }
+            let _ = send.finish();
+        });
+    }
+}
