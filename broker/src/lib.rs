@@ -81,13 +81,21 @@ impl Broker {
                 .map_err(|e| Error::Store(format!("cannot start the fan-out: {e}")))?,
         );
         let fanout: Arc<dyn log::Fanout> = Arc::new(outlet);
-        let parts = (Box::new(store.clone()) as Box<dyn log::LogCommit>, read.clone());
+        let parts = (
+            Box::new(store.clone()) as Box<dyn log::LogCommit>,
+            read.clone(),
+        );
         let spawn_error = |e: std::io::Error| Error::Store(format!("cannot start the writer: {e}"));
         let (writer_handle, head, writer, cluster) = match &config.cluster {
             None => {
-                let (handle, head, thread) =
-                    log::spawn(recovered, (keys, config.clock.clone()), settings, parts, fanout)
-                        .map_err(spawn_error)?;
+                let (handle, head, thread) = log::spawn(
+                    recovered,
+                    (keys, config.clock.clone()),
+                    settings,
+                    parts,
+                    fanout,
+                )
+                .map_err(spawn_error)?;
                 (handle, head, thread, None)
             }
             Some(cluster_config) => {
@@ -145,7 +153,9 @@ impl Broker {
                 // completes the majority): the roster is proposed once there is one
                 let s = shared.clone();
                 shared.tasks.spawn(async move {
-                    while !s.cancel.is_cancelled() && !s.writer.roster(current.clone(), event.clone()).await {
+                    while !s.cancel.is_cancelled()
+                        && !s.writer.roster(current.clone(), event.clone()).await
+                    {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 });

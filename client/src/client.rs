@@ -40,6 +40,9 @@ pub struct Client {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// How long a publish is sent again while a cluster answers `Unavailable`.
+const UNAVAILABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Client {
     /// Connect to the broker at `addr` as the node of `keys`, pinning the broker key the
     /// roster names, and exchange roster versions (a newer roster from the broker is
@@ -62,6 +65,27 @@ impl Client {
         roster: Roster,
         clock: ewx_net::Clock,
     ) -> Result<Self> {
+        Self::connect_any(&[addr], keys, roster, clock).await
+    }
+
+    /// Connect to any of a cluster's replicas (`addrs`, tried in turn until one answers);
+    /// after a lost connection the client reconnects to whichever replica answers and
+    /// resumes its subscriptions from the cluster's durable cursors.
+    ///
+    /// # Errors
+    /// As [`Client::connect`], for the last address tried; `Connect` if `addrs` is empty.
+    pub async fn connect_any(
+        addrs: &[SocketAddr],
+        keys: NodeKeys,
+        roster: Roster,
+        clock: ewx_net::Clock,
+    ) -> Result<Self> {
+        let Some(&addr) = addrs.first() else {
+            return Err(Error::Connect {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                reason: "no broker address given".into(),
+            });
+        };
         let connect_err = |reason: String| Error::Connect { addr, reason };
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0"
@@ -79,7 +103,8 @@ impl Client {
         let (receipts_tx, receipts_rx) = mpsc::channel(256);
         let (reminders_tx, reminders_rx) = mpsc::channel(256);
         let inner = Arc::new(Inner {
-            addr,
+            addrs: addrs.to_vec(),
+            at: std::sync::atomic::AtomicUsize::new(0),
             endpoint,
             keys: Arc::new(NodeKeys::from_secret_file(&keys.to_secret_file())?),
             roster: RosterCell::new(roster),
@@ -97,14 +122,24 @@ impl Client {
             dead_reason: Mutex::new(String::new()),
             pipes: tokio::sync::Mutex::default(),
         });
-        let conn = inner.connect_once().await?;
-        tokio::spawn(inner.clone().supervise(conn));
-        Ok(Self { inner })
+        let mut last = None;
+        for _ in addrs {
+            match inner.connect_once().await {
+                Ok(conn) => {
+                    tokio::spawn(inner.clone().supervise(conn));
+                    return Ok(Self { inner });
+                }
+                // another replica may answer; any other failure is final
+                Err(e @ Error::Connect { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| connect_err("no broker answered".into())))
     }
 
     /// The broker's address.
     pub fn broker_addr(&self) -> SocketAddr {
-        self.inner.addr
+        self.inner.addr()
     }
 
     /// The roster this client trusts now.
@@ -124,7 +159,7 @@ impl Client {
     /// broker refuses.
     pub async fn request(&self, req: &Request) -> Result<Response> {
         let conn = self.inner.current().await?;
-        request_on(&conn, self.inner.addr, req).await
+        request_on(&conn, self.inner.addr(), req).await
     }
 
     /// Send raw bytes on a new request stream and read one answer (for tests of hostile
@@ -135,7 +170,7 @@ impl Client {
     pub async fn raw_request(&self, bytes: &[u8]) -> Result<Option<Response>> {
         let conn = self.inner.current().await?;
         let err = |e: &dyn std::fmt::Display| Error::Connect {
-            addr: self.inner.addr,
+            addr: self.inner.addr(),
             reason: e.to_string(),
         };
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| err(&e))?;
@@ -217,9 +252,23 @@ impl Client {
         let req = Request::Publish {
             envelope: bytes.to_vec(),
         };
-        match self.inner.pipe(precedence).await?.request(&req).await? {
-            Response::PublishAck { id, log_index } => Ok(PublishAck { id, log_index }),
-            other => Err(Error::Unexpected(format!("{other:?}"))),
+        // a cluster between leaders answers Unavailable: the same envelope again is safe
+        // (a stored one gets its original index)
+        let started = std::time::Instant::now();
+        loop {
+            match self.inner.pipe(precedence).await?.request(&req).await {
+                Ok(Response::PublishAck { id, log_index }) => {
+                    return Ok(PublishAck { id, log_index });
+                }
+                Ok(other) => return Err(Error::Unexpected(format!("{other:?}"))),
+                Err(Error::Rejected {
+                    reason: RejectReason::Unavailable,
+                    ..
+                }) if started.elapsed() < UNAVAILABLE_RETRY => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 

@@ -49,7 +49,10 @@ pub(crate) struct OpenSub {
 /// Shared state of a client and its background tasks.
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub(crate) addr: SocketAddr,
+    /// The broker's addresses: one, or every replica of a cluster (any of them serves).
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// Which of `addrs` is tried (and, once connected, used).
+    pub(crate) at: std::sync::atomic::AtomicUsize,
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) keys: Arc<NodeKeys>,
     pub(crate) roster: RosterCell,
@@ -95,6 +98,19 @@ pub(crate) async fn request_on(
 }
 
 impl Inner {
+    /// The broker address in use (or being tried).
+    pub(crate) fn addr(&self) -> SocketAddr {
+        let at = self.at.load(std::sync::atomic::Ordering::Relaxed);
+        self.addrs[at % self.addrs.len()]
+    }
+
+    /// Try the next replica on the next attempt.
+    fn next_addr(&self) {
+        if self.addrs.len() > 1 {
+            self.at.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// The publish pipe for `precedence` on the current connection (a new one after a
     /// reconnect or when the last one broke).
     pub(crate) async fn pipe(&self, precedence: Precedence) -> Result<Arc<Pipe>> {
@@ -104,7 +120,7 @@ impl Inner {
         match pipe {
             Some(p) if p.serves(conn.stable_id()) => Ok(p.clone()),
             _ => {
-                let p = Pipe::open(&conn, self.addr, precedence).await?;
+                let p = Pipe::open(&conn, self.addr(), precedence).await?;
                 *pipe = Some(p.clone());
                 Ok(p)
             }
@@ -141,7 +157,7 @@ impl Inner {
             }
         };
         let dead = || Error::Connect {
-            addr: self.addr,
+            addr: self.addr(),
             reason: self
                 .dead_reason
                 .lock()
@@ -152,7 +168,7 @@ impl Inner {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(())) => Err(dead()),
             Err(_) => Err(Error::Connect {
-                addr: self.addr,
+                addr: self.addr(),
                 reason: "not connected (reconnecting)".into(),
             }),
         }
@@ -162,8 +178,16 @@ impl Inner {
     /// certificate only after the handshake, so the hello is where a node learns the
     /// broker does not accept its key.
     pub(crate) async fn connect_once(self: &Arc<Self>) -> Result<quinn::Connection> {
+        let r = self.connect_to().await;
+        if matches!(r, Err(Error::Connect { .. })) {
+            self.next_addr();
+        }
+        r
+    }
+
+    async fn connect_to(self: &Arc<Self>) -> Result<quinn::Connection> {
         let connect_err = |reason: String| Error::Connect {
-            addr: self.addr,
+            addr: self.addr(),
             reason,
         };
         let brokers = self.roster.get().broker_keys();
@@ -173,7 +197,7 @@ impl Inner {
         let config = tls::client_config(&self.keys, brokers, TransportLimits::client())?;
         let conn = self
             .endpoint
-            .connect_with(config, self.addr, tls::SERVER_NAME)
+            .connect_with(config, self.addr(), tls::SERVER_NAME)
             .map_err(|e| connect_err(e.to_string()))?
             .await
             .map_err(|e| connect_err(e.to_string()))?;
@@ -181,7 +205,7 @@ impl Inner {
         let version = self.roster.get().version();
         let hello = request_on(
             &conn,
-            self.addr,
+            self.addr(),
             &Request::Hello {
                 roster_version: version,
             },
@@ -257,7 +281,7 @@ impl Inner {
                     from: StartAt::Resume,
                     filter: s.filter,
                 };
-                if let Err(e) = request_on(&conn, self.addr, &req).await {
+                if let Err(e) = request_on(&conn, self.addr(), &req).await {
                     tracing::warn!(sub = %name, "could not resume the subscription: {e}");
                 }
             }

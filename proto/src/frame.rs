@@ -346,6 +346,9 @@ pub enum RejectReason {
     RateLimited,
     /// A fault in the broker.
     Internal,
+    /// A cluster could not commit it just now (an election, a partition): it may or may
+    /// not be stored — send the same envelope again (a repeat gets its original index).
+    Unavailable,
     /// The case fold refused a case message (unknown case, not a party, out of order…).
     Case(crate::case::RefusalKind),
 }

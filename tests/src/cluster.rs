@@ -107,7 +107,10 @@ impl ClusterNet {
         loop {
             match Broker::start(self.config(i)).await {
                 Ok(b) => return b,
-                Err(e) if e.to_string().contains("in use") && started.elapsed() < Duration::from_secs(60) => {
+                Err(e)
+                    if e.to_string().contains("in use")
+                        && started.elapsed() < Duration::from_secs(60) =>
+                {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("replica {i}: {e}"),
@@ -135,14 +138,21 @@ pub async fn leader(brokers: &[Option<Broker>]) -> usize {
         let views: Vec<(usize, u64, Option<u64>)> = brokers
             .iter()
             .enumerate()
-            .filter_map(|(i, b)| b.as_ref().and_then(|b| b.cluster_view()).map(|(me, l)| (i, me, l)))
+            .filter_map(|(i, b)| {
+                b.as_ref()
+                    .and_then(|b| b.cluster_view())
+                    .map(|(me, l)| (i, me, l))
+            })
             .collect();
         if let Some(&(i, me, _)) = views.iter().find(|(_, me, l)| Some(*me) == *l)
             && views.iter().all(|(_, _, l)| *l == Some(me))
         {
             return i;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "no leader: {views:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no leader: {views:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -157,7 +167,10 @@ pub async fn converged(brokers: &[Option<Broker>]) -> u64 {
         let counts: Vec<usize> = stores.iter().map(|s| s.message_count()).collect();
         if lens.windows(2).all(|w| w[0] == w[1]) && counts.windows(2).all(|w| w[0] == w[1]) {
             let n = lens[0];
-            let entries: Vec<_> = stores.iter().map(|s| s.audit_range(0, n).unwrap()).collect();
+            let entries: Vec<_> = stores
+                .iter()
+                .map(|s| s.audit_range(0, n).unwrap())
+                .collect();
             if entries.windows(2).all(|w| w[0] == w[1]) {
                 return n;
             }

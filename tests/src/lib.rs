@@ -335,6 +335,8 @@ pub struct BrokerProcess {
     child: std::process::Child,
     /// Where it listens.
     pub addr: std::net::SocketAddr,
+    /// The newest `cluster: term T, leader L` it logged: (T, L).
+    pub leadership: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
 }
 
 impl BrokerProcess {
@@ -391,14 +393,53 @@ impl BrokerProcess {
         };
         // keep draining its log so it never blocks on a full pipe (EWX_BROKER_LOG: show it)
         let show = std::env::var("EWX_BROKER_LOG").is_ok();
+        let leadership = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen = leadership.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
+                if let Some((_, rest)) = line.split_once("cluster: term ") {
+                    let mut words = rest
+                        .split(|c: char| !c.is_ascii_digit())
+                        .filter(|w| !w.is_empty());
+                    if let (Some(t), Some(l)) = (words.next(), words.next()) {
+                        *seen.lock().unwrap() = Some((t.parse().unwrap(), l.parse().unwrap()));
+                    }
+                }
                 if show {
                     eprintln!("[broker] {line}");
                 }
             }
         });
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            leadership,
+        }
+    }
+
+    /// Send a signal (`STOP`, `CONT`, `TERM`…) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// SIGTERM and wait for a clean exit (at most 30 s, then SIGKILL and fail).
+    pub fn terminate(mut self) {
+        self.signal("TERM");
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "ewx-broker exited with {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ewx-broker did not stop within 30 s of SIGTERM");
     }
 
     /// SIGKILL: no shutdown, no final flush.

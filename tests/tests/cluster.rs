@@ -20,18 +20,33 @@ async fn three_replicas_hold_one_log_and_survive_losing_the_leader() {
     // publish through a follower: forwarded, committed, acknowledged in order
     let ua = net.client(follower, "UA").await;
     for i in 0..10u64 {
-        let d = bulletin("ew.air", Level::Amber, "CORE", Precedence::Routine, &format!("m{i}"));
+        let d = bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Routine,
+            &format!("m{i}"),
+        );
         assert_eq!(ua.publish(d).await.unwrap().log_index, i);
     }
     // a retried publish (same envelope) gets its original index on any replica
     let env = ua
-        .seal(bulletin("ew.air", Level::Amber, "CORE", Precedence::Flash, "again"))
+        .seal(bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Flash,
+            "again",
+        ))
         .await
         .unwrap();
     let bytes = env.encode().unwrap();
     let first = ua.publish_envelope(&bytes).await.unwrap().log_index;
     let on_other = net.client(other, "UA").await;
-    assert_eq!(on_other.publish_envelope(&bytes).await.unwrap().log_index, first);
+    assert_eq!(
+        on_other.publish_envelope(&bytes).await.unwrap().log_index,
+        first
+    );
 
     // a subscriber on the third replica gets everything, from what that replica applied
     let pl = net.client(other, "PL").await;
@@ -57,7 +72,13 @@ async fn three_replicas_hold_one_log_and_survive_losing_the_leader() {
     assert_ne!(new_lead, lead);
     let us = net.client(follower, "US").await;
     for i in 0..5u64 {
-        let d = bulletin("ew.land", Level::Amber, "CORE", Precedence::Routine, &format!("n{i}"));
+        let d = bulletin(
+            "ew.land",
+            Level::Amber,
+            "CORE",
+            Precedence::Routine,
+            &format!("n{i}"),
+        );
         assert_eq!(us.publish(d).await.unwrap().log_index, 11 + i);
     }
     us.close().await;
@@ -71,4 +92,3 @@ async fn three_replicas_hold_one_log_and_survive_losing_the_leader() {
         b.shutdown().await.unwrap();
     }
 }
-

@@ -84,9 +84,10 @@ impl From<Refusal> for Rejection {
 }
 
 impl Change {
-    /// A request's operation as a replicated change (`None`: a read, answered locally).
-    pub fn of(op: Op) -> Result<Option<Self>, Op> {
-        Ok(Some(match op {
+    /// A request's operation as a replicated change; the operation back if it is not
+    /// one (a read, answered locally) or cannot be encoded.
+    pub fn of(op: Op) -> Result<Self, Box<Op>> {
+        Ok(match op {
             Op::Publish(_, bytes) | Op::Replicated(bytes) => Change::Publish(bytes),
             Op::Audit(e) => Change::Audit(e),
             Op::Cursors(c, e) => Change::Cursors(
@@ -98,12 +99,12 @@ impl Change {
             Op::Receipt(r) => Change::Receipt(r),
             Op::Roster(roster, e) => match roster.signed().encode() {
                 Ok(b) => Change::Roster(b, e),
-                Err(_) => return Err(Op::Roster(roster, e)),
+                Err(_) => return Err(Box::new(Op::Roster(roster, e))),
             },
             Op::Cosign(size, c) => Change::Cosign(size, c),
             Op::Tick => Change::Tick,
-            Op::Cases(q) => return Err(Op::Cases(q)),
-        }))
+            Op::Cases(q) => return Err(Box::new(Op::Cases(q))),
+        })
     }
 
     /// The operation a replica applies for it.

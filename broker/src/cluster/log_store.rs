@@ -58,7 +58,9 @@ impl LogStore {
             .path(dir)
             .cache_capacity(32 << 20)
             .open()
-            .map_err(|e| Error::Store(format!("{}: cannot open the Raft log: {e}", dir.display())))?;
+            .map_err(|e| {
+                Error::Store(format!("{}: cannot open the Raft log: {e}", dir.display()))
+            })?;
         let sync = SledSync::new(db.clone(), dir);
         let (flusher, waiting) = mpsc::channel::<Flushed>();
         let s = sync.clone();

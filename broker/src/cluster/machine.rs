@@ -90,7 +90,9 @@ impl Machine {
 impl RaftStateMachine<Types> for Machine {
     type SnapshotBuilder = NoSnapshots;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership), StorageError<u64>> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, Membership), StorageError<u64>> {
         Ok((self.applied, self.membership.clone()))
     }
 
@@ -111,9 +113,10 @@ impl RaftStateMachine<Types> for Machine {
                     self.membership = stored;
                     (0, Vec::new())
                 }
-                EntryPayload::Normal(p) => {
-                    (p.now_ms, p.changes.into_iter().map(Change::into_op).collect())
-                }
+                EntryPayload::Normal(p) => (
+                    p.now_ms,
+                    p.changes.into_iter().map(Change::into_op).collect(),
+                ),
             };
             let outcomes = self.run(now_ms, ops, meta).await?;
             self.applied = Some(log_id);

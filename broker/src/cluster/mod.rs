@@ -6,7 +6,9 @@
 //! commits them; replicas talk over QUIC with their own ALPN ([`transport`]).
 //!
 //! openraft 0.9.25 with `storage-v2`: releases before it could advance the commit index
-//! without a real quorum (openraft issue #1802).
+//! without a real quorum (openraft issue #1802). Its storage traits fix the error type
+//! (`StorageError`, large): helpers that feed them return it too.
+#![allow(clippy::result_large_err)]
 
 mod entry;
 mod log_store;
@@ -68,6 +70,16 @@ impl Node {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// Resolves once this replica knows of a leader other than `leader` (or none).
+    pub async fn leader_changes_from(&self, leader: u64) {
+        let mut m = self.raft.metrics();
+        while m.borrow_and_update().current_leader == Some(leader) {
+            if m.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Does this replica lead?
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.me)
@@ -76,6 +88,34 @@ impl Node {
     /// Is `node` (a roster name) one of the replicas?
     pub fn is_replica(&self, node: &ewx_proto::NodeId) -> bool {
         self.peers.replica_named(node).is_some()
+    }
+}
+
+/// Log every change of term or leader, as this replica sees it (operators and the
+/// cluster tests follow failovers by these lines).
+async fn log_leadership(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    me: u64,
+) {
+    let mut last = (0, None);
+    loop {
+        let now = {
+            let m = metrics.borrow_and_update();
+            (m.current_term, m.current_leader)
+        };
+        if now != last && now.1.is_some() {
+            match now.1 {
+                Some(l) if l == me => {
+                    tracing::info!("cluster: term {}, leader {l} (this replica)", now.0)
+                }
+                Some(l) => tracing::info!("cluster: term {}, leader {l}", now.0),
+                None => {}
+            }
+            last = now;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -100,7 +140,11 @@ pub struct Setup<'a> {
 ///
 /// # Errors
 /// `Config` when this broker is not listed or a replica is not an active broker.
-pub fn identify(config: &ClusterConfig, keys: &NodeKeys, roster: &ewx_proto::Roster) -> Result<u64> {
+pub fn identify(
+    config: &ClusterConfig,
+    keys: &NodeKeys,
+    roster: &ewx_proto::Roster,
+) -> Result<u64> {
     for r in &config.replicas {
         match roster.active(&r.node) {
             Ok(n) if n.role == Role::Broker => {}
@@ -131,7 +175,10 @@ pub fn identify(config: &ClusterConfig, keys: &NodeKeys, roster: &ewx_proto::Ros
 ///
 /// # Errors
 /// `Store` if the Raft log cannot be opened, `Config` for bad Raft settings.
-pub async fn start(setup: Setup<'_>, writer: mpsc::Sender<ReplicaJob>) -> Result<(Arc<Node>, LogHandle)> {
+pub async fn start(
+    setup: Setup<'_>,
+    writer: mpsc::Sender<ReplicaJob>,
+) -> Result<(Arc<Node>, LogHandle)> {
     let Setup {
         config,
         data_dir,
@@ -186,6 +233,7 @@ pub async fn start(setup: Setup<'_>, writer: mpsc::Sender<ReplicaJob>) -> Result
     let node = Arc::new(Node { raft, me, peers });
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(proposer::run(node.clone(), rx, writer, clock));
+    tokio::spawn(log_leadership(node.raft.metrics(), me));
     tracing::info!(replica = me, "cluster replica started");
     Ok((node, LogHandle::over(tx)))
 }

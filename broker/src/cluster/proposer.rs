@@ -14,11 +14,14 @@ use ewx_net::Clock;
 use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::Node;
 use super::entry::{Answers, Change, Proposal};
 use super::transport::{Reply, Rpc};
-use super::Node;
 use crate::log::sequencer::{Op, Outcome};
 use crate::log::{Command, ReplicaJob};
+
+/// How long one forwarded proposal may take before it is sent again.
+const ATTEMPT: Duration = Duration::from_secs(3);
 
 /// Most commands in one entry.
 const MAX_BATCH: usize = 64;
@@ -50,14 +53,13 @@ pub async fn run(
         for Command { op, reply } in cmds {
             match Change::of(op) {
                 // only the leader's clock drives checkpoints and retention
-                Ok(Some(Change::Tick)) if !leading => {}
-                Ok(Some(change)) => {
+                Ok(Change::Tick) if !leading => {}
+                Ok(change) => {
                     changes.push(change);
                     replies.push(reply);
                 }
-                Ok(None) => {}
-                Err(Op::Cases(query)) => {
-                    if let Some(reply) = reply {
+                Err(op) if matches!(*op, Op::Cases(_)) => {
+                    if let (Op::Cases(query), Some(reply)) = (*op, reply) {
                         let _ = writer.send(ReplicaJob::Cases(query, reply)).await;
                     }
                 }
@@ -113,7 +115,17 @@ async fn forward(node: &Node, proposal: &Proposal) -> Result<Answers, String> {
             }
             Some(leader) => {
                 let rpc = Rpc::Propose(proposal.clone());
-                match node.peers.call(leader, &rpc, LEADER_WAIT).await {
+                // a leader killed mid-call looks alive until its connection times out:
+                // give up on it after a while and ask again whoever leads then
+                let call = node.peers.call(leader, &rpc, ATTEMPT);
+                let answer = tokio::select! {
+                    r = call => r,
+                    () = node.leader_changes_from(leader) => {
+                        last = format!("leader {leader} was replaced");
+                        continue;
+                    }
+                };
+                match answer {
                     Ok(Reply::Propose(Ok(answers))) => return Ok(answers),
                     Ok(Reply::Propose(Err(e))) => last = e,
                     Ok(_) => last = "the leader answered another request".into(),
@@ -138,11 +150,13 @@ fn answer(replies: Replies, answers: Result<Answers, String>) {
             }
         }
         Err(why) => {
-            let why = format!("the cluster did not commit it ({why})");
+            let why = format!(
+                "no leader committed it within {LEADER_WAIT:?} ({why}); it may or may not be stored: send the same envelope again"
+            );
             for r in replies.into_iter().flatten() {
                 // every op of a proposal refuses alike; Published is what waits longest
                 let _ = r.send(Outcome::Published(Err(crate::core::Rejection::new(
-                    ewx_proto::frame::RejectReason::Internal,
+                    ewx_proto::frame::RejectReason::Unavailable,
                     why.clone(),
                 ))));
             }

@@ -11,15 +11,15 @@ use std::time::Duration;
 use ewx_net::wire::{Wait, read_msg, write_msg};
 use ewx_net::{RosterCell, SERVER_NAME, tls};
 use ewx_proto::NodeKeys;
+use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 
 use super::entry::{Answers, Proposal};
@@ -109,7 +109,8 @@ impl Peers {
         };
         let endpoint = quinn::Endpoint::client(local)?;
         let limits = tls::TransportLimits {
-            idle_timeout: Duration::from_secs(10),
+            // a replica killed outright is noticed within this (keep-alives at a third)
+            idle_timeout: Duration::from_secs(3),
             max_bidi_streams: 0,
             max_uni_streams: 0,
             stream_window: 16 << 20,
@@ -187,12 +188,7 @@ impl Peers {
         {
             e.close(ewx_net::CloseCode::Normal.varint(), b"shutdown");
         }
-        for (_, c) in self
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-        {
+        for (_, c) in self.conns.lock().unwrap_or_else(|p| p.into_inner()).drain() {
             c.close(ewx_net::CloseCode::Normal.varint(), b"shutdown");
         }
     }
@@ -246,7 +242,11 @@ impl RaftNetworkFactory<Types> for Network {
 type RpcResult<T, E = RaftError<u64>> = Result<T, RPCError<u64, BasicNode, E>>;
 
 impl Link {
-    async fn call<E: std::error::Error>(&self, rpc: Rpc, option: &RPCOption) -> RpcResult<Reply, E> {
+    async fn call<E: std::error::Error>(
+        &self,
+        rpc: Rpc,
+        option: &RPCOption,
+    ) -> RpcResult<Reply, E> {
         self.peers
             .call(self.target, &rpc, option.hard_ttl())
             .await
@@ -259,9 +259,9 @@ impl Link {
     }
 
     fn unexpected<T, E: std::error::Error>(&self) -> RpcResult<T, E> {
-        Err(RPCError::Network(NetworkError::new(&std::io::Error::other(
-            "the replica answered another request",
-        ))))
+        Err(RPCError::Network(NetworkError::new(
+            &std::io::Error::other("the replica answered another request"),
+        )))
     }
 }
 
@@ -272,7 +272,9 @@ impl RaftNetwork<Types> for Link {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>> {
         match self.call(Rpc::Append(rpc), &option).await? {
-            Reply::Append(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Reply::Append(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             _ => self.unexpected(),
         }
     }
@@ -296,7 +298,9 @@ impl RaftNetwork<Types> for Link {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<u64>> {
         match self.call(Rpc::Vote(rpc), &option).await? {
-            Reply::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Reply::Vote(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             _ => self.unexpected(),
         }
     }

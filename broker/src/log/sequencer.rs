@@ -277,7 +277,10 @@ impl Sequencer {
         let found = match batch.messages.iter().find(|m| &m.id == id) {
             Some(m) => Some((m.index, m.bytes.clone())),
             None => match log.index_of(id).map_err(internal)? {
-                Some(index) => Some((index, log.message(index).map_err(internal)?.unwrap_or_default())),
+                Some(index) => Some((
+                    index,
+                    log.message(index).map_err(internal)?.unwrap_or_default(),
+                )),
                 None => None,
             },
         };
@@ -298,7 +301,11 @@ impl Sequencer {
         roster: Arc<Roster>,
         event: Event,
     ) -> bool {
-        if self.roster.as_ref().is_some_and(|r| r.hash() == roster.hash()) {
+        if self
+            .roster
+            .as_ref()
+            .is_some_and(|r| r.hash() == roster.hash())
+        {
             return true; // in force already (replicas starting together each propose it)
         }
         let bytes = match roster.signed().encode() {

@@ -98,10 +98,7 @@ fn publishes_get_consecutive_indexes_repeats_their_first_and_replays_are_refused
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(
-        indexes,
-        [Ok(0), Ok(1), Ok(1), Err(RejectReason::Replay)]
-    );
+    assert_eq!(indexes, [Ok(0), Ok(1), Ok(1), Err(RejectReason::Replay)]);
     assert_eq!(step.batch.messages.len(), 2);
     assert_eq!(
         step.batch.audit.len(),

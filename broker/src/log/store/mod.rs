@@ -60,7 +60,7 @@ pub struct Store {
     receipts: sled::Tree,
     rosters: sled::Tree,
     meta: sled::Tree,
-    synced: SledSync,
+    synced: Arc<SledSync>,
     timings: Timings,
 }
 
@@ -208,7 +208,7 @@ impl Store {
             receipts: t("receipts")?,
             rosters: t("rosters")?,
             meta: t("meta")?,
-            synced: SledSync::new(db.clone(), dir),
+            synced: Arc::new(SledSync::new(db.clone(), dir)),
             timings: Timings::default(),
             db,
         })
