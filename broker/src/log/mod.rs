@@ -44,6 +44,9 @@ pub struct Recovered {
     pub checkpoint_size: u64,
     /// Hash of the last checkpoint body (zero if none).
     pub checkpoint_hash: Digest32,
+    /// Log time of the last checkpoint (0 if none): the checkpoint interval runs from it,
+    /// so replicas decide alike when the next one is due.
+    pub checkpoint_ms: u64,
     /// The newest roster the broker accepted, if any.
     pub roster: Option<Vec<u8>>,
     /// Hash of the roster named by the last `RosterChanged` entry.

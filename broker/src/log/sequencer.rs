@@ -74,17 +74,17 @@ fn internal(e: impl std::fmt::Display) -> Rejection {
 }
 
 impl Sequencer {
-    /// Continue from `state`, signing checkpoints with `keys`; `now_ms` starts the
-    /// checkpoint interval.
+    /// Continue from `state`, signing checkpoints with `keys`; the checkpoint interval
+    /// runs from the last checkpoint's log time; `now_ms` starts the case reminders.
     pub fn new(mut state: Recovered, settings: Settings, keys: Arc<NodeKeys>, now_ms: u64) -> Self {
         let book = std::mem::take(&mut state.cases);
         let cases = CaseIndex::new(book, settings.reminders_ms.clone(), now_ms);
         Self {
             roster: state.in_force.clone(),
+            last_checkpoint_ms: state.checkpoint_ms,
             state,
             settings,
             keys,
-            last_checkpoint_ms: now_ms,
             cases,
         }
     }

@@ -54,6 +54,7 @@ fn sequencer(every_entries: u64, retention: Retention) -> Sequencer {
         replay: HashMap::new(),
         checkpoint_size: 0,
         checkpoint_hash: Digest32::default(),
+        checkpoint_ms: 0,
         roster: None,
         logged_roster: None,
         in_force: Some(Arc::new(roster())),

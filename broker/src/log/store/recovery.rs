@@ -91,6 +91,7 @@ impl Store {
             next_index = next_index.max(read_u64(&k).map_or(0, |i| i + 1));
         }
         let (mut checkpoint_size, mut checkpoint_hash) = (0, ewx_proto::Digest32::default());
+        let mut checkpoint_ms = 0;
         if let Some((_, v)) = self.checkpoints.last()? {
             let signed = SignedCheckpoint::decode(&v)?;
             let cp = signed.checkpoint()?;
@@ -113,6 +114,7 @@ impl Store {
             }
             checkpoint_size = cp.size;
             checkpoint_hash = signed.body_hash();
+            checkpoint_ms = cp.time_ms;
         }
         if case_faults > 1 {
             tracing::warn!("case index: {case_faults} audit entries disagree with the case fold");
@@ -129,6 +131,7 @@ impl Store {
             replay,
             checkpoint_size,
             checkpoint_hash,
+            checkpoint_ms,
             roster,
         })
     }
