@@ -1,7 +1,9 @@
 //! Checkpoints: the broker's signed statement "the audit log had `size` entries with this
 //! Merkle root at this time", chained to the previous checkpoint. Partners co-sign as
 //! witnesses after checking consistency with the last checkpoint they saw, so a broker
-//! cannot show two partners two different histories.
+//! cannot show two partners two different histories. In a cluster every replica also
+//! signs each checkpoint on its own (the same size and root, computed independently), so
+//! no single replica can vouch for a fork: a checkpoint counts once two replicas signed.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +15,7 @@ use crate::roster::Roster;
 
 const DOMAIN: &[u8] = b"ewx/v1/checkpoint";
 const COSIGN_DOMAIN: &[u8] = b"ewx/v1/cosign";
+const REPLICA_DOMAIN: &[u8] = b"ewx/v1/replica-sign";
 /// Largest encoded checkpoint accepted.
 pub const MAX_CHECKPOINT_BYTES: usize = 64 << 10;
 
@@ -52,6 +55,9 @@ pub struct SignedCheckpoint {
     pub signature: Signature,
     /// Witness co-signatures.
     pub cosignatures: Vec<Cosignature>,
+    /// Signatures of a cluster's replicas over the same body (none for a single broker).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Cosignature>,
 }
 
 fn message(domain: &[u8], body: &[u8]) -> Vec<u8> {
@@ -70,6 +76,7 @@ impl SignedCheckpoint {
             body,
             signature,
             cosignatures: Vec::new(),
+            replicas: Vec::new(),
         })
     }
 
@@ -101,6 +108,54 @@ impl SignedCheckpoint {
             witness: witness.node.clone(),
             signature: witness.sign(&message(COSIGN_DOMAIN, &self.body)),
         }
+    }
+
+    /// A replica's own signature over this checkpoint (it checks the body is the one it
+    /// computed first).
+    pub fn replica_sign(&self, replica: &NodeKeys) -> Cosignature {
+        Cosignature {
+            witness: replica.node.clone(),
+            signature: replica.sign(&message(REPLICA_DOMAIN, &self.body)),
+        }
+    }
+
+    /// Verify one replica signature against the roster: an active broker node's.
+    ///
+    /// # Errors
+    /// `UnknownNode`, `Revoked`, `NotPermitted` for a node that is not a broker,
+    /// `BadSignature`.
+    pub fn verify_replica(&self, c: &Cosignature, roster: &Roster) -> Result<()> {
+        let node = roster.active(&c.witness)?;
+        if node.role != crate::roster::Role::Broker {
+            return Err(Error::NotPermitted(format!(
+                "{} is not a broker and cannot sign as a replica",
+                c.witness
+            )));
+        }
+        node.sign.verify(
+            "checkpoint replica signature",
+            &message(REPLICA_DOMAIN, &self.body),
+            &c.signature,
+        )
+    }
+
+    /// Verify every replica signature; return the distinct replicas that signed.
+    ///
+    /// # Errors
+    /// As [`SignedCheckpoint::verify_replica`], and `Malformed` for a replica named twice.
+    pub fn verify_replicas(&self, roster: &Roster) -> Result<Vec<NodeId>> {
+        let mut signed: Vec<NodeId> = Vec::new();
+        for c in &self.replicas {
+            if signed.contains(&c.witness) {
+                return Err(Error::Malformed {
+                    what: "checkpoint",
+                    reason: format!("replica {} signed twice", c.witness),
+                });
+            }
+            self.verify_replica(c, roster)?;
+            signed.push(c.witness.clone());
+        }
+        Ok(signed)
     }
 
     /// Verify every co-signature against the roster; return the distinct witnesses.

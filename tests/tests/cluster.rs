@@ -87,8 +87,36 @@ async fn three_replicas_hold_one_log_and_survive_losing_the_leader() {
     brokers[lead] = Some(net.start(lead).await);
     let after = converged(&brokers).await;
     assert!(after > before);
+
+    // every replica signs each checkpoint itself; the signatures reach every replica
+    let started = std::time::Instant::now();
+    loop {
+        let signed: Vec<usize> = brokers
+            .iter()
+            .flatten()
+            .map(|b| {
+                let last = b.store().checkpoints().unwrap().pop().unwrap();
+                let cp = ewx_proto::checkpoint::SignedCheckpoint::decode(&last).unwrap();
+                cp.verify_replicas(&net.roster).unwrap().len()
+            })
+            .collect();
+        if signed.iter().all(|&n| n == 3) {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "replica signatures: {signed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     for b in brokers.into_iter().flatten() {
         assert_eq!(b.store().message_count(), 16);
         b.shutdown().await.unwrap();
+    }
+    // and each replica's store verifies on its own, its checkpoints signed by 2 or more
+    for i in 0..3 {
+        let summary = verify_copy(&net.data_dir(i), &net.roster, 0).await.unwrap();
+        assert!(summary.replica_signed >= 1, "replica {i}: {summary}");
+        assert!(summary.entries >= after, "replica {i}: {summary}");
     }
 }

@@ -285,6 +285,7 @@ async fn killing_replicas_loses_nothing_acknowledged() {
     for i in 0..3 {
         let summary = verify_copy(&net.data_dir(i), &net.roster, 0).await.unwrap();
         assert!(summary.entries >= n, "replica {i}: {summary:?}");
+        assert!(summary.replica_signed >= 1, "replica {i}: {summary}");
     }
 
     let mut ms: Vec<u128> = failovers.iter().map(Duration::as_millis).collect();

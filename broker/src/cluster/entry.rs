@@ -36,6 +36,8 @@ pub enum Change {
     Roster(#[serde(with = "serde_bytes")] Vec<u8>, Event),
     /// A witness co-signature for the checkpoint of this size.
     Cosign(u64, Cosignature),
+    /// A replica's own signature of the checkpoint of this size.
+    ReplicaSign(u64, Cosignature),
     /// Time passed: checkpoint and retention if due.
     Tick,
 }
@@ -102,6 +104,7 @@ impl Change {
                 Err(_) => return Err(Box::new(Op::Roster(roster, e))),
             },
             Op::Cosign(size, c) => Change::Cosign(size, c),
+            Op::ReplicaSign(size, c) => Change::ReplicaSign(size, c),
             Op::Tick => Change::Tick,
             Op::Cases(q) => return Err(Box::new(Op::Cases(q))),
         })
@@ -127,6 +130,7 @@ impl Change {
                 }
             }
             Change::Cosign(size, c) => Op::Cosign(size, c),
+            Change::ReplicaSign(size, c) => Op::ReplicaSign(size, c),
             Change::Tick => Op::Tick,
         }
     }

@@ -21,12 +21,42 @@ const MEMBERSHIP: &str = "raft_membership";
 
 type Membership = StoredMembership<u64, BasicNode>;
 
+/// What applying an entry gave: outcomes, and the checkpoint it made.
+type Made = (Vec<crate::log::sequencer::Outcome>, Option<(u64, Vec<u8>)>);
+
 /// The state machine of one replica.
 #[derive(Debug)]
 pub struct Machine {
     writer: mpsc::Sender<ReplicaJob>,
     applied: Option<LogId<u64>>,
     membership: Membership,
+    /// Signs each checkpoint this replica makes and proposes the signature.
+    signer: Signer,
+}
+
+/// A replica's own checkpoint signatures: each replica signs the checkpoint it computed
+/// and proposes the signature through the log, so every replica stores every signature.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    /// This replica's keys.
+    pub keys: std::sync::Arc<ewx_proto::NodeKeys>,
+    /// Where the signature is proposed.
+    pub log: crate::log::LogHandle,
+}
+
+impl Signer {
+    fn sign(&self, size: u64, bytes: &[u8]) {
+        let cp = match ewx_proto::checkpoint::SignedCheckpoint::decode(bytes) {
+            Ok(cp) => cp,
+            Err(e) => return tracing::error!("own checkpoint unreadable: {e}"),
+        };
+        let (signature, log) = (cp.replica_sign(&self.keys), self.log.clone());
+        tokio::spawn(async move {
+            if let Err(e) = log.replica_sign(size, signature).await {
+                tracing::warn!(size, "replica signature not recorded: {e}");
+            }
+        });
+    }
 }
 
 fn sm_error(e: impl std::fmt::Display) -> StorageError<u64> {
@@ -56,9 +86,14 @@ impl Machine {
     ///
     /// # Errors
     /// `Store` if the recorded Raft state cannot be read.
-    pub fn new(store: &Store, writer: mpsc::Sender<ReplicaJob>) -> crate::error::Result<Self> {
+    pub fn new(
+        store: &Store,
+        writer: mpsc::Sender<ReplicaJob>,
+        signer: Signer,
+    ) -> crate::error::Result<Self> {
         Ok(Self {
             writer,
+            signer,
             applied: read(store, APPLIED)?,
             membership: read(store, MEMBERSHIP)?.unwrap_or_default(),
         })
@@ -70,6 +105,19 @@ impl Machine {
         ops: Vec<crate::log::sequencer::Op>,
         meta: Vec<(&'static str, Vec<u8>)>,
     ) -> Result<Vec<crate::log::sequencer::Outcome>, StorageError<u64>> {
+        let (outcomes, made) = self.apply_job(now_ms, ops, meta).await?;
+        if let Some((size, bytes)) = made {
+            self.signer.sign(size, &bytes);
+        }
+        Ok(outcomes)
+    }
+
+    async fn apply_job(
+        &self,
+        now_ms: u64,
+        ops: Vec<crate::log::sequencer::Op>,
+        meta: Vec<(&'static str, Vec<u8>)>,
+    ) -> Result<Made, StorageError<u64>> {
         let (reply, answer) = oneshot::channel();
         let job = ReplicaJob::Apply(Applying {
             now_ms,

@@ -189,7 +189,13 @@ pub async fn start(
     } = setup;
     let me = identify(config, &keys, &roster.get())?;
     let log = log_store::LogStore::open(&data_dir.join("raft"))?;
-    let machine = machine::Machine::new(store, writer.clone())?;
+    let (tx, rx) = mpsc::channel(256);
+    let handle = LogHandle::over(tx);
+    let signer = machine::Signer {
+        keys: keys.clone(),
+        log: handle.clone(),
+    };
+    let machine = machine::Machine::new(store, writer.clone(), signer)?;
     let peers = Arc::new(
         transport::Peers::new(keys, roster, &config.replicas)
             .map_err(|e| Error::Transport(format!("cluster: cannot bind a local socket: {e}")))?,
@@ -231,9 +237,8 @@ pub async fn start(
         }
     }
     let node = Arc::new(Node { raft, me, peers });
-    let (tx, rx) = mpsc::channel(256);
     tokio::spawn(proposer::run(node.clone(), rx, writer, clock));
     tokio::spawn(log_leadership(node.raft.metrics(), me));
     tracing::info!(replica = me, "cluster replica started");
-    Ok((node, LogHandle::over(tx)))
+    Ok((node, handle))
 }

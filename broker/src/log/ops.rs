@@ -34,6 +34,9 @@ pub enum Op {
     Cases(CaseQuery),
     /// Add a witness's (verified) co-signature to the stored checkpoint of `size`.
     Cosign(u64, Cosignature),
+    /// Add a cluster replica's signature to the stored checkpoint of `size` (verified
+    /// here, against the roster in force: every replica checks it alike).
+    ReplicaSign(u64, Cosignature),
     /// Time passed: sign a checkpoint and apply retention if due.
     Tick,
 }
@@ -45,7 +48,7 @@ impl Op {
             Op::Publish(..) | Op::Replicated(_) => Outcome::Published(Err(storage_failed(why))),
             Op::Receipt(_) => Outcome::Receipt(Err(storage_failed(why))),
             Op::Cursors(..) | Op::Roster(..) => Outcome::Done(false),
-            Op::Cosign(..) => Outcome::Cosigned(Err(storage_failed(why))),
+            Op::Cosign(..) | Op::ReplicaSign(..) => Outcome::Cosigned(Err(storage_failed(why))),
             Op::Audit(_) | Op::Tick => Outcome::Nothing,
             Op::Cases(_) => Outcome::Cases(CaseAnswer::List(Vec::new())),
         }

@@ -164,6 +164,9 @@ impl Sequencer {
                 Op::Cosign(size, c) => {
                     Outcome::Cosigned(self.cosign(&mut step.batch, size, c, log))
                 }
+                Op::ReplicaSign(size, c) => {
+                    Outcome::Cosigned(self.replica_sign(&mut step.batch, size, c, log))
+                }
                 Op::Tick => {
                     tick = true;
                     Outcome::Nothing
@@ -362,29 +365,37 @@ impl Sequencer {
         cosignature: Cosignature,
         log: &dyn LogRead,
     ) -> Result<(), Rejection> {
-        // a checkpoint co-signed earlier in this batch, or the stored one
-        let stored = match batch.cosigned.iter().rposition(|(s, _)| *s == size) {
-            Some(i) => batch.cosigned.remove(i).1,
-            None => match log.checkpoint(size).map_err(internal)? {
-                Some(b) => b.to_vec(),
-                None => {
-                    return Err(Rejection::new(
-                        RejectReason::Malformed,
-                        format!("no checkpoint of size {size}"),
-                    ));
-                }
-            },
-        };
-        let mut cp = SignedCheckpoint::decode(&stored).map_err(internal)?;
-        if !cp
-            .cosignatures
-            .iter()
-            .any(|c| c.witness == cosignature.witness)
-        {
-            cp.cosignatures.push(cosignature);
-        }
-        batch.cosigned.push((size, cp.encode().map_err(internal)?));
-        Ok(())
+        amend_checkpoint(batch, size, log, |cp| {
+            if !cp
+                .cosignatures
+                .iter()
+                .any(|c| c.witness == cosignature.witness)
+            {
+                cp.cosignatures.push(cosignature);
+            }
+            Ok(())
+        })
+    }
+
+    fn replica_sign(
+        &mut self,
+        batch: &mut Batch,
+        size: u64,
+        signature: Cosignature,
+        log: &dyn LogRead,
+    ) -> Result<(), Rejection> {
+        let roster = self
+            .roster
+            .clone()
+            .ok_or_else(|| internal("no roster in force"))?;
+        amend_checkpoint(batch, size, log, |cp| {
+            cp.verify_replica(&signature, &roster)
+                .map_err(crate::core::reject)?;
+            if !cp.replicas.iter().any(|c| c.witness == signature.witness) {
+                cp.replicas.push(signature);
+            }
+            Ok(())
+        })
     }
 
     fn checkpoint_due(&self, tick: bool, closing: bool, now_ms: u64) -> bool {
@@ -428,6 +439,33 @@ impl Sequencer {
             min_created_ms: r.max_age_ms.map_or(0, |a| now_ms.saturating_sub(a)),
         })
     }
+}
+
+/// Change the stored checkpoint of `size` (or the one amended earlier in this batch) and
+/// write it back in this batch.
+fn amend_checkpoint(
+    batch: &mut Batch,
+    size: u64,
+    log: &dyn LogRead,
+    change: impl FnOnce(&mut SignedCheckpoint) -> Result<(), Rejection>,
+) -> Result<(), Rejection> {
+    let stored = match batch.cosigned.iter().rposition(|(s, _)| *s == size) {
+        Some(i) => batch.cosigned.remove(i).1,
+        None => match log.checkpoint(size).map_err(internal)? {
+            Some(b) => b.to_vec(),
+            None => {
+                return Err(Rejection::new(
+                    RejectReason::Malformed,
+                    format!("no checkpoint of size {size}"),
+                ));
+            }
+        },
+    };
+    let mut cp = SignedCheckpoint::decode(&stored).map_err(internal)?;
+    let changed = change(&mut cp);
+    // written back either way: a refused change must not drop earlier ones in the batch
+    batch.cosigned.push((size, cp.encode().map_err(internal)?));
+    changed
 }
 
 #[cfg(test)]

@@ -136,6 +136,18 @@ impl LogHandle {
         }
     }
 
+    /// Add this replica's signature to the stored checkpoint of `size` entries (through
+    /// the replicated log, so every replica stores it).
+    ///
+    /// # Errors
+    /// As [`LogHandle::cosign`].
+    pub async fn replica_sign(&self, size: u64, signature: Cosignature) -> Result<(), Rejection> {
+        match self.call(Op::ReplicaSign(size, signature)).await {
+            Some(Outcome::Cosigned(r)) => r,
+            _ => Err(shutting_down()),
+        }
+    }
+
     /// Add a verified co-signature to the stored checkpoint of `size` entries.
     ///
     /// # Errors
@@ -229,8 +241,8 @@ pub struct Applying {
     pub ops: Vec<Op>,
     /// Written in the same atomic commit ([`super::Batch::meta`]).
     pub meta: Vec<(&'static str, Vec<u8>)>,
-    /// One outcome per op.
-    pub reply: oneshot::Sender<Vec<Outcome>>,
+    /// One outcome per op, and the checkpoint this entry made, if any (size, bytes).
+    pub reply: oneshot::Sender<(Vec<Outcome>, Option<(u64, Vec<u8>)>)>,
 }
 
 /// What a replica's writer does: apply, or answer from what it has applied.
@@ -388,7 +400,7 @@ impl Writer {
     fn process(&mut self, cmds: Vec<Command>, closing: bool) {
         let (ops, replies): (Vec<Op>, Vec<_>) = cmds.into_iter().map(|c| (c.op, c.reply)).unzip();
         let now_ms = self.clock.now_ms();
-        let outcomes = self.apply(ops, now_ms, closing, Vec::new());
+        let outcomes = self.apply(ops, now_ms, closing, Vec::new(), &mut None);
         for (outcome, reply) in outcomes.into_iter().zip(replies) {
             if let Some(r) = reply {
                 let _ = r.send(outcome); // the requester may have gone: nothing to tell
@@ -398,13 +410,15 @@ impl Writer {
 
     /// Sequence `ops` at `now_ms`, commit the batch (with `meta` in the same atomic
     /// write), then publish it to the head and the fan-out. The outcomes are final: one
-    /// per op, refusals if the commit failed.
+    /// per op, refusals if the commit failed. A checkpoint signed and committed goes to
+    /// `made`.
     fn apply(
         &mut self,
         ops: Vec<Op>,
         now_ms: u64,
         closing: bool,
         meta: Vec<(&'static str, Vec<u8>)>,
+        made: &mut Option<(u64, Vec<u8>)>,
     ) -> Vec<Outcome> {
         if let Some(why) = self.failed.clone() {
             return ops.iter().map(|op| op.refused(&why)).collect();
@@ -461,6 +475,7 @@ impl Writer {
         if let Some(p) = step.batch.prune {
             self.commit.retain(p);
         }
+        *made = step.batch.checkpoint.take();
         step.outcomes
     }
 
@@ -471,8 +486,9 @@ impl Writer {
         while let Some(job) = rx.blocking_recv() {
             match job {
                 ReplicaJob::Apply(job) => {
-                    let outcomes = self.apply(job.ops, job.now_ms, false, job.meta);
-                    let _ = job.reply.send(outcomes);
+                    let mut made = None;
+                    let outcomes = self.apply(job.ops, job.now_ms, false, job.meta, &mut made);
+                    let _ = job.reply.send((outcomes, made));
                 }
                 ReplicaJob::Cases(query, reply) => {
                     let _ = reply.send(self.sequencer.query(query));

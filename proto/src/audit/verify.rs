@@ -74,6 +74,10 @@ pub struct Summary {
     pub unsigned_tail: u64,
     /// Witnesses on the last checkpoint.
     pub witnesses: Vec<NodeId>,
+    /// Checkpoints signed by two replicas or more (a cluster's; 0 for a single broker).
+    pub replica_signed: usize,
+    /// Replicas that signed the last checkpoint.
+    pub replicas: Vec<NodeId>,
     /// Envelopes whose signature and rights were verified.
     pub envelopes: u64,
     /// Envelopes already dropped by retention (their audit entries remain).
@@ -113,6 +117,15 @@ impl fmt::Display for Summary {
             self.witnesses.len(),
             names(&mut self.witnesses.iter())
         )?;
+        if self.replica_signed > 0 || !self.replicas.is_empty() {
+            writeln!(
+                f,
+                "replicas     {} checkpoints signed by 2 replicas or more; {} on the last {}",
+                self.replica_signed,
+                self.replicas.len(),
+                names(&mut self.replicas.iter())
+            )?;
+        }
         writeln!(
             f,
             "envelopes    {} verified, {} pruned by retention",
@@ -410,6 +423,14 @@ impl Verifier {
                 .checkpoint()
                 .map_err(|e| fail(self.len(), e.to_string()))?;
             prev = Some((cp.size, cp.root, signed.body_hash()));
+            // each replica's own signature over the same body: all must verify
+            let replicas = signed
+                .verify_replicas(&self.roster)
+                .map_err(|e| fail(cp.size, format!("replica signature: {e}")))?;
+            if replicas.len() >= 2 {
+                self.summary.replica_signed += 1;
+            }
+            self.summary.replicas = replicas;
             last = Some((signed, cp.size));
             self.summary.checkpoints += 1;
         }
