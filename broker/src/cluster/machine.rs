@@ -22,7 +22,10 @@ const MEMBERSHIP: &str = "raft_membership";
 type Membership = StoredMembership<u64, BasicNode>;
 
 /// What applying an entry gave: outcomes, and the checkpoint it made.
-type Made = (Vec<crate::log::sequencer::Outcome>, Option<(u64, Vec<u8>)>);
+type Made = (
+    Vec<crate::log::sequencer::Outcome>,
+    Option<crate::log::Made>,
+);
 
 /// The state machine of one replica.
 #[derive(Debug)]

@@ -231,6 +231,9 @@ pub fn spawn(
     Ok((LogHandle { tx }, head, thread))
 }
 
+/// A checkpoint an apply made: its size and signed bytes.
+pub type Made = (u64, Vec<u8>);
+
 /// Work for a replica's writer: operations a replicated log committed, with the time
 /// its entry carries and the bookkeeping to write with them; the outcomes go back.
 #[derive(Debug)]
@@ -241,8 +244,8 @@ pub struct Applying {
     pub ops: Vec<Op>,
     /// Written in the same atomic commit ([`super::Batch::meta`]).
     pub meta: Vec<(&'static str, Vec<u8>)>,
-    /// One outcome per op, and the checkpoint this entry made, if any (size, bytes).
-    pub reply: oneshot::Sender<(Vec<Outcome>, Option<(u64, Vec<u8>)>)>,
+    /// One outcome per op, and the checkpoint this entry made, if any.
+    pub reply: oneshot::Sender<(Vec<Outcome>, Option<Made>)>,
 }
 
 /// What a replica's writer does: apply, or answer from what it has applied.
