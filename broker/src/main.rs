@@ -31,7 +31,9 @@ struct Args {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Log format: `human` (default) or `json` (one object per line). The level comes
-    /// from RUST_LOG (default `info`).
+    /// from RUST_LOG (default `info`, with openraft's own messages off: the broker logs
+    /// leadership changes and unreachable replicas itself; RUST_LOG=info,openraft=info
+    /// shows them).
     #[arg(long, default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
 }
@@ -51,7 +53,7 @@ fn main() -> ExitCode {
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -95,3 +97,7 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// The log filter without RUST_LOG: openraft reports every failed heartbeat to a replica
+/// that is down (several a second) at ERROR; the broker says it once itself.
+const DEFAULT_LOG: &str = "info,openraft=off";

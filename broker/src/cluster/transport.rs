@@ -68,6 +68,8 @@ pub struct Peers {
     replicas: HashMap<u64, Replica>,
     limits: tls::TransportLimits,
     conns: Mutex<HashMap<u64, quinn::Connection>>,
+    /// Replicas found unreachable (logged once when they go, once when they return).
+    down: Mutex<std::collections::HashSet<u64>>,
 }
 
 fn unreachable(msg: String) -> Unreachable {
@@ -123,6 +125,7 @@ impl Peers {
             replicas: replicas.iter().map(|r| (r.id, r.clone())).collect(),
             limits,
             conns: Mutex::default(),
+            down: Mutex::default(),
         })
     }
 
@@ -198,8 +201,16 @@ impl Peers {
     /// # Errors
     /// [`CallError`] when the peer is down or the exchange fails.
     pub async fn call(&self, target: u64, rpc: &Rpc, ttl: Duration) -> Result<Reply, CallError> {
+        let connecting = tokio::time::timeout(ttl, self.connection(target)).await;
+        let conn = match connecting {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(self.went_down(target, e)),
+            Err(_) => {
+                let e = CallError::Unreachable(format!("no connection within {ttl:?}"));
+                return Err(self.went_down(target, e));
+            }
+        };
         let exchange = async {
-            let conn = self.connection(target).await?;
             let broken = |e: &dyn std::fmt::Display| CallError::Broken(e.to_string());
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| broken(&e))?;
             write_msg(&mut send, rpc, MAX_RPC)
@@ -211,9 +222,31 @@ impl Peers {
                 .map_err(|e| broken(&e))?
                 .ok_or_else(|| CallError::Broken("the replica closed the stream".into()))
         };
-        tokio::time::timeout(ttl, exchange)
+        let reply = tokio::time::timeout(ttl, exchange)
             .await
-            .map_err(|_| CallError::Broken(format!("no answer within {ttl:?}")))?
+            .map_err(|_| CallError::Broken(format!("no answer within {ttl:?}")))??;
+        if self
+            .down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&target)
+        {
+            tracing::info!(replica = target, "replica reachable again");
+        }
+        Ok(reply)
+    }
+
+    /// Note (and log, once) that `target` cannot be reached.
+    fn went_down(&self, target: u64, e: CallError) -> CallError {
+        if self
+            .down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target)
+        {
+            tracing::warn!(replica = target, "replica unreachable: {e}");
+        }
+        e
     }
 }
 

@@ -36,6 +36,10 @@ pub struct Batch {
     /// Bookkeeping of a replicated log, written in the same atomic commit (key, value in
     /// the `meta` tree): which Raft entry this batch applies, so none is applied twice.
     pub meta: Vec<(&'static str, Vec<u8>)>,
+    /// Applied from a replicated log that is durable already (a Raft log fsynced on a
+    /// majority): written atomically but not synced on its own — after a crash the
+    /// replica applies again from the last log id it recorded.
+    pub replicated: bool,
     /// Envelopes to drop by retention, once the rest is durable and answered
     /// ([`crate::log::LogCommit::retain`]; not a write that needs syncing).
     pub prune: Option<Prune>,

@@ -117,6 +117,7 @@ impl Sequencer {
             self.append(&mut step.batch, now_ms, event);
         }
         step.reminders = at_deadline;
+        let mut rechecked = self.recheck(&ops).into_iter();
         for op in ops {
             let outcome = match op {
                 Op::Publish(envelope, bytes) => {
@@ -131,7 +132,10 @@ impl Sequencer {
                     }))
                 }
                 Op::Replicated(bytes) => {
-                    let r = self.recheck(&bytes).and_then(|envelope| {
+                    let checked = rechecked
+                        .next()
+                        .unwrap_or_else(|| Err(internal("recheck lost track")));
+                    let r = checked.and_then(|envelope| {
                         self.publish(&mut step.batch, &mut ids, now_ms, envelope, bytes, log)
                     });
                     Outcome::Published(r.map(|p| match p {
@@ -249,22 +253,50 @@ impl Sequencer {
         })))
     }
 
-    /// A replicated envelope's checks, as the leader made them before proposing it (all
-    /// but the clock skew, which needs a local clock): it decodes, its signature verifies
-    /// strictly under the roster in force, its sender may publish it, and every listed
+    /// The replicated envelopes' checks (one verdict each, in order), as the leader
+    /// made them before proposing (all but the clock skew, which needs a local clock):
+    /// each decodes, its signature verifies under the roster in force (all of them in
+    /// one batch when they all do), its sender may publish it, and every listed
     /// recipient may read it.
-    fn recheck(&self, bytes: &[u8]) -> Result<Envelope, Rejection> {
-        let roster = self
-            .roster
-            .as_deref()
-            .ok_or_else(|| internal("no roster in force"))?;
-        let envelope = Envelope::decode(bytes, bytes.len()).map_err(crate::core::reject)?;
-        envelope.verify(roster).map_err(crate::core::reject)?;
-        envelope
-            .header()
-            .check_recipients(roster)
-            .map_err(|e| Rejection::new(RejectReason::RecipientNotPermitted, e.to_string()))?;
-        Ok(envelope)
+    fn recheck(&self, ops: &[Op]) -> Vec<Result<Envelope, Rejection>> {
+        let replicated = ops.iter().filter_map(|op| match op {
+            Op::Replicated(bytes) => Some(bytes),
+            _ => None,
+        });
+        // a cluster just formed applies its roster first; a publish racing ahead of it
+        // is refused as Unavailable, which clients retry
+        let Some(roster) = self.roster.as_deref() else {
+            let not_yet = || {
+                Err(Rejection::new(
+                    RejectReason::Unavailable,
+                    "the cluster has not recorded its roster yet".into(),
+                ))
+            };
+            return replicated.map(|_| not_yet()).collect();
+        };
+        let decoded: Vec<Result<Envelope, Rejection>> = replicated
+            .map(|b| Envelope::decode(b, b.len()).map_err(crate::core::reject))
+            .collect();
+        let items: Vec<(&Envelope, &Roster)> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok().map(|e| (e, roster)))
+            .collect();
+        let mut verdicts = crate::net::verifier::verify_all(&items).into_iter();
+        decoded
+            .into_iter()
+            .map(|d| {
+                let envelope = d?;
+                match verdicts.next() {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => return Err(crate::core::reject(e)),
+                    None => return Err(internal("the verifier lost track")),
+                }
+                envelope.header().check_recipients(roster).map_err(|e| {
+                    Rejection::new(RejectReason::RecipientNotPermitted, e.to_string())
+                })?;
+                Ok(envelope)
+            })
+            .collect()
     }
 
     /// Where a message id already lies, if it does: its index when `bytes` are the very

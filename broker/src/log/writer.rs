@@ -431,6 +431,7 @@ impl Writer {
             // membership change): only where the replica stands is written
             let batch = super::Batch {
                 meta,
+                replicated: true,
                 ..Default::default()
             };
             self.commit(&batch);
@@ -440,6 +441,7 @@ impl Writer {
         let mut step = self
             .sequencer
             .step(ops, now_ms, closing, self.read.as_ref());
+        step.batch.replicated = !meta.is_empty();
         step.batch.meta = meta;
         let t1 = std::time::Instant::now();
         let committed = step.batch.is_empty() || self.commit(&step.batch);

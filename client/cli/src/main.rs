@@ -11,7 +11,12 @@ fn main() -> ExitCode {
     let args = commands::Args::parse();
     // the demo tells its own story; the broker's warnings about the forgery it plays
     // would only repeat it
-    let default = if args.is_demo() { "error" } else { "warn" };
+    // (openraft reports each failed heartbeat of a cluster being started or stopped)
+    let default = if args.is_demo() {
+        "error,openraft=off"
+    } else {
+        "warn,openraft=off"
+    };
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     tracing_subscriber::fmt()

@@ -23,6 +23,32 @@ every_entries = 100
 interval_ms = 2000
 ";
 
+/// The configuration of cluster replica `id` (1-3) of the demo network: replica `id`
+/// listens on port 4870 + `id`, keeps its store in `data-<id>`, and names all three.
+pub fn replica_toml(id: usize) -> String {
+    let node = ewx_testkit::REPLICAS[id - 1];
+    let mut text = format!(
+        "# Demo cluster replica {id} of 3 for the keys-example network. DEMO KEYS ONLY.\n\
+         # Start all three: ewx-broker --config cluster/replica-1.toml (and -2, -3).\n\
+         listen = \"127.0.0.1:{}\"\n\
+         data_dir = \"../data-{id}\"\n\
+         key = \"../keys/{node}.key\"\n\
+         roster = \"../roster.cbor\"\n\n\
+         [checkpoint]\nevery_entries = 100\ninterval_ms = 2000\n\n\
+         [cluster]\nreplicas = [\n",
+        4870 + id
+    );
+    for (i, r) in ewx_testkit::REPLICAS.iter().enumerate() {
+        text.push_str(&format!(
+            "    {{ id = {}, node = \"{r}\", addr = \"127.0.0.1:{}\" }},\n",
+            i + 1,
+            4871 + i
+        ));
+    }
+    text.push_str("]\n");
+    text
+}
+
 /// First line of every secret file of the demo network.
 pub const DEMO_MARK: &str =
     "# DEMO KEY of the ewx example network: published, NOT secret; never use it for real traffic\n";
@@ -34,17 +60,24 @@ fn demo_secret(k: &NodeKeys) -> Vec<u8> {
 }
 
 /// Write the network into `dir`: `roster.cbor`, `keys/<NODE>.key` and `.pub`,
-/// `council/<NAME>.key` (secret files mode 0600) and `broker.toml`.
+/// `council/<NAME>.key` (secret files mode 0600), `broker.toml` and the three cluster
+/// replicas' `cluster/replica-<N>.toml`.
 ///
 /// # Errors
 /// `Io` naming the file that could not be written.
 pub fn write(dir: &Path) -> Result<()> {
-    for sub in ["keys", "council"] {
+    for sub in ["keys", "council", "cluster"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| Error::io(&dir.join(sub), e))?;
     }
     let net = Network::compact();
     crate::files::write_public(&dir.join("roster.cbor"), &net.signed().encode()?)?;
     crate::files::write_public(&dir.join("broker.toml"), BROKER_TOML.as_bytes())?;
+    for id in 1..=3 {
+        crate::files::write_public(
+            &dir.join("cluster").join(format!("replica-{id}.toml")),
+            replica_toml(id).as_bytes(),
+        )?;
+    }
     for m in net.members() {
         let (n, k) = (&m.name, keys(&m.name));
         crate::files::write_secret(&dir.join("keys").join(format!("{n}.key")), &demo_secret(&k))?;

@@ -512,7 +512,7 @@ fn keys_example_is_what_the_generator_writes() {
     ok(d.path(), &["demo", "--write-network", "net"]);
     let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../keys-example");
     let mut files = 0;
-    for sub in ["", "keys", "council"] {
+    for sub in ["", "keys", "council", "cluster"] {
         for e in std::fs::read_dir(d.path().join("net").join(sub)).unwrap() {
             let e = e.unwrap();
             if e.file_type().unwrap().is_file() {

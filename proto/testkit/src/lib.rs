@@ -31,8 +31,10 @@ pub const COMMISSION: [&str; 3] = ["US", "FR", "DE"];
 pub const MONITOR: &str = "MON1";
 /// The auditor.
 pub const AUDITOR: &str = "AUDIT1";
-/// The broker.
+/// The broker (a single broker, or the first replica of a cluster).
 pub const BROKER: &str = "BROKER";
+/// A cluster's replicas, in Raft id order (1, 2, 3): broker nodes with their own keys.
+pub const REPLICAS: [&str; 3] = [BROKER, "BROKER2", "BROKER3"];
 /// Council members; [`Network::signed`] has the first two sign (2 of 3 are needed).
 pub const COUNCIL: [&str; 3] = ["COUNCIL-1", "COUNCIL-2", "COUNCIL-3"];
 /// Name of the demo exchange.
@@ -132,8 +134,8 @@ impl Network {
 
     /// The demo Compact network: the [`CORE`] liaisons with [`grants::core`], the
     /// [`BROADER`] partners with [`grants::broader`], the [`MONITOR`] with
-    /// [`grants::monitor`], the auditor and the broker; the [`ATTESTERS`] and the
-    /// [`COMMISSION`], 2 of 3 each.
+    /// [`grants::monitor`], the auditor and the brokers (the [`REPLICAS`]: one runs alone,
+    /// or all three as a cluster); the [`ATTESTERS`] and the [`COMMISSION`], 2 of 3 each.
     pub fn compact() -> Self {
         let mut n = Self::new(NETWORK);
         for c in CORE {
@@ -142,11 +144,15 @@ impl Network {
         for b in BROADER {
             n = n.node(b, Role::Partner, grants::broader());
         }
-        n.node(MONITOR, Role::Monitor, grants::monitor())
-            .node(AUDITOR, Role::Auditor, Grants::none())
-            .node(BROKER, Role::Broker, Grants::none())
-            .attesters(&ATTESTERS, 2)
-            .commission(&COMMISSION, 2)
+        n = n.node(MONITOR, Role::Monitor, grants::monitor()).node(
+            AUDITOR,
+            Role::Auditor,
+            Grants::none(),
+        );
+        for r in REPLICAS {
+            n = n.node(r, Role::Broker, Grants::none());
+        }
+        n.attesters(&ATTESTERS, 2).commission(&COMMISSION, 2)
     }
 
     /// Name the snapback attesters and how many must attest.

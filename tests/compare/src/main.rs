@@ -72,7 +72,8 @@ async fn main() -> Result<ExitCode> {
     };
     let quiet = bench.json;
     // the same load loop as `ewx bench` (ewx_cli::bench::measure)
-    let report = measure(&bench.load, peer.as_ref(), bench.server_pid, &|s, p, d| {
+    let pids: Vec<u32> = bench.server_pid.into_iter().collect();
+    let report = measure(&bench.load, peer.as_ref(), &pids, &|s, p, d| {
         if !quiet {
             eprintln!("  {s:>3} s  published {p:>9}  delivered {d:>10}");
         }

@@ -23,8 +23,9 @@ use ewx_testkit::CORE;
 /// What to run against ewx.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// Where the broker is.
-    pub broker: SocketAddr,
+    /// Where the broker is (one address), or a cluster's replicas (clients spread over
+    /// them, each reconnecting to any).
+    pub brokers: Vec<SocketAddr>,
     /// The workload.
     pub load: Load,
     /// Share of FLASH messages in percent (the rest ROUTINE).
@@ -48,7 +49,7 @@ pub const PRESEAL_PER_S: u64 = 40_000;
 /// If the clients cannot connect or the configuration is impossible.
 pub async fn run(
     cfg: BenchConfig,
-    broker_pid: Option<u32>,
+    broker_pids: &[u32],
     progress: &(dyn Fn(u64, u64, u64) + Sync),
 ) -> Result<BenchReport> {
     if !(1..=CORE.len()).contains(&cfg.recipients) {
@@ -58,7 +59,7 @@ pub async fn run(
         )));
     }
     let peer = Ewx::connect(&cfg).await?;
-    let mut report = measure(&cfg.load, &peer, broker_pid, progress)
+    let mut report = measure(&cfg.load, &peer, broker_pids, progress)
         .await
         .map_err(|e| Error::Unexpected(e.to_string()))?;
     report.recipients = Some(cfg.recipients);
@@ -85,6 +86,21 @@ impl SendTimes {
             .load(Ordering::Relaxed);
         (t > 0).then_some(t)
     }
+}
+
+/// Client `n` connects to replica `n` mod the replicas first (one broker: to it).
+async fn connect(
+    cfg: &BenchConfig,
+    n: usize,
+    keys: ewx_proto::NodeKeys,
+    roster: ewx_proto::Roster,
+) -> Result<Client> {
+    let mut addrs = cfg.brokers.clone();
+    let len = addrs.len();
+    if len > 0 {
+        addrs.rotate_left(n % len);
+    }
+    Ok(Client::connect_any(&addrs, keys, roster, ewx_net::Clock::system()).await?)
 }
 
 /// The sender of publisher `p`.
@@ -151,7 +167,7 @@ impl Ewx {
         let mut clients = Vec::new();
         for p in 0..cfg.load.publishers {
             let keys = ewx_testkit::keys(sender(cfg, p));
-            clients.push(Client::connect(cfg.broker, keys, roster.clone()).await?);
+            clients.push(connect(cfg, p, keys, roster.clone()).await?);
         }
         let mut times = SendTimes::default();
         let mut sealed = Vec::new();
@@ -246,12 +262,9 @@ impl Peer for Ewx {
     fn subscriber(&self, index: usize) -> BoxFuture<'_, Result<Box<dyn Deliveries>, PeerError>> {
         Box::pin(async move {
             let keys = ewx_testkit::keys(CORE[index % self.cfg.recipients]);
-            let client = Client::connect(
-                self.cfg.broker,
-                keys,
-                ewx_testkit::Network::compact().roster(),
-            )
-            .await?;
+            let roster = ewx_testkit::Network::compact().roster();
+            // subscribers start on the replicas after the publishers' first
+            let client = connect(&self.cfg, index + 1, keys, roster).await?;
             let opts = SubscriptionOptions {
                 from: StartAt::Latest,
                 auto_receipt: false,

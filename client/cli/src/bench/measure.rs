@@ -25,15 +25,15 @@ fn micros(epoch: Instant) -> u64 {
     epoch.elapsed().as_micros().max(1) as u64
 }
 
-/// Run `load` against `peer` and measure; `server_pid` lets it read the server's CPU and
-/// memory, and `progress` is called every second with (elapsed s, published, delivered).
+/// Run `load` against `peer` and measure; `server_pids` let it read the server's CPU and
+/// memory (summed over the processes: a cluster's replicas), and `progress` is called every second with (elapsed s, published, delivered).
 ///
 /// # Errors
 /// If a connection cannot be made.
 pub async fn measure(
     load: &Load,
     peer: &dyn Peer,
-    server_pid: Option<u32>,
+    server_pids: &[u32],
     progress: &(dyn Fn(u64, u64, u64) + Sync),
 ) -> Result<BenchReport, PeerError> {
     if load.publishers == 0 || load.seconds == 0 {
@@ -57,8 +57,8 @@ pub async fn measure(
             stopped.clone(),
         )));
     }
-    let cpu0 = server_pid.and_then(cpu_ticks);
-    let threads0 = server_pid.map(thread_ticks).unwrap_or_default();
+    let cpu0 = total_cpu_ticks(server_pids);
+    let threads0 = all_thread_ticks(server_pids);
     let started = Instant::now();
     let schedule = Schedule {
         epoch,
@@ -87,8 +87,8 @@ pub async fn measure(
         .wait_with_progress(pubs, started, load.subscribers as u64, progress)
         .await;
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu1 = server_pid.and_then(cpu_ticks);
-    let threads1 = server_pid.map(thread_ticks).unwrap_or_default();
+    let cpu1 = total_cpu_ticks(server_pids);
+    let threads1 = all_thread_ticks(server_pids);
     let (published_at_cpu1, delivered_at_cpu1) = (
         tally.published.load(Ordering::Relaxed),
         tally.delivered.load(Ordering::Relaxed),
@@ -125,8 +125,10 @@ pub async fn measure(
     }
     report.backlog_max = backlog.iter().copied().max().unwrap_or(0);
     report.backlog = backlog;
-    report.broker_peak_rss_mb = server_pid
-        .and_then(peak_rss_kb)
+    report.broker_peak_rss_mb = server_pids
+        .iter()
+        .filter_map(|&p| peak_rss_kb(p))
+        .max()
         .map(|kb| kb as f64 / 1024.0);
     Ok(report)
 }
@@ -341,6 +343,25 @@ impl Tally {
 }
 
 /// utime + stime of a process, in clock ticks (Linux `/proc/PID/stat`).
+/// CPU ticks of every process (`None` if there are none, or one cannot be read).
+fn total_cpu_ticks(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_ticks(p)).sum()
+}
+
+/// CPU ticks by thread name, summed over the processes.
+fn all_thread_ticks(pids: &[u32]) -> std::collections::BTreeMap<String, u64> {
+    let mut all = std::collections::BTreeMap::new();
+    for &p in pids {
+        for (name, t) in thread_ticks(p) {
+            *all.entry(name).or_default() += t;
+        }
+    }
+    all
+}
+
 fn cpu_ticks(pid: u32) -> Option<u64> {
     stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }

@@ -32,6 +32,13 @@ pub struct BenchArgs {
     /// deadlines added). Needs --recipients 2 or more.
     #[arg(long)]
     cases: bool,
+    /// Measure a 3-replica cluster (Raft, acks after a majority fsynced and applied) next
+    /// to a single broker in the same run: the same load against one broker, then
+    /// against three replicas (clients spread over them), then against the cluster at
+    /// half its measured rate (the ack latency at a load it carries). Three tables and
+    /// the ratios; with --json one object {single, cluster, cluster_half_rate}.
+    #[arg(long, conflicts_with = "broker")]
+    cluster: bool,
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -78,67 +85,166 @@ pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
     if args.cases && args.recipients < 2 {
         bail!("--cases needs --recipients 2 or more (a case names parties besides its sender)");
     }
-    if args.broker_only && !args.json {
-        eprintln!("sealing bulletins ahead of the run ...");
+    if args.cluster && external.is_some() {
+        bail!("--cluster starts its own three replicas; it cannot use --broker");
     }
     let dir = tempfile::tempdir().context("cannot make a temp dir")?;
-    let mut child = None;
-    let broker = match external {
-        Some(addr) => addr,
-        None => {
-            ewx_cli::network::write(dir.path())?;
-            let toml = format!(
-                "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'keys/BROKER.key'\nroster = 'roster.cbor'\n\
-                 [limits]\nmax_connections_per_node = {}\n",
-                (args.load.publishers + args.load.subscribers).max(16)
-            );
-            let config = dir.path().join("bench.toml");
-            std::fs::write(&config, toml)?;
-            let mut c = Command::new(std::env::current_exe()?)
-                .args(["__bench-broker", "--config"])
-                .arg(&config)
-                .stdout(Stdio::piped())
-                .spawn()
-                .context("cannot start the broker process")?;
-            let stdout = c.stdout.take().context("no broker output")?;
-            let mut lines = BufReader::new(stdout).lines();
-            let addr = loop {
-                let line = lines.next().context("the broker process exited")??;
-                if let Some(a) = line.strip_prefix(LISTENING) {
-                    break a.trim().parse::<SocketAddr>()?;
-                }
-            };
-            child = Some(c);
-            addr
+    ewx_cli::network::write(dir.path())?;
+    if !args.cluster {
+        let report = match external {
+            Some(addr) => measure_run(&args, &args.load, vec![addr], &[])?,
+            None => measured(&args, &args.load, dir.path(), "single", 1)?,
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report.table("ewx bench"));
         }
-    };
+        return Ok(exit(&[&report]));
+    }
+    let single = measured(&args, &args.load, dir.path(), "single", 1)?;
+    let cluster = measured(&args, &args.load, dir.path(), "cluster", 3)?;
+    let mut half = args.load.clone();
+    half.rate = Some(
+        args.load
+            .rate
+            .unwrap_or((cluster.published_per_s / 2.0).max(1.0) as u64),
+    );
+    let at_half = measured(&args, &half, dir.path(), "half", 3)?;
+    let ratio = cluster.published_per_s / single.published_per_s.max(1e-9);
+    if args.json {
+        let all = serde_json::json!({
+            "single": single,
+            "cluster": cluster,
+            "cluster_half_rate": at_half,
+            "cluster_over_single": ratio,
+        });
+        println!("{all}");
+    } else {
+        print!("{}", single.table("single broker"));
+        print!("{}", cluster.table("cluster of 3 replicas"));
+        print!("{}", at_half.table("cluster of 3, at half its rate"));
+        println!(
+            "cluster / single published/s: {ratio:.2}; cluster ack p99 at {} msg/s: {:.1} ms",
+            half.rate.unwrap_or(0),
+            at_half.ack_p99_ms
+        );
+    }
+    Ok(exit(&[&single, &cluster, &at_half]))
+}
+
+fn exit(reports: &[&bench::BenchReport]) -> ExitCode {
+    if reports.iter().all(|r| r.errors == 0) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Start `replicas` broker processes (1: a single broker) for a run called `run`, measure
+/// `load` against them, stop them.
+fn measured(
+    args: &BenchArgs,
+    load: &bench::Load,
+    dir: &Path,
+    run: &str,
+    replicas: usize,
+) -> Result<bench::BenchReport> {
+    if args.broker_only && !args.json {
+        eprintln!("{run}: sealing bulletins ahead of the run ...");
+    }
+    let children = spawn_brokers(args, dir, run, replicas)?;
+    let addrs = children.iter().map(|(_, a)| *a).collect();
+    let pids: Vec<u32> = children.iter().map(|(c, _)| c.id()).collect();
+    let report = measure_run(args, load, addrs, &pids);
+    for (c, _) in children {
+        stop_child(c);
+    }
+    report
+}
+
+fn measure_run(
+    args: &BenchArgs,
+    load: &bench::Load,
+    brokers: Vec<SocketAddr>,
+    pids: &[u32],
+) -> Result<bench::BenchReport> {
     let cfg = BenchConfig {
-        broker,
-        load: args.load.clone(),
+        brokers,
+        load: load.clone(),
         flash_percent: args.flash_percent,
         recipients: args.recipients,
         broker_only: args.broker_only,
         cases: args.cases,
     };
-    let pid = child.as_ref().map(std::process::Child::id);
     let quiet = args.json;
-    let report = runtime()?.block_on(bench::run(cfg, pid, &|s, p, d| {
+    let report = runtime()?.block_on(bench::run(cfg, pids, &|s, p, d| {
         if !quiet {
             eprintln!("  {s:>3} s  published {p:>9}  delivered {d:>10}");
         }
-    }));
-    if let Some(c) = child {
-        stop_child(c);
-    }
-    let report = report?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    }))?;
+    Ok(report)
+}
+
+/// A free loopback UDP port.
+fn free_port() -> Result<SocketAddr> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").context("cannot bind a UDP port")?;
+    Ok(s.local_addr()?)
+}
+
+/// Start the broker processes of one run: one broker, or a cluster of `replicas`.
+fn spawn_brokers(
+    args: &BenchArgs,
+    dir: &Path,
+    run: &str,
+    replicas: usize,
+) -> Result<Vec<(std::process::Child, SocketAddr)>> {
+    let limits = format!(
+        "[limits]\nmax_connections_per_node = {}\n",
+        (args.load.publishers + args.load.subscribers).max(16)
+    );
+    let addrs: Vec<SocketAddr> = (0..replicas).map(|_| free_port()).collect::<Result<_>>()?;
+    let cluster = if replicas > 1 {
+        let list: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let node = ewx_testkit::REPLICAS[i];
+                format!("{{ id = {}, node = '{node}', addr = '{a}' }}", i + 1)
+            })
+            .collect();
+        format!("[cluster]\nreplicas = [{}]\n", list.join(", "))
     } else {
-        print!("{}", report.table("ewx bench"));
+        String::new()
+    };
+    let mut children = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let listen = if replicas > 1 {
+            addr.to_string()
+        } else {
+            "127.0.0.1:0".into()
+        };
+        let toml = format!(
+            "listen = '{listen}'\ndata_dir = 'data-{run}-{i}'\nkey = 'keys/{}.key'\nroster = 'roster.cbor'\n{limits}{cluster}",
+            ewx_testkit::REPLICAS[i]
+        );
+        let config = dir.join(format!("bench-{run}-{i}.toml"));
+        std::fs::write(&config, toml)?;
+        let mut c = Command::new(std::env::current_exe()?)
+            .args(["__bench-broker", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start the broker process")?;
+        let stdout = c.stdout.take().context("no broker output")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines.next().context("the broker process exited")??;
+            if let Some(a) = line.strip_prefix(LISTENING) {
+                break a.trim().parse::<SocketAddr>()?;
+            }
+        };
+        children.push((c, addr));
     }
-    Ok(if report.errors == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(children)
 }
