@@ -4,7 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
 
 use ewx_broker::{Broker, Config};
 use ewx_client::Client;
@@ -25,6 +29,11 @@ pub struct ClusterNet {
     pub roster: Roster,
     /// Where each replica listens.
     pub addrs: Vec<SocketAddr>,
+    /// With [`ClusterNet::with_relays`]: `relays[i][j]` is where replica `i` reaches
+    /// replica `j`, through a userspace UDP relay.
+    relays: Option<Vec<Vec<SocketAddr>>>,
+    /// Replicas cut off from the others (their relays drop every packet).
+    pub cut: Arc<[AtomicBool; 3]>,
 }
 
 /// A free loopback UDP port (free when asked; the replica binds it soon after).
@@ -62,7 +71,33 @@ impl ClusterNet {
             dir,
             roster: signed.verify().unwrap(),
             addrs,
+            relays: None,
+            cut: Arc::default(),
         }
+    }
+
+    /// As [`ClusterNet::new`], but replicas reach each other only through userspace UDP
+    /// relays (one per direction), so a test can cut a replica off ([`ClusterNet::cut`])
+    /// while its clients still reach it. Needs a tokio runtime.
+    pub async fn with_relays() -> Self {
+        let mut net = Self::new();
+        let mut relays = vec![vec![SocketAddr::from(([0, 0, 0, 0], 0)); 3]; 3];
+        for (i, row) in relays.iter_mut().enumerate() {
+            for (j, r) in row.iter_mut().enumerate() {
+                *r = if i == j {
+                    net.addrs[i]
+                } else {
+                    relay(net.addrs[j], net.cut.clone(), [i, j]).await
+                };
+            }
+        }
+        net.relays = Some(relays);
+        net
+    }
+
+    /// Cut replica `i` off from the others, or reconnect it.
+    pub fn set_cut(&self, i: usize, cut: bool) {
+        self.cut[i].store(cut, Ordering::SeqCst);
     }
 
     /// Replica `i`'s directory (0-based).
@@ -75,13 +110,15 @@ impl ClusterNet {
         self.replica_dir(i).join("data")
     }
 
-    /// The `[cluster]` and `[checkpoint]` sections every replica shares.
-    pub fn cluster_toml(&self) -> String {
+    /// The `[cluster]` and `[checkpoint]` sections of replica `me`'s configuration.
+    pub fn cluster_toml(&self, me: usize) -> String {
         let replicas: Vec<String> = REPLICAS
             .iter()
-            .zip(&self.addrs)
             .enumerate()
-            .map(|(i, (n, a))| format!("{{ id = {}, node = '{n}', addr = '{a}' }}", i + 1))
+            .map(|(i, n)| {
+                let a = self.relays.as_ref().map_or(self.addrs[i], |r| r[me][i]);
+                format!("{{ id = {}, node = '{n}', addr = '{a}' }}", i + 1)
+            })
             .collect();
         format!(
             "[checkpoint]\nevery_entries = 50\ninterval_ms = 200\n[cluster]\nreplicas = [{}]\n",
@@ -94,7 +131,7 @@ impl ClusterNet {
         let text = format!(
             "listen = '{}'\ndata_dir = 'data'\nkey = 'broker.key'\nroster = 'roster.cbor'\n{}",
             self.addrs[i],
-            self.cluster_toml()
+            self.cluster_toml(i)
         );
         Config::from_toml(&text, &self.replica_dir(i)).unwrap()
     }
@@ -120,7 +157,7 @@ impl ClusterNet {
 
     /// Start replica `i` as an `ewx-broker` process.
     pub fn start_process(&self, i: usize) -> BrokerProcess {
-        BrokerProcess::start(&self.replica_dir(i), self.addrs[i], &self.cluster_toml())
+        BrokerProcess::start(&self.replica_dir(i), self.addrs[i], &self.cluster_toml(i))
     }
 
     /// Connect a client as `name` to replica `i`.
@@ -182,4 +219,218 @@ pub async fn converged(brokers: &[Option<Broker>]) -> u64 {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A UDP relay to `target` for traffic from replica `pair[0]` to replica `pair[1]`: one
+/// upstream socket per source, every packet dropped while either replica is cut off.
+async fn relay(target: SocketAddr, cut: Arc<[AtomicBool; 3]>, pair: [usize; 2]) -> SocketAddr {
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = front.local_addr().unwrap();
+    let blocked = move || pair.iter().any(|&r| cut[r].load(Ordering::SeqCst));
+    tokio::spawn(async move {
+        let mut upstream: std::collections::HashMap<SocketAddr, Arc<UdpSocket>> =
+            std::collections::HashMap::new();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok((n, from)) = front.recv_from(&mut buf).await else {
+                return;
+            };
+            if blocked() {
+                continue;
+            }
+            let up = match upstream.get(&from) {
+                Some(u) => u.clone(),
+                None => {
+                    let u = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                    u.connect(target).await.unwrap();
+                    upstream.insert(from, u.clone());
+                    let (u2, front2, blocked2) = (u.clone(), front.clone(), blocked.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 65_536];
+                        loop {
+                            // an ICMP "port unreachable" (the replica not started yet, or
+                            // restarting) fails one recv on a connected socket: go on
+                            let Ok(n) = u2.recv(&mut buf).await else {
+                                continue;
+                            };
+                            if !blocked2() {
+                                let _ = front2.send_to(&buf[..n], from).await;
+                            }
+                        }
+                    });
+                    u
+                }
+            };
+            let _ = up.send(&buf[..n]).await;
+        }
+    });
+    addr
+}
+
+/// A publish a cluster acknowledged.
+#[derive(Debug, Clone)]
+pub struct Acked {
+    /// Which publisher.
+    pub publisher: usize,
+    /// The index it was given.
+    pub log_index: u64,
+    /// Its message id.
+    pub id: ewx_proto::MessageId,
+    /// When the ack arrived.
+    pub at: Instant,
+}
+
+/// The leader the newest term names, if that replica is running.
+pub fn process_leader(procs: &[Option<BrokerProcess>]) -> Option<usize> {
+    let newest = procs
+        .iter()
+        .flatten()
+        .filter_map(|p| *p.leadership.lock().unwrap())
+        .max()?;
+    let l = usize::try_from(newest.1).ok()?.checked_sub(1)?;
+    procs.get(l)?.as_ref().map(|_| l)
+}
+
+/// Wait (at most 30 s) for a running leader; its position.
+pub async fn wait_leader(procs: &[Option<BrokerProcess>]) -> usize {
+    let started = Instant::now();
+    loop {
+        if let Some(l) = process_leader(procs) {
+            return l;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no leader elected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Connect as `name` to any replica, trying replica `first` first.
+pub async fn client(net: &ClusterNet, name: &str, first: usize) -> Client {
+    let mut addrs: Vec<SocketAddr> = net.addrs.clone();
+    addrs.rotate_left(first);
+    Client::connect_any(
+        &addrs,
+        keys(name),
+        net.roster.clone(),
+        ewx_net::Clock::system(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The first publish acknowledged after `t0`: how long after `t0` it came.
+pub async fn next_ack_after(acked: &std::sync::Mutex<Vec<Acked>>, t0: Instant) -> Duration {
+    loop {
+        if let Some(a) = acked.lock().unwrap().iter().rev().find(|a| a.at > t0) {
+            return a.at - t0;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no publish acknowledged for 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Publish bulletins one after another as publisher `p` until `stop`, each envelope sent
+/// again as is until answered; record every ack in `acked`. A refusal fails the test.
+pub async fn publish_until_stopped(
+    c: Client,
+    p: usize,
+    stop: Arc<AtomicBool>,
+    acked: Arc<std::sync::Mutex<Vec<Acked>>>,
+) {
+    for i in 0u64.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let d = crate::bulletin(
+            "ew.air",
+            ewx_proto::Level::Amber,
+            "CORE",
+            ewx_proto::Precedence::Routine,
+            &format!("{p}-{i}"),
+        );
+        let env = c.seal(d).await.unwrap();
+        let bytes = env.encode().unwrap();
+        loop {
+            match c.publish_envelope(&bytes).await {
+                Ok(ack) => {
+                    acked.lock().unwrap().push(Acked {
+                        publisher: p,
+                        log_index: ack.log_index,
+                        id: env.header().id,
+                        at: Instant::now(),
+                    });
+                    break;
+                }
+                Err(ewx_client::Error::Rejected { reason, detail }) => {
+                    panic!("publisher {p}: refused {reason:?}: {detail}")
+                }
+                Err(_) if stop.load(Ordering::Relaxed) => return,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    c.close().await;
+}
+
+/// After a clean stop of all three: every acknowledged message on every replica exactly
+/// once at its acknowledged index, the replicas' audit logs equal, and each store
+/// verifying on its own with checkpoints signed by 2 replicas or more. The audit length.
+pub async fn every_replica_holds(net: &ClusterNet, acked: &[Acked]) -> u64 {
+    let stores: Vec<_> = (0..3)
+        .map(|i| ewx_broker::log::Store::open_for_audit(&net.data_dir(i)).unwrap())
+        .collect();
+    for (r, store) in stores.iter().enumerate() {
+        let mut copies: std::collections::HashMap<ewx_proto::MessageId, u32> =
+            std::collections::HashMap::new();
+        let (mut index, mut stored) = (0u64, 0u64);
+        while stored < store.message_count() as u64 {
+            if let Some(bytes) = store.message(index).unwrap() {
+                let env = ewx_proto::Envelope::decode(&bytes, usize::MAX).unwrap();
+                *copies.entry(env.header().id).or_default() += 1;
+                stored += 1;
+            }
+            index += 1;
+        }
+        for a in acked {
+            assert_eq!(
+                copies.get(&a.id),
+                Some(&1),
+                "replica {r}: acked {} not stored exactly once",
+                a.log_index
+            );
+            assert_eq!(
+                store.index_of(&a.id).unwrap(),
+                Some(a.log_index),
+                "replica {r}"
+            );
+        }
+    }
+    let lens: Vec<u64> = stores.iter().map(|s| s.audit_len().unwrap()).collect();
+    let n = *lens.iter().min().unwrap();
+    let prefix: Vec<_> = stores
+        .iter()
+        .map(|s| s.audit_range(0, n).unwrap())
+        .collect();
+    assert!(
+        prefix.windows(2).all(|w| w[0] == w[1]),
+        "replicas' audit logs differ (lengths {lens:?})"
+    );
+    assert!(
+        lens.iter().all(|&l| l == n),
+        "a replica is behind after a clean stop: {lens:?}"
+    );
+    drop(stores);
+    for i in 0..3 {
+        let summary = crate::verify_copy(&net.data_dir(i), &net.roster, 0)
+            .await
+            .unwrap();
+        assert!(summary.entries >= n, "replica {i}: {summary:?}");
+        assert!(summary.replica_signed >= 1, "replica {i}: {summary}");
+    }
+    n
 }

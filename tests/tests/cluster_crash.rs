@@ -7,74 +7,17 @@
 //! publish) is printed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ewx_client::{Client, Error as ClientError};
-use ewx_net::Clock;
-use ewx_proto::{Envelope, Level, MessageId, Precedence};
-use ewx_tests::cluster::ClusterNet;
+use ewx_tests::cluster::{
+    Acked, ClusterNet, client, every_replica_holds, next_ack_after, publish_until_stopped,
+    wait_leader,
+};
 use ewx_tests::*;
 use rand::{Rng, SeedableRng};
-
-#[derive(Debug, Clone)]
-struct Acked {
-    publisher: usize,
-    log_index: u64,
-    id: MessageId,
-    at: Instant,
-}
-
-/// The replicas running now, and the leader the newest term names among them.
-fn leader(procs: &[Option<BrokerProcess>]) -> Option<usize> {
-    let newest = procs
-        .iter()
-        .flatten()
-        .filter_map(|p| *p.leadership.lock().unwrap())
-        .max()?;
-    let l = usize::try_from(newest.1).ok()?.checked_sub(1)?;
-    procs.get(l)?.as_ref().map(|_| l)
-}
-
-async fn wait_leader(procs: &[Option<BrokerProcess>]) -> usize {
-    let started = Instant::now();
-    loop {
-        if let Some(l) = leader(procs) {
-            return l;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no leader elected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Connect to any replica, starting with the `first`.
-async fn client(net: &ClusterNet, name: &str, first: usize) -> Client {
-    let mut addrs: Vec<SocketAddr> = net.addrs.clone();
-    addrs.rotate_left(first);
-    Client::connect_any(&addrs, keys(name), net.roster.clone(), Clock::system())
-        .await
-        .unwrap()
-}
-
-/// Wait for the first publish acknowledged after `t0`: the failover time.
-async fn next_ack_after(acked: &Mutex<Vec<Acked>>, t0: Instant) -> Duration {
-    loop {
-        if let Some(a) = acked.lock().unwrap().iter().rev().find(|a| a.at > t0) {
-            return a.at - t0;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "no publish acknowledged for 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_replicas_loses_nothing_acknowledged() {
@@ -116,42 +59,7 @@ async fn killing_replicas_loses_nothing_acknowledged() {
     let mut publishers = tokio::task::JoinSet::new();
     for (p, node) in ["UA", "PL"].into_iter().enumerate() {
         let c = client(&net, node, p).await;
-        let (stop, acked) = (stop.clone(), acked.clone());
-        publishers.spawn(async move {
-            for i in 0u64.. {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let d = bulletin(
-                    "ew.air",
-                    Level::Amber,
-                    "CORE",
-                    Precedence::Routine,
-                    &format!("{p}-{i}"),
-                );
-                let env = c.seal(d).await.unwrap();
-                let bytes = env.encode().unwrap();
-                loop {
-                    match c.publish_envelope(&bytes).await {
-                        Ok(ack) => {
-                            acked.lock().unwrap().push(Acked {
-                                publisher: p,
-                                log_index: ack.log_index,
-                                id: env.header().id,
-                                at: Instant::now(),
-                            });
-                            break;
-                        }
-                        Err(ClientError::Rejected { reason, detail }) => {
-                            panic!("publisher {p}: refused {reason:?}: {detail}")
-                        }
-                        Err(_) if stop.load(Ordering::Relaxed) => return,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                    }
-                }
-            }
-            c.close().await;
-        });
+        publishers.spawn(publish_until_stopped(c, p, stop.clone(), acked.clone()));
     }
 
     // kill -9 the leader at random moments; each comes back as a follower
@@ -239,54 +147,7 @@ async fn killing_replicas_loses_nothing_acknowledged() {
     for p in &mut procs {
         p.take().unwrap().terminate();
     }
-    let stores: Vec<_> = (0..3)
-        .map(|i| ewx_broker::log::Store::open_for_audit(&net.data_dir(i)).unwrap())
-        .collect();
-    for (r, store) in stores.iter().enumerate() {
-        let mut copies: HashMap<MessageId, u32> = HashMap::new();
-        let (mut index, mut stored) = (0u64, 0u64);
-        while stored < store.message_count() as u64 {
-            if let Some(bytes) = store.message(index).unwrap() {
-                let env = Envelope::decode(&bytes, usize::MAX).unwrap();
-                *copies.entry(env.header().id).or_default() += 1;
-                stored += 1;
-            }
-            index += 1;
-        }
-        for a in &acked {
-            assert_eq!(
-                copies.get(&a.id),
-                Some(&1),
-                "replica {r}: acked {} not stored exactly once",
-                a.log_index
-            );
-            assert_eq!(
-                store.index_of(&a.id).unwrap(),
-                Some(a.log_index),
-                "replica {r}"
-            );
-        }
-    }
-    let lens: Vec<u64> = stores.iter().map(|s| s.audit_len().unwrap()).collect();
-    let n = *lens.iter().min().unwrap();
-    let prefix: Vec<_> = stores
-        .iter()
-        .map(|s| s.audit_range(0, n).unwrap())
-        .collect();
-    assert!(
-        prefix.windows(2).all(|w| w[0] == w[1]),
-        "replicas' audit logs differ (lengths {lens:?})"
-    );
-    assert!(
-        lens.iter().all(|&l| l == n),
-        "a replica is behind after a clean stop: {lens:?}"
-    );
-    drop(stores);
-    for i in 0..3 {
-        let summary = verify_copy(&net.data_dir(i), &net.roster, 0).await.unwrap();
-        assert!(summary.entries >= n, "replica {i}: {summary:?}");
-        assert!(summary.replica_signed >= 1, "replica {i}: {summary}");
-    }
+    let n = every_replica_holds(&net, &acked).await;
 
     let mut ms: Vec<u128> = failovers.iter().map(Duration::as_millis).collect();
     ms.sort_unstable();

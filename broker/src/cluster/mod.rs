@@ -205,7 +205,7 @@ pub async fn start(
         election_timeout_min: config.election_timeout_ms[0],
         election_timeout_max: config.election_timeout_ms[1],
         heartbeat_interval: config.heartbeat_ms,
-        max_payload_entries: 32,
+        max_payload_entries: 256,
         snapshot_policy: openraft::SnapshotPolicy::Never,
         ..Default::default()
     }
@@ -228,7 +228,9 @@ pub async fn start(
         let members: BTreeMap<u64, BasicNode> = config
             .replicas
             .iter()
-            .map(|r| (r.id, BasicNode::new(r.addr)))
+            // addresses come from each replica's configuration (they may differ between
+            // replicas: a relay, a NAT); the membership names the roster nodes
+            .map(|r| (r.id, BasicNode::new(r.node.as_str())))
             .collect();
         // every replica of a new cluster proposes the same membership: whichever entry
         // is kept, it is this one

@@ -62,14 +62,23 @@ pub enum Reply {
 pub struct Peers {
     /// The broker's endpoint; `None` once closed (so the port is free on shutdown even if
     /// a replication task outlives the broker briefly).
-    endpoint: Mutex<Option<quinn::Endpoint>>,
+    endpoint: Arc<Mutex<Option<quinn::Endpoint>>>,
     keys: Arc<NodeKeys>,
     roster: RosterCell,
     replicas: HashMap<u64, Replica>,
     limits: tls::TransportLimits,
-    conns: Mutex<HashMap<u64, quinn::Connection>>,
+    conns: Arc<Mutex<HashMap<u64, quinn::Connection>>>,
+    /// Handshakes in progress, by replica.
+    pending: Arc<Mutex<HashMap<u64, Pending>>>,
     /// Replicas found unreachable (logged once when they go, once when they return).
     down: Mutex<std::collections::HashSet<u64>>,
+}
+
+/// A handshake in progress: the connection, or why there is none, once done.
+type Pending = tokio::sync::watch::Receiver<Option<Result<quinn::Connection, String>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn unreachable(msg: String) -> Unreachable {
@@ -119,12 +128,13 @@ impl Peers {
             connection_window: 64 << 20,
         };
         Ok(Self {
-            endpoint: Mutex::new(Some(endpoint)),
+            endpoint: Arc::new(Mutex::new(Some(endpoint))),
             keys,
             roster,
             replicas: replicas.iter().map(|r| (r.id, r.clone())).collect(),
             limits,
-            conns: Mutex::default(),
+            conns: Arc::default(),
+            pending: Arc::default(),
             down: Mutex::default(),
         })
     }
@@ -134,16 +144,39 @@ impl Peers {
         self.replicas.values().find(|r| &r.node == node)
     }
 
+    /// The connection to `target`: the open one, or one being set up. A handshake runs
+    /// on its own task, so a caller that stops waiting (its RPC timed out) does not abort
+    /// it: on a busy machine a handshake may take longer than a heartbeat.
     async fn connection(&self, target: u64) -> Result<quinn::Connection, CallError> {
-        let cached = self
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&target)
-            .cloned();
+        let cached = lock(&self.conns).get(&target).cloned();
         if let Some(c) = cached.filter(|c| c.close_reason().is_none()) {
             return Ok(c);
         }
+        let mut rx = {
+            let mut pending = lock(&self.pending);
+            match pending.get(&target) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let rx = self.connect(target)?;
+                    pending.insert(target, rx.clone());
+                    rx
+                }
+            }
+        };
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r.map_err(CallError::Unreachable);
+            }
+            if rx.changed().await.is_err() {
+                return Err(CallError::Unreachable(
+                    "the connection attempt was dropped".into(),
+                ));
+            }
+        }
+    }
+
+    /// Start a handshake with `target` on a task of its own.
+    fn connect(&self, target: u64) -> Result<Pending, CallError> {
         let replica = self
             .replicas
             .get(&target)
@@ -155,43 +188,40 @@ impl Peers {
             .sign;
         let config = tls::replica_config(&self.keys, key, self.limits)
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        let connecting = {
-            // the endpoint is not held while connecting: shutdown must be able to free it
-            let endpoint = self.endpoint.lock().unwrap_or_else(|p| p.into_inner());
-            endpoint
-                .as_ref()
-                .ok_or_else(|| CallError::Unreachable("shutting down".into()))?
-                .connect_with(config, replica.addr, SERVER_NAME)
-                .map_err(|e| CallError::Unreachable(e.to_string()))?
-        };
-        let conn = connecting
-            .await
-            .map_err(|e| CallError::Unreachable(format!("{}: {e}", replica.addr)))?;
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if self
-            .endpoint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none()
-        {
-            conn.close(ewx_net::CloseCode::Normal.varint(), b"shutdown");
-            return Err(CallError::Unreachable("shutting down".into()));
-        }
-        conns.insert(target, conn.clone());
-        Ok(conn)
+        let connecting = lock(&self.endpoint)
+            .as_ref()
+            .ok_or_else(|| CallError::Unreachable("shutting down".into()))?
+            .connect_with(config, replica.addr, SERVER_NAME)
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let (conns, pending, endpoint) = (
+            self.conns.clone(),
+            self.pending.clone(),
+            self.endpoint.clone(),
+        );
+        let addr = replica.addr;
+        tokio::spawn(async move {
+            let r = connecting.await.map_err(|e| format!("{addr}: {e}"));
+            if let Ok(c) = &r {
+                // closed meanwhile: let go at once, the port must be free
+                if lock(&endpoint).is_none() {
+                    c.close(ewx_net::CloseCode::Normal.varint(), b"shutdown");
+                } else {
+                    lock(&conns).insert(target, c.clone());
+                }
+            }
+            lock(&pending).remove(&target);
+            let _ = tx.send(Some(r));
+        });
+        Ok(rx)
     }
 
     /// Stop: close the connections to the other replicas and let go of the endpoint.
     pub fn close(&self) {
-        if let Some(e) = self
-            .endpoint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(e) = lock(&self.endpoint).take() {
             e.close(ewx_net::CloseCode::Normal.varint(), b"shutdown");
         }
-        for (_, c) in self.conns.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+        for (_, c) in lock(&self.conns).drain() {
             c.close(ewx_net::CloseCode::Normal.varint(), b"shutdown");
         }
     }
