@@ -256,7 +256,11 @@ impl Client {
         // (a stored one gets its original index)
         let started = std::time::Instant::now();
         loop {
-            match self.inner.pipe(precedence).await?.request(&req).await {
+            let answer = match self.inner.pipe(precedence).await {
+                Ok(pipe) => pipe.request(&req).await,
+                Err(e) => Err(e),
+            };
+            match answer {
                 Ok(Response::PublishAck { id, log_index }) => {
                     return Ok(PublishAck { id, log_index });
                 }
@@ -265,6 +269,15 @@ impl Client {
                     reason: RejectReason::Unavailable,
                     ..
                 }) if started.elapsed() < UNAVAILABLE_RETRY => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                // a cluster client whose replica went away sends it again through
+                // whichever replica it reconnects to
+                Err(Error::Connect { .. } | Error::Net(_))
+                    if self.inner.addrs.len() > 1
+                        && !self.inner.dead.is_cancelled()
+                        && started.elapsed() < UNAVAILABLE_RETRY =>
+                {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 Err(e) => return Err(e),

@@ -37,6 +37,9 @@ pub(crate) const RESPONSE_WAIT: Duration = Duration::from_secs(120);
 /// How long a request waits for a connection while the client reconnects.
 pub(crate) const RECONNECT_WAIT: Duration = Duration::from_secs(15);
 
+/// How long a client that knows several replicas waits for one to complete a handshake.
+const REPLICA_HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
+
 /// A subscription as the client re-opens it after a reconnect.
 #[derive(Debug, Clone)]
 pub(crate) struct OpenSub {
@@ -195,11 +198,20 @@ impl Inner {
             return Err(Error::NoBroker);
         }
         let config = tls::client_config(&self.keys, brokers, TransportLimits::client())?;
-        let conn = self
+        let connecting = self
             .endpoint
             .connect_with(config, self.addr(), tls::SERVER_NAME)
-            .map_err(|e| connect_err(e.to_string()))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        // a replica that is down answers nothing: try the next one soon, not after the
+        // idle timeout
+        let wait = if self.addrs.len() > 1 {
+            REPLICA_HANDSHAKE_WAIT
+        } else {
+            TransportLimits::client().idle_timeout
+        };
+        let conn = tokio::time::timeout(wait, connecting)
             .await
+            .map_err(|_| connect_err(format!("no answer within {wait:?}")))?
             .map_err(|e| connect_err(e.to_string()))?;
         self.spawn_push_reader(conn.clone());
         let version = self.roster.get().version();

@@ -276,6 +276,8 @@ pub struct Acked {
     pub log_index: u64,
     /// Its message id.
     pub id: ewx_proto::MessageId,
+    /// When it was first sent.
+    pub sent: Instant,
     /// When the ack arrived.
     pub at: Instant,
 }
@@ -320,10 +322,10 @@ pub async fn client(net: &ClusterNet, name: &str, first: usize) -> Client {
     .unwrap()
 }
 
-/// The first publish acknowledged after `t0`: how long after `t0` it came.
+/// The first publish sent after `t0` and acknowledged: how long after `t0` its ack came.
 pub async fn next_ack_after(acked: &std::sync::Mutex<Vec<Acked>>, t0: Instant) -> Duration {
     loop {
-        if let Some(a) = acked.lock().unwrap().iter().rev().find(|a| a.at > t0) {
+        if let Some(a) = acked.lock().unwrap().iter().find(|a| a.sent > t0) {
             return a.at - t0;
         }
         assert!(
@@ -355,6 +357,7 @@ pub async fn publish_until_stopped(
         );
         let env = c.seal(d).await.unwrap();
         let bytes = env.encode().unwrap();
+        let sent = Instant::now();
         loop {
             match c.publish_envelope(&bytes).await {
                 Ok(ack) => {
@@ -362,6 +365,7 @@ pub async fn publish_until_stopped(
                         publisher: p,
                         log_index: ack.log_index,
                         id: env.header().id,
+                        sent,
                         at: Instant::now(),
                     });
                     break;

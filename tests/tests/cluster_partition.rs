@@ -35,6 +35,7 @@ async fn flood(c: &Client, n: u64, publisher: usize) -> Vec<Acked> {
         }
         let c = c.clone();
         set.spawn(async move {
+            let sent = Instant::now();
             let d = bulletin(
                 "ew.sea",
                 Level::Amber,
@@ -48,6 +49,7 @@ async fn flood(c: &Client, n: u64, publisher: usize) -> Vec<Acked> {
                 publisher,
                 log_index: ack.log_index,
                 id: env.header().id,
+                sent,
                 at: Instant::now(),
             }
         });
@@ -105,6 +107,7 @@ async fn a_paused_or_cut_off_leader_acknowledges_nothing_and_a_follower_catches_
         .await
         .unwrap();
     let bytes = env.encode().unwrap();
+    let sent = Instant::now();
     let pending = tokio::spawn(async move {
         let r = lonely.publish_envelope(&bytes).await;
         (r, Instant::now())
@@ -122,6 +125,7 @@ async fn a_paused_or_cut_off_leader_acknowledges_nothing_and_a_follower_catches_
         publisher: 2,
         log_index: ack.log_index,
         id: env.header().id,
+        sent,
         at,
     });
 

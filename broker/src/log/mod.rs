@@ -169,4 +169,9 @@ pub trait Fanout: Send + Sync {
     fn remind(&self, reminders: Vec<crate::core::cases::Reminding>) {
         let _ = reminders;
     }
+
+    /// These receipts were just logged: forward each to the sender of its message.
+    fn receipted(&self, receipts: Vec<(NodeId, ewx_proto::receipt::Receipt)>) {
+        let _ = receipts;
+    }
 }

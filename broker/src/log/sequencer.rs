@@ -48,6 +48,8 @@ pub struct Step {
     pub live: Vec<Arc<Stored>>,
     /// Case reminders to push once durable.
     pub reminders: Vec<Reminding>,
+    /// Receipts newly logged, for the senders of their messages (pushed once durable).
+    pub receipts: Vec<(ewx_proto::NodeId, Receipt)>,
 }
 
 /// Where a publish went: a new index, or the one an identical envelope has already.
@@ -158,9 +160,13 @@ impl Sequencer {
                     }
                     Outcome::Done(true)
                 }
-                Op::Receipt(receipt) => {
-                    Outcome::Receipt(self.receipt(&mut step.batch, now_ms, receipt, log))
-                }
+                Op::Receipt(receipt) => Outcome::Receipt(self.receipt(
+                    &mut step.batch,
+                    &mut step.receipts,
+                    now_ms,
+                    receipt,
+                    log,
+                )),
                 Op::Roster(roster, event) => {
                     Outcome::Done(self.roster(&mut step.batch, now_ms, roster, event))
                 }
@@ -376,6 +382,7 @@ impl Sequencer {
     fn receipt(
         &mut self,
         batch: &mut Batch,
+        forward: &mut Vec<(ewx_proto::NodeId, Receipt)>,
         now_ms: u64,
         receipt: Receipt,
         log: &dyn LogRead,
@@ -384,6 +391,16 @@ impl Sequencer {
         let dup =
             batch.receipts.contains(&key) || log.has_receipt(&key.0, &key.1).map_err(internal)?;
         if !dup {
+            // its message's sender gets it (the message is durable: receipts name stored ones)
+            let stored = log
+                .index_of(&receipt.id)
+                .and_then(|i| i.map(|i| log.message(i)).transpose())
+                .map_err(internal)?
+                .flatten();
+            if let Ok(sender) = crate::core::admission::receipt_target(&receipt, stored.as_deref())
+            {
+                forward.push((sender, receipt.clone()));
+            }
             batch.receipts.push(key);
             self.append(batch, now_ms, Event::Receipt(receipt));
         }

@@ -476,6 +476,9 @@ impl Writer {
         if !step.reminders.is_empty() {
             self.fanout.remind(step.reminders);
         }
+        if !step.receipts.is_empty() {
+            self.fanout.receipted(step.receipts);
+        }
         self.profile.after += t2.elapsed();
         if let Some(p) = step.batch.prune {
             self.commit.retain(p);

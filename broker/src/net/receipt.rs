@@ -1,7 +1,8 @@
 //! A receipt: signed by this connection's node, for a stored message it was a recipient
-//! of; logged once per (message, recipient) and forwarded to the message's sender.
+//! of; logged once per (message, recipient) and forwarded to the message's sender (by the
+//! writer once logged: in a cluster, by whichever replica the sender is connected to).
 
-use ewx_proto::frame::{Push, RejectReason, Response};
+use ewx_proto::frame::{RejectReason, Response};
 use ewx_proto::receipt::Receipt;
 
 use super::session::{Outcome, Session};
@@ -19,11 +20,9 @@ impl Session {
             .and_then(|i| i.map(|i| shared.log.message(i)).transpose())
             .map_err(|e| refused(Rejection::new(RejectReason::Internal, e.to_string())))?
             .flatten();
-        let sender = receipt_target(&r, stored.as_deref()).map_err(refused)?;
+        receipt_target(&r, stored.as_deref()).map_err(refused)?;
         // `false`: a duplicate, logged and forwarded once already
-        if shared.writer.receipt(r.clone()).await.map_err(refused)? {
-            shared.push(Some(&sender), Push::Receipt(r));
-        }
+        shared.writer.receipt(r).await.map_err(refused)?;
         Ok(Response::Done)
     }
 }

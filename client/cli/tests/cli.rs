@@ -507,6 +507,29 @@ fn the_demo_passes_and_keeps_the_broader_group_out_of_core_traffic() {
 }
 
 #[test]
+fn the_demo_holds_on_a_cluster_whose_leader_is_stopped_midway() {
+    let d = tempfile::tempdir().unwrap();
+    let out = ewx(d.path(), &["demo", "--cluster"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo --cluster failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("all expectations held"));
+    assert!(text.contains("stopped midway"), "{text}");
+    // every replica's log verifies, the surviving two alike
+    assert_eq!(
+        text.matches("audit log of replica")
+            .filter(|_| true)
+            .count(),
+        3,
+        "{text}"
+    );
+    assert!(!text.contains("FAILED"), "{text}");
+}
+
+#[test]
 fn keys_example_is_what_the_generator_writes() {
     let d = tempfile::tempdir().unwrap();
     ok(d.path(), &["demo", "--write-network", "net"]);

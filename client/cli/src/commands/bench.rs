@@ -75,7 +75,7 @@ fn stop_child(mut c: std::process::Child) {
     let _ = c.wait();
 }
 
-pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
+pub fn run(args: BenchArgs, external: Option<Vec<SocketAddr>>) -> Result<ExitCode> {
     if args.load.publishers == 0 || args.load.seconds == 0 {
         bail!("--publishers and --seconds must be at least 1");
     }
@@ -92,7 +92,7 @@ pub fn run(args: BenchArgs, external: Option<SocketAddr>) -> Result<ExitCode> {
     ewx_cli::network::write(dir.path())?;
     if !args.cluster {
         let report = match external {
-            Some(addr) => measure_run(&args, &args.load, vec![addr], &[])?,
+            Some(addrs) => measure_run(&args, &args.load, addrs, &[])?,
             None => measured(&args, &args.load, dir.path(), "single", 1)?,
         };
         if args.json {

@@ -35,9 +35,11 @@ pub struct Args {
 /// over the profile directory.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Conn {
-    /// Broker address, e.g. 127.0.0.1:4870.
-    #[arg(long, global = true, env = "EWX_BROKER")]
-    broker: Option<SocketAddr>,
+    /// Broker address, e.g. 127.0.0.1:4870; for a cluster, its replicas separated by
+    /// commas (127.0.0.1:4871,127.0.0.1:4872,127.0.0.1:4873): the first that answers is
+    /// used, and after a lost connection whichever answers.
+    #[arg(long, global = true, env = "EWX_BROKER", value_parser = parse_brokers)]
+    broker: Option<Brokers>,
     /// This node's secret key file (mode 0600).
     #[arg(long, global = true, env = "EWX_KEY")]
     key: Option<PathBuf>,
@@ -45,7 +47,7 @@ pub struct Conn {
     #[arg(long, global = true, env = "EWX_ROSTER")]
     roster: Option<PathBuf>,
     /// A node profile directory holding `node.key`, `roster.cbor` and a `broker` file
-    /// with the address.
+    /// with the address (a cluster's replicas: one per line or separated by commas).
     #[arg(long, global = true, env = "EWX_PROFILE")]
     profile: Option<PathBuf>,
 }
@@ -147,9 +149,14 @@ enum Command {
     ///
     /// Example: ewx demo
     Demo {
-        /// Instead, write the demo network (keys, roster, broker.toml) into DIR.
+        /// Instead, write the demo network (keys, roster, broker.toml, the cluster's
+        /// cluster/replica-N.toml) into DIR.
         #[arg(long, value_name = "DIR")]
         write_network: Option<PathBuf>,
+        /// Run it against a cluster of three replicas, and kill the leader midway (every
+        /// expectation must still hold); the audit log is verified on every replica.
+        #[arg(long, conflicts_with = "write_network")]
+        cluster: bool,
     },
 }
 
@@ -160,9 +167,36 @@ impl Args {
     }
 }
 
+/// One broker address, or a cluster's replicas.
+#[derive(Debug, Clone)]
+pub struct Brokers(pub Vec<SocketAddr>);
+
+impl std::fmt::Display for Brokers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&all.join(","))
+    }
+}
+
+/// Addresses separated by commas or whitespace.
+fn parse_brokers(text: &str) -> std::result::Result<Brokers, String> {
+    let addrs = text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|_| format!("{a:?} is not an address like 127.0.0.1:4870"))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err("no broker address".into());
+    }
+    Ok(Brokers(addrs))
+}
+
 /// A resolved connection: address, keys and roster, ready to connect.
 pub struct Resolved {
-    broker: SocketAddr,
+    broker: Brokers,
     key: PathBuf,
     roster: PathBuf,
 }
@@ -183,7 +217,7 @@ impl Conn {
     }
 
     fn resolve(&self) -> Result<Resolved> {
-        let broker = match self.broker {
+        let broker = match self.broker.clone() {
             Some(b) => b,
             None => {
                 let f = self.profile_file("broker").context(
@@ -191,9 +225,7 @@ impl Conn {
                 )?;
                 let text = std::fs::read_to_string(&f)
                     .with_context(|| format!("reading {}", f.display()))?;
-                text.trim().parse().with_context(|| {
-                    format!("{}: not an address like 127.0.0.1:4870", f.display())
-                })?
+                parse_brokers(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
             }
         };
         let key = self.key.clone().or_else(|| self.profile_file("node.key")).context(
@@ -212,7 +244,7 @@ impl Resolved {
         let keys = ewx_net::files::read_keys(&self.key)?;
         let roster = ewx_net::files::read_roster(&self.roster)?;
         let node = keys.node.clone();
-        ewx_client::Client::connect(self.broker, keys, roster)
+        ewx_client::Client::connect_any(&self.broker.0, keys, roster, ewx_net::Clock::system())
             .await
             .with_context(|| format!("connecting to {} as {node} (is the broker running, and is {node} in its roster?)", self.broker))
     }
@@ -242,10 +274,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Report(cmd) => with_client(&args.conn, |c| report::run(c, cmd)),
         Command::Exercise(cmd) => with_client(&args.conn, |c| exercise::run(c, cmd)),
         Command::Commission(cmd) => with_client(&args.conn, |c| commission::run(c, cmd)),
-        Command::Bench(b) => bench::run(b, args.conn.broker),
+        Command::Bench(b) => bench::run(b, args.conn.broker.map(|b| b.0)),
         Command::BenchBroker { config } => bench::child_broker(&config),
         Command::Demo {
             write_network: Some(dir),
+            ..
         } => {
             ewx_cli::network::write(&dir)?;
             println!(
@@ -256,7 +289,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Demo {
             write_network: None,
-        } => demo(),
+            cluster,
+        } => demo(cluster),
     }
 }
 
@@ -300,8 +334,8 @@ fn keygen(node: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn demo() -> Result<ExitCode> {
-    let report = runtime()?.block_on(ewx_cli::demo::run())?;
+fn demo(cluster: bool) -> Result<ExitCode> {
+    let report = runtime()?.block_on(ewx_cli::demo::run(cluster))?;
     print!("{}", report.text);
     if report.failures.is_empty() {
         println!("\nall expectations held");

@@ -99,13 +99,7 @@ impl Demo {
         if let Some(c) = self.clients.get(MONITOR) {
             return Ok(c.clone());
         }
-        let c = Client::connect_with_clock(
-            self.addr,
-            ewx_testkit::keys(MONITOR),
-            self.roster.clone(),
-            self.clock.clone(),
-        )
-        .await?;
+        let c = super::connect(&self.addrs, 0, MONITOR, &self.roster, &self.clock).await?;
         self.clients.insert(MONITOR, c.clone());
         Ok(c)
     }

@@ -78,38 +78,67 @@ impl Demo {
         );
     }
 
-    /// Verify the stopped broker's store offline, as an auditor would.
+    /// Verify the stopped broker's store offline, as an auditor would (in a cluster,
+    /// every replica's: the surviving two hold the whole log, the stopped leader what it
+    /// had until it stopped).
     pub(super) async fn audit(&mut self) -> Result<()> {
-        let copy = crate::offline::StoreCopy::open(&self.dir.path().join("data"))?;
-        match ewx_client::audit::verify(&copy, self.roster.clone(), 0, &mut |_, _| {}).await {
-            Ok(s) => {
-                let _ = writeln!(
-                    self.text,
-                    "  audit log: verified: {} entries, {} envelopes signed by their senders, {} receipts, {} signed checkpoints, {} cases whose {} deadline entries agree with the auditor's fold, root {}",
-                    s.entries,
-                    s.envelopes,
-                    s.receipts,
-                    s.checkpoints,
-                    s.cases,
-                    s.case_deadlines,
-                    s.root.short()
-                );
-                self.expect(
-                    s.cases == 4 && s.case_deadlines >= 3,
-                    format!(
-                        "the audit folds 4 cases with their deadlines (got {} cases, {} deadlines)",
-                        s.cases, s.case_deadlines
-                    ),
-                );
+        let replicas = self.brokers.len();
+        // the entries of the replicas that ran to the end
+        let mut lengths = Vec::new();
+        for i in 0..replicas {
+            let data = if i == 0 {
+                "data".to_string()
+            } else {
+                format!("data-{}", i + 1)
+            };
+            let copy = crate::offline::StoreCopy::open(&self.dir.path().join(data))?;
+            let who = if replicas > 1 {
+                format!(" of replica {} ({})", i + 1, ewx_testkit::REPLICAS[i])
+            } else {
+                String::new()
+            };
+            match ewx_client::audit::verify(&copy, self.roster.clone(), 0, &mut |_, _| {}).await {
+                Ok(s) => {
+                    let _ = writeln!(
+                        self.text,
+                        "  audit log{who}: verified: {} entries, {} envelopes signed by their senders, {} receipts, {} signed checkpoints{}, {} cases whose {} deadline entries agree with the auditor's fold, root {}",
+                        s.entries,
+                        s.envelopes,
+                        s.receipts,
+                        s.checkpoints,
+                        if replicas > 1 {
+                            format!(" ({} signed by 2 replicas or more)", s.replica_signed)
+                        } else {
+                            String::new()
+                        },
+                        s.cases,
+                        s.case_deadlines,
+                        s.root.short()
+                    );
+                    if self.killed != Some(i) {
+                        lengths.push(s.entries);
+                        self.expect(
+                            s.cases == 4 && s.case_deadlines >= 3,
+                            format!(
+                                "the audit{who} folds 4 cases with their deadlines (got {} cases, {} deadlines)",
+                                s.cases, s.case_deadlines
+                            ),
+                        );
+                    }
+                }
+                Err(ewx_client::Error::Unsound(f)) => {
+                    let _ = writeln!(self.text, "  audit log{who}: FAILED: {f}");
+                    self.failures.push(format!("audit verification{who}: {f}"));
+                }
+                Err(e) => self
+                    .failures
+                    .push(format!("audit verification{who} could not run: {e}")),
             }
-            Err(ewx_client::Error::Unsound(f)) => {
-                let _ = writeln!(self.text, "  audit log: FAILED: {f}");
-                self.failures.push(format!("audit verification: {f}"));
-            }
-            Err(e) => self
-                .failures
-                .push(format!("audit verification could not run: {e}")),
         }
+        self.expect(
+            lengths.windows(2).all(|w| w[0] == w[1]),
+            format!("the running replicas hold the same log (audit entries {lengths:?})"),
+        );
         Ok(())
     }
 }
