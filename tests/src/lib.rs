@@ -480,6 +480,36 @@ pub fn report(name: &str, text: &str) {
     let _ = std::fs::write(dir.join(format!("{name}.txt")), format!("{text}\n"));
 }
 
+/// Wait (at most [`WAIT`]) until subscriber `name` has seen every index in `want`, then
+/// check it saw none twice (a subscription resumed after a crash or a failover).
+pub async fn delivered_once(
+    name: &str,
+    seen: &std::sync::Mutex<Vec<u64>>,
+    want: &std::collections::BTreeSet<u64>,
+) {
+    use std::collections::BTreeSet;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got: BTreeSet<u64> = seen.lock().unwrap().iter().copied().collect();
+        if want.is_subset(&got) {
+            break;
+        }
+        let missing: Vec<_> = want.difference(&got).take(10).collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} is missing deliveries {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    let unique: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "{name} was handed a message twice"
+    );
+}
+
 /// Resident and peak resident memory of a process, KiB (`VmRSS`, `VmHWM`).
 pub fn rss_kb(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -117,26 +117,7 @@ async fn killing_replicas_loses_nothing_acknowledged() {
     // subscribers: every acked index, none twice
     let want: BTreeSet<u64> = acked.iter().map(|a| a.log_index).collect();
     for (name, seen, _) in &subscribers {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let got: BTreeSet<u64> = seen.lock().unwrap().iter().copied().collect();
-            if want.is_subset(&got) {
-                break;
-            }
-            let missing: Vec<_> = want.difference(&got).take(10).collect();
-            assert!(
-                Instant::now() < deadline,
-                "{name} is missing deliveries {missing:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let seen = seen.lock().unwrap().clone();
-        let unique: BTreeSet<u64> = seen.iter().copied().collect();
-        assert_eq!(
-            unique.len(),
-            seen.len(),
-            "{name} was handed a message twice"
-        );
+        delivered_once(name, seen, &want).await;
     }
     for (_, _, task) in subscribers {
         task.abort();

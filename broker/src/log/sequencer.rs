@@ -59,6 +59,20 @@ enum Placed {
     Again(u64),
 }
 
+impl Placed {
+    /// Its log index; a new message also goes to `live` (the fan-out).
+    fn index(self, live: &mut Vec<Arc<Stored>>) -> u64 {
+        match self {
+            Placed::New(stored) => {
+                let index = stored.index;
+                live.push(stored);
+                index
+            }
+            Placed::Again(index) => index,
+        }
+    }
+}
+
 /// The sequencer: the log's state between commits.
 #[derive(Debug)]
 pub struct Sequencer {
@@ -124,14 +138,7 @@ impl Sequencer {
             let outcome = match op {
                 Op::Publish(envelope, bytes) => {
                     let r = self.publish(&mut step.batch, &mut ids, now_ms, *envelope, bytes, log);
-                    Outcome::Published(r.map(|p| match p {
-                        Placed::New(stored) => {
-                            let index = stored.index;
-                            step.live.push(stored);
-                            index
-                        }
-                        Placed::Again(index) => index,
-                    }))
+                    Outcome::Published(r.map(|p| p.index(&mut step.live)))
                 }
                 Op::Replicated(bytes) => {
                     let checked = rechecked
@@ -140,14 +147,7 @@ impl Sequencer {
                     let r = checked.and_then(|envelope| {
                         self.publish(&mut step.batch, &mut ids, now_ms, envelope, bytes, log)
                     });
-                    Outcome::Published(r.map(|p| match p {
-                        Placed::New(stored) => {
-                            let index = stored.index;
-                            step.live.push(stored);
-                            index
-                        }
-                        Placed::Again(index) => index,
-                    }))
+                    Outcome::Published(r.map(|p| p.index(&mut step.live)))
                 }
                 Op::Audit(event) => {
                     self.append(&mut step.batch, now_ms, event);

@@ -49,6 +49,42 @@ pub fn replica_toml(id: usize) -> String {
     text
 }
 
+/// Where `n` brokers on loopback listen: `127.0.0.1:0` (any port) for one broker; for a
+/// cluster, ports free now (its replicas must know each other's addresses).
+///
+/// # Errors
+/// `Unexpected` if no loopback UDP port can be bound.
+pub fn loopback_listens(n: usize) -> Result<Vec<String>> {
+    if n <= 1 {
+        return Ok(vec!["127.0.0.1:0".into()]);
+    }
+    (0..n)
+        .map(|_| {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .map(|a| a.to_string())
+                .map_err(|e| Error::Unexpected(format!("no loopback port: {e}")))
+        })
+        .collect()
+}
+
+/// The `[cluster]` section naming the demo's replicas (broker nodes [`REPLICAS`]) at
+/// `addrs`, in Raft id order; empty for one broker.
+///
+/// [`REPLICAS`]: ewx_testkit::REPLICAS
+pub fn cluster_section(addrs: &[String]) -> String {
+    if addrs.len() <= 1 {
+        return String::new();
+    }
+    let list: Vec<String> = addrs
+        .iter()
+        .zip(ewx_testkit::REPLICAS)
+        .enumerate()
+        .map(|(i, (a, node))| format!("{{ id = {}, node = '{node}', addr = '{a}' }}", i + 1))
+        .collect();
+    format!("[cluster]\nreplicas = [{}]\n", list.join(", "))
+}
+
 /// First line of every secret file of the demo network.
 pub const DEMO_MARK: &str =
     "# DEMO KEY of the ewx example network: published, NOT secret; never use it for real traffic\n";

@@ -267,7 +267,11 @@ mod tests {
     fn the_demo_network_verifies_two_of_three_and_keys_are_stable() {
         let net = Network::compact();
         let roster = net.roster();
-        assert_eq!(roster.body().nodes.len(), CORE.len() + BROADER.len() + 3);
+        // and the monitor, the auditor and the three broker replicas
+        assert_eq!(
+            roster.body().nodes.len(),
+            CORE.len() + BROADER.len() + 2 + REPLICAS.len()
+        );
         assert_eq!(keys("UA").sign_public(), keys("UA").sign_public());
         assert_ne!(keys("UA").sign_public(), keys("PL").sign_public());
         assert!(

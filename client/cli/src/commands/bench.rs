@@ -186,12 +186,6 @@ fn measure_run(
     Ok(report)
 }
 
-/// A free loopback UDP port.
-fn free_port() -> Result<SocketAddr> {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").context("cannot bind a UDP port")?;
-    Ok(s.local_addr()?)
-}
-
 /// Start the broker processes of one run: one broker, or a cluster of `replicas`.
 fn spawn_brokers(
     args: &BenchArgs,
@@ -203,27 +197,10 @@ fn spawn_brokers(
         "[limits]\nmax_connections_per_node = {}\n",
         (args.load.publishers + args.load.subscribers).max(16)
     );
-    let addrs: Vec<SocketAddr> = (0..replicas).map(|_| free_port()).collect::<Result<_>>()?;
-    let cluster = if replicas > 1 {
-        let list: Vec<String> = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let node = ewx_testkit::REPLICAS[i];
-                format!("{{ id = {}, node = '{node}', addr = '{a}' }}", i + 1)
-            })
-            .collect();
-        format!("[cluster]\nreplicas = [{}]\n", list.join(", "))
-    } else {
-        String::new()
-    };
+    let listens = ewx_cli::network::loopback_listens(replicas)?;
+    let cluster = ewx_cli::network::cluster_section(&listens);
     let mut children = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let listen = if replicas > 1 {
-            addr.to_string()
-        } else {
-            "127.0.0.1:0".into()
-        };
+    for (i, listen) in listens.iter().enumerate() {
         let toml = format!(
             "listen = '{listen}'\ndata_dir = 'data-{run}-{i}'\nkey = 'keys/{}.key'\nroster = 'roster.cbor'\n{limits}{cluster}",
             ewx_testkit::REPLICAS[i]

@@ -387,44 +387,26 @@ impl Demo {
     }
 }
 
+/// Replica `i`'s data directory under the demo's temp dir (`data` for the one broker).
+fn data_dir(i: usize) -> String {
+    if i == 0 {
+        "data".to_string()
+    } else {
+        format!("data-{}", i + 1)
+    }
+}
+
 /// Start one broker, or a cluster of `replicas` sharing the simulated `clock`.
 async fn start_brokers(
     dir: &std::path::Path,
     replicas: usize,
     clock: &ewx_net::Clock,
 ) -> Result<Vec<Option<ewx_broker::Broker>>> {
-    let ports: Vec<std::net::SocketAddr> = (0..replicas)
-        .map(|_| {
-            std::net::UdpSocket::bind("127.0.0.1:0")
-                .and_then(|s| s.local_addr())
-                .map_err(|e| Error::Unexpected(format!("no loopback port: {e}")))
-        })
-        .collect::<Result<_>>()?;
-    let cluster = if replicas > 1 {
-        let list: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let node = ewx_testkit::REPLICAS[i];
-                format!("{{ id = {}, node = '{node}', addr = '{a}' }}", i + 1)
-            })
-            .collect();
-        format!("[cluster]\nreplicas = [{}]\n", list.join(", "))
-    } else {
-        String::new()
-    };
+    let listens = network::loopback_listens(replicas)?;
+    let cluster = network::cluster_section(&listens);
     let mut brokers = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let listen = if replicas > 1 {
-            port.to_string()
-        } else {
-            "127.0.0.1:0".into()
-        };
-        let data = if i == 0 {
-            "data".to_string()
-        } else {
-            format!("data-{}", i + 1)
-        };
+    for (i, listen) in listens.iter().enumerate() {
+        let data = data_dir(i);
         let mut config = ewx_broker::Config::from_toml(
             &format!(
                 "listen = '{listen}'\ndata_dir = '{data}'\nkey = 'keys/{}.key'\nroster = 'roster.cbor'\n\

@@ -86,12 +86,7 @@ impl Demo {
         // the entries of the replicas that ran to the end
         let mut lengths = Vec::new();
         for i in 0..replicas {
-            let data = if i == 0 {
-                "data".to_string()
-            } else {
-                format!("data-{}", i + 1)
-            };
-            let copy = crate::offline::StoreCopy::open(&self.dir.path().join(data))?;
+            let copy = crate::offline::StoreCopy::open(&self.dir.path().join(super::data_dir(i)))?;
             let who = if replicas > 1 {
                 format!(" of replica {} ({})", i + 1, ewx_testkit::REPLICAS[i])
             } else {
