@@ -1,7 +1,16 @@
 //! The write set of one group commit: everything the sequencer decided for a batch of
 //! commands, written atomically by whichever log implementation is in use.
 
+use ewx_proto::checkpoint::SignedCheckpoint;
+use ewx_proto::frame::RejectReason;
 use ewx_proto::{MessageId, NodeId, Precedence};
+
+use super::LogRead;
+use crate::core::Rejection;
+
+fn internal(e: impl std::fmt::Display) -> Rejection {
+    Rejection::new(RejectReason::Internal, e.to_string())
+}
 
 /// One message in a batch.
 #[derive(Debug)]
@@ -68,4 +77,31 @@ impl Batch {
             && self.cosigned.is_empty()
             && self.meta.is_empty()
     }
+}
+
+/// Change the stored checkpoint of `size` (or the one amended earlier in this batch) and
+/// write it back in this batch.
+pub(crate) fn amend_checkpoint(
+    batch: &mut Batch,
+    size: u64,
+    log: &dyn LogRead,
+    change: impl FnOnce(&mut SignedCheckpoint) -> Result<(), Rejection>,
+) -> Result<(), Rejection> {
+    let stored = match batch.cosigned.iter().rposition(|(s, _)| *s == size) {
+        Some(i) => batch.cosigned.remove(i).1,
+        None => match log.checkpoint(size).map_err(internal)? {
+            Some(b) => b.to_vec(),
+            None => {
+                return Err(Rejection::new(
+                    RejectReason::Malformed,
+                    format!("no checkpoint of size {size}"),
+                ));
+            }
+        },
+    };
+    let mut cp = SignedCheckpoint::decode(&stored).map_err(internal)?;
+    let changed = change(&mut cp);
+    // written back either way: a refused change must not drop earlier ones in the batch
+    batch.cosigned.push((size, cp.encode().map_err(internal)?));
+    changed
 }

@@ -414,7 +414,7 @@ impl Sequencer {
         cosignature: Cosignature,
         log: &dyn LogRead,
     ) -> Result<(), Rejection> {
-        amend_checkpoint(batch, size, log, |cp| {
+        super::batch::amend_checkpoint(batch, size, log, |cp| {
             if !cp
                 .cosignatures
                 .iter()
@@ -437,7 +437,7 @@ impl Sequencer {
             .roster
             .clone()
             .ok_or_else(|| internal("no roster in force"))?;
-        amend_checkpoint(batch, size, log, |cp| {
+        super::batch::amend_checkpoint(batch, size, log, |cp| {
             cp.verify_replica(&signature, &roster)
                 .map_err(crate::core::reject)?;
             if !cp.replicas.iter().any(|c| c.witness == signature.witness) {
@@ -488,33 +488,6 @@ impl Sequencer {
             min_created_ms: r.max_age_ms.map_or(0, |a| now_ms.saturating_sub(a)),
         })
     }
-}
-
-/// Change the stored checkpoint of `size` (or the one amended earlier in this batch) and
-/// write it back in this batch.
-fn amend_checkpoint(
-    batch: &mut Batch,
-    size: u64,
-    log: &dyn LogRead,
-    change: impl FnOnce(&mut SignedCheckpoint) -> Result<(), Rejection>,
-) -> Result<(), Rejection> {
-    let stored = match batch.cosigned.iter().rposition(|(s, _)| *s == size) {
-        Some(i) => batch.cosigned.remove(i).1,
-        None => match log.checkpoint(size).map_err(internal)? {
-            Some(b) => b.to_vec(),
-            None => {
-                return Err(Rejection::new(
-                    RejectReason::Malformed,
-                    format!("no checkpoint of size {size}"),
-                ));
-            }
-        },
-    };
-    let mut cp = SignedCheckpoint::decode(&stored).map_err(internal)?;
-    let changed = change(&mut cp);
-    // written back either way: a refused change must not drop earlier ones in the batch
-    batch.cosigned.push((size, cp.encode().map_err(internal)?));
-    changed
 }
 
 #[cfg(test)]

@@ -19,6 +19,11 @@ use ewx_proto::receipt::Receipt;
 use ewx_proto::{Envelope, NodeKeys, Precedence, Roster};
 use tokio::sync::{mpsc, oneshot};
 
+#[path = "replica.rs"]
+mod replica;
+
+pub use replica::{Applying, Made, ReplicaJob, spawn_replica};
+
 use super::Recovered;
 use super::sequencer::{CaseAnswer, CaseQuery, Op, Outcome, Sequencer, Settings};
 use super::{Fanout, LogCommit, LogRead};
@@ -231,56 +236,6 @@ pub fn spawn(
     Ok((LogHandle { tx }, head, thread))
 }
 
-/// A checkpoint an apply made: its size and signed bytes.
-pub type Made = (u64, Vec<u8>);
-
-/// Work for a replica's writer: operations a replicated log committed, with the time
-/// its entry carries and the bookkeeping to write with them; the outcomes go back.
-#[derive(Debug)]
-pub struct Applying {
-    /// The log time of the entry.
-    pub now_ms: u64,
-    /// What to apply.
-    pub ops: Vec<Op>,
-    /// Written in the same atomic commit ([`super::Batch::meta`]).
-    pub meta: Vec<(&'static str, Vec<u8>)>,
-    /// One outcome per op, and the checkpoint this entry made, if any.
-    pub reply: oneshot::Sender<(Vec<Outcome>, Option<Made>)>,
-}
-
-/// What a replica's writer does: apply, or answer from what it has applied.
-#[derive(Debug)]
-pub enum ReplicaJob {
-    /// Apply committed operations.
-    Apply(Applying),
-    /// Ask the case index as applied so far (a read: nothing is logged).
-    Cases(CaseQuery, oneshot::Sender<Outcome>),
-}
-
-/// Start a replica's writer thread: as [`spawn`], but it applies [`Applying`] jobs from
-/// a replicated log instead of taking requests itself.
-///
-/// # Errors
-/// If the thread cannot be spawned.
-pub fn spawn_replica(
-    state: Recovered,
-    (keys, clock): (Arc<NodeKeys>, Clock),
-    settings: Settings,
-    (commit, read): (Box<dyn LogCommit>, Arc<dyn LogRead>),
-    fanout: Arc<dyn Fanout>,
-) -> std::io::Result<(
-    mpsc::Sender<ReplicaJob>,
-    Arc<Head>,
-    std::thread::JoinHandle<()>,
-)> {
-    let (tx, rx) = mpsc::channel(64);
-    let (writer, head) = Writer::new(state, (keys, clock), settings, (commit, read), fanout);
-    let thread = std::thread::Builder::new()
-        .name("ewx-replica".into())
-        .spawn(move || writer.run_replica(rx))?;
-    Ok((tx, head, thread))
-}
-
 impl LogHandle {
     /// A handle whose commands go to `tx` (a replicated log's proposer reads them).
     pub(crate) fn over(tx: mpsc::Sender<Command>) -> Self {
@@ -485,29 +440,6 @@ impl Writer {
         }
         *made = step.batch.checkpoint.take();
         step.outcomes
-    }
-
-    /// A replica's writer: applies what the replicated log committed, in log order, at
-    /// the times the entries carry (never its own clock), and stops when the state
-    /// machine lets go of it.
-    fn run_replica(mut self, mut rx: mpsc::Receiver<ReplicaJob>) {
-        while let Some(job) = rx.blocking_recv() {
-            match job {
-                ReplicaJob::Apply(job) => {
-                    let mut made = None;
-                    let outcomes = self.apply(job.ops, job.now_ms, false, job.meta, &mut made);
-                    let _ = job.reply.send((outcomes, made));
-                }
-                ReplicaJob::Cases(query, reply) => {
-                    let _ = reply.send(self.sequencer.query(query));
-                }
-            }
-        }
-        self.profile.log(self.commit.as_ref());
-        tracing::info!(
-            audit_entries = self.sequencer.chain().len(),
-            "replica writer stopped"
-        );
     }
 
     /// Commit. On failure, stop: the batch may be half on disk and half in sled's memory,

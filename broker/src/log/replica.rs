@@ -1,0 +1,88 @@
+//! A replica's writer: the same writer as a single broker's, but what it applies comes
+//! from a replicated log (committed Raft entries, each with the time it carries) instead
+//! of from request tasks; it answers case queries from what it has applied.
+
+use std::sync::Arc;
+
+use ewx_net::Clock;
+use ewx_proto::NodeKeys;
+use tokio::sync::{mpsc, oneshot};
+
+use super::super::sequencer::{CaseQuery, Op, Outcome, Settings};
+use super::super::{Fanout, LogCommit, LogRead, Recovered};
+use super::{Head, Writer};
+
+/// A checkpoint an apply made: its size and signed bytes.
+pub type Made = (u64, Vec<u8>);
+
+/// Work for a replica's writer: operations a replicated log committed, with the time
+/// its entry carries and the bookkeeping to write with them; the outcomes go back.
+#[derive(Debug)]
+pub struct Applying {
+    /// The log time of the entry.
+    pub now_ms: u64,
+    /// What to apply.
+    pub ops: Vec<Op>,
+    /// Written in the same atomic commit ([`super::Batch::meta`]).
+    pub meta: Vec<(&'static str, Vec<u8>)>,
+    /// One outcome per op, and the checkpoint this entry made, if any.
+    pub reply: oneshot::Sender<(Vec<Outcome>, Option<Made>)>,
+}
+
+/// What a replica's writer does: apply, or answer from what it has applied.
+#[derive(Debug)]
+pub enum ReplicaJob {
+    /// Apply committed operations.
+    Apply(Applying),
+    /// Ask the case index as applied so far (a read: nothing is logged).
+    Cases(CaseQuery, oneshot::Sender<Outcome>),
+}
+
+/// Start a replica's writer thread: as [`super::spawn`], but it applies [`Applying`] jobs from
+/// a replicated log instead of taking requests itself.
+///
+/// # Errors
+/// If the thread cannot be spawned.
+pub fn spawn_replica(
+    state: Recovered,
+    (keys, clock): (Arc<NodeKeys>, Clock),
+    settings: Settings,
+    (commit, read): (Box<dyn LogCommit>, Arc<dyn LogRead>),
+    fanout: Arc<dyn Fanout>,
+) -> std::io::Result<(
+    mpsc::Sender<ReplicaJob>,
+    Arc<Head>,
+    std::thread::JoinHandle<()>,
+)> {
+    let (tx, rx) = mpsc::channel(64);
+    let (writer, head) = Writer::new(state, (keys, clock), settings, (commit, read), fanout);
+    let thread = std::thread::Builder::new()
+        .name("ewx-replica".into())
+        .spawn(move || writer.run_replica(rx))?;
+    Ok((tx, head, thread))
+}
+
+impl Writer {
+    /// A replica's writer: applies what the replicated log committed, in log order, at
+    /// the times the entries carry (never its own clock), and stops when the state
+    /// machine lets go of it.
+    fn run_replica(mut self, mut rx: mpsc::Receiver<ReplicaJob>) {
+        while let Some(job) = rx.blocking_recv() {
+            match job {
+                ReplicaJob::Apply(job) => {
+                    let mut made = None;
+                    let outcomes = self.apply(job.ops, job.now_ms, false, job.meta, &mut made);
+                    let _ = job.reply.send((outcomes, made));
+                }
+                ReplicaJob::Cases(query, reply) => {
+                    let _ = reply.send(self.sequencer.query(query));
+                }
+            }
+        }
+        self.profile.log(self.commit.as_ref());
+        tracing::info!(
+            audit_entries = self.sequencer.chain().len(),
+            "replica writer stopped"
+        );
+    }
+}
