@@ -13,6 +13,7 @@ mod bundle;
 mod chain;
 mod entry;
 mod receipts;
+mod summary;
 mod verify;
 mod witness;
 
