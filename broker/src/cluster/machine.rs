@@ -14,18 +14,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Types;
 use super::entry::{Answer, Answers, Change};
-use crate::log::{Applying, ReplicaJob, Store};
+use crate::log::sequencer::Outcome;
+use crate::log::{Applying, Part, ReplicaJob, Store};
 
 const APPLIED: &str = "raft_applied";
 const MEMBERSHIP: &str = "raft_membership";
 
 type Membership = StoredMembership<u64, BasicNode>;
-
-/// What applying an entry gave: outcomes, and the checkpoint it made.
-type Made = (
-    Vec<crate::log::sequencer::Outcome>,
-    Option<crate::log::Made>,
-);
 
 /// The state machine of one replica.
 #[derive(Debug)]
@@ -102,39 +97,22 @@ impl Machine {
         })
     }
 
-    async fn run(
-        &self,
-        now_ms: u64,
-        ops: Vec<crate::log::sequencer::Op>,
-        meta: Vec<(&'static str, Vec<u8>)>,
-    ) -> Result<Vec<crate::log::sequencer::Outcome>, StorageError<u64>> {
-        let (outcomes, made) = self.apply_job(now_ms, ops, meta).await?;
-        if let Some((size, bytes)) = made {
-            self.signer.sign(size, &bytes);
-        }
-        Ok(outcomes)
-    }
-
-    async fn apply_job(
-        &self,
-        now_ms: u64,
-        ops: Vec<crate::log::sequencer::Op>,
-        meta: Vec<(&'static str, Vec<u8>)>,
-    ) -> Result<Made, StorageError<u64>> {
+    /// Apply committed entries in one job (as few commits as they allow); each
+    /// checkpoint made is signed and its signature proposed.
+    async fn run(&self, parts: Vec<Part>) -> Result<Vec<Vec<Outcome>>, StorageError<u64>> {
         let (reply, answer) = oneshot::channel();
-        let job = ReplicaJob::Apply(Applying {
-            now_ms,
-            ops,
-            meta,
-            reply,
-        });
+        let job = ReplicaJob::Apply(Applying { parts, reply });
         self.writer
             .send(job)
             .await
             .map_err(|_| sm_error("the replica writer has stopped"))?;
-        answer
+        let (outcomes, made) = answer
             .await
-            .map_err(|_| sm_error("the replica writer has stopped"))
+            .map_err(|_| sm_error("the replica writer has stopped"))?;
+        for (size, bytes) in made {
+            self.signer.sign(size, &bytes);
+        }
+        Ok(outcomes)
     }
 }
 
@@ -152,7 +130,8 @@ impl RaftStateMachine<Types> for Machine {
         I: IntoIterator<Item = Entry<Types>> + Send,
         I::IntoIter: Send,
     {
-        let mut out = Vec::new();
+        let mut parts = Vec::new();
+        let mut last = None;
         for entry in entries {
             let log_id = entry.log_id;
             let mut meta = vec![(APPLIED, cbor(&log_id)?)];
@@ -169,11 +148,18 @@ impl RaftStateMachine<Types> for Machine {
                     p.changes.into_iter().map(Change::into_op).collect(),
                 ),
             };
-            let outcomes = self.run(now_ms, ops, meta).await?;
-            self.applied = Some(log_id);
-            out.push(Answers(outcomes.into_iter().map(Answer::of).collect()));
+            parts.push(Part { now_ms, ops, meta });
+            last = Some(log_id);
         }
-        Ok(out)
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let outcomes = self.run(parts).await?;
+        self.applied = last;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| Answers(o.into_iter().map(Answer::of).collect()))
+            .collect())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -22,7 +22,7 @@ use ewx_proto::{Digest32, Header, MessageId, NodeId, Precedence};
 pub use batch::{Batch, NewMessage, Prune};
 pub use store::{SCHEMA, SledSync, Store, cursor_key, guarded};
 pub(crate) use writer::Command;
-pub use writer::{Applying, Head, LogHandle, Made, ReplicaJob, spawn, spawn_replica};
+pub use writer::{Applying, Head, LogHandle, Made, Part, ReplicaJob, spawn, spawn_replica};
 
 use crate::core::replay::ReplayWindow;
 use crate::error::Result;

@@ -15,18 +15,26 @@ use super::{Head, Writer};
 /// A checkpoint an apply made: its size and signed bytes.
 pub type Made = (u64, Vec<u8>);
 
-/// Work for a replica's writer: operations a replicated log committed, with the time
-/// its entry carries and the bookkeeping to write with them; the outcomes go back.
+/// Operations a replicated log committed in one entry, with the time the entry carries
+/// and the bookkeeping to write with them.
 #[derive(Debug)]
-pub struct Applying {
+pub struct Part {
     /// The log time of the entry.
     pub now_ms: u64,
     /// What to apply.
     pub ops: Vec<Op>,
-    /// Written in the same atomic commit ([`super::Batch::meta`]).
+    /// Written in the same atomic commit ([`crate::log::Batch::meta`]).
     pub meta: Vec<(&'static str, Vec<u8>)>,
-    /// One outcome per op, and the checkpoint this entry made, if any.
-    pub reply: oneshot::Sender<(Vec<Outcome>, Option<Made>)>,
+}
+
+/// Work for a replica's writer: committed entries, applied in order in as few commits as
+/// they allow; the outcomes go back.
+#[derive(Debug)]
+pub struct Applying {
+    /// The entries, in log order.
+    pub parts: Vec<Part>,
+    /// One list of outcomes per part (one per op), and the checkpoints made.
+    pub reply: oneshot::Sender<(Vec<Vec<Outcome>>, Vec<Made>)>,
 }
 
 /// What a replica's writer does: apply, or answer from what it has applied.
@@ -70,9 +78,7 @@ impl Writer {
         while let Some(job) = rx.blocking_recv() {
             match job {
                 ReplicaJob::Apply(job) => {
-                    let mut made = None;
-                    let outcomes = self.apply(job.ops, job.now_ms, false, job.meta, &mut made);
-                    let _ = job.reply.send((outcomes, made));
+                    let _ = job.reply.send(self.apply(job.parts, false));
                 }
                 ReplicaJob::Cases(query, reply) => {
                     let _ = reply.send(self.sequencer.query(query));

@@ -50,6 +50,17 @@ pub struct Step {
     pub reminders: Vec<Reminding>,
     /// Receipts newly logged, for the senders of their messages (pushed once durable).
     pub receipts: Vec<(ewx_proto::NodeId, Receipt)>,
+    /// Message ids placed in this step.
+    ids: HashSet<MessageId>,
+}
+
+impl Step {
+    /// Must this step be committed before another part joins it? A batch holds at most
+    /// one checkpoint, one roster and one retention decision, and later parts must find
+    /// a checkpoint in the store to amend it.
+    pub fn full(&self) -> bool {
+        self.batch.checkpoint.is_some() || self.batch.roster.is_some() || self.batch.prune.is_some()
+    }
 }
 
 /// Where a publish went: a new index, or the one an identical envelope has already.
@@ -123,9 +134,24 @@ impl Sequencer {
     /// Decide one group commit. `closing`: the last one before shutdown (checkpoint
     /// whatever is new). `log` answers the lookups (ids, receipts, checkpoints) against
     /// what is durable.
+    #[cfg(test)]
     pub fn step(&mut self, ops: Vec<Op>, now_ms: u64, closing: bool, log: &dyn LogRead) -> Step {
         let mut step = Step::default();
-        let mut ids = HashSet::new();
+        self.step_into(&mut step, ops, now_ms, closing, log);
+        step
+    }
+
+    /// Decide more operations, at their own time, into a step not yet committed (a
+    /// replica applies several Raft entries in one commit): decisions see the step's
+    /// batch as if it were durable, so they come out as they would one commit each.
+    pub fn step_into(
+        &mut self,
+        step: &mut Step,
+        ops: Vec<Op>,
+        now_ms: u64,
+        closing: bool,
+        log: &dyn LogRead,
+    ) {
         let mut tick = closing;
         // deadlines first: every entry of this step is logged at `now_ms`, after them
         let (passed, at_deadline) = self.cases.deadlines(now_ms, self.roster.as_deref());
@@ -137,7 +163,14 @@ impl Sequencer {
         for op in ops {
             let outcome = match op {
                 Op::Publish(envelope, bytes) => {
-                    let r = self.publish(&mut step.batch, &mut ids, now_ms, *envelope, bytes, log);
+                    let r = self.publish(
+                        &mut step.batch,
+                        &mut step.ids,
+                        now_ms,
+                        *envelope,
+                        bytes,
+                        log,
+                    );
                     Outcome::Published(r.map(|p| p.index(&mut step.live)))
                 }
                 Op::Replicated(bytes) => {
@@ -145,7 +178,7 @@ impl Sequencer {
                         .next()
                         .unwrap_or_else(|| Err(internal("recheck lost track")));
                     let r = checked.and_then(|envelope| {
-                        self.publish(&mut step.batch, &mut ids, now_ms, envelope, bytes, log)
+                        self.publish(&mut step.batch, &mut step.ids, now_ms, envelope, bytes, log)
                     });
                     Outcome::Published(r.map(|p| p.index(&mut step.live)))
                 }
@@ -192,7 +225,6 @@ impl Sequencer {
         if tick {
             step.batch.prune = self.retention(now_ms);
         }
-        step
     }
 
     fn append(&mut self, batch: &mut Batch, now_ms: u64, event: Event) -> bool {
@@ -392,11 +424,14 @@ impl Sequencer {
             batch.receipts.contains(&key) || log.has_receipt(&key.0, &key.1).map_err(internal)?;
         if !dup {
             // its message's sender gets it (the message is durable: receipts name stored ones)
-            let stored = log
-                .index_of(&receipt.id)
-                .and_then(|i| i.map(|i| log.message(i)).transpose())
-                .map_err(internal)?
-                .flatten();
+            let stored = match batch.messages.iter().find(|m| m.id == receipt.id) {
+                Some(m) => Some(m.bytes.clone()),
+                None => log
+                    .index_of(&receipt.id)
+                    .and_then(|i| i.map(|i| log.message(i)).transpose())
+                    .map_err(internal)?
+                    .flatten(),
+            };
             if let Ok(sender) = crate::core::admission::receipt_target(&receipt, stored.as_deref())
             {
                 forward.push((sender, receipt.clone()));

@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 #[path = "replica.rs"]
 mod replica;
 
-pub use replica::{Applying, Made, ReplicaJob, spawn_replica};
+pub use replica::{Applying, Made, Part, ReplicaJob, spawn_replica};
 
 use super::Recovered;
-use super::sequencer::{CaseAnswer, CaseQuery, Op, Outcome, Sequencer, Settings};
+use super::sequencer::{CaseAnswer, CaseQuery, Op, Outcome, Sequencer, Settings, Step};
 use super::{Fanout, LogCommit, LogRead};
 use crate::core::Rejection;
 
@@ -36,6 +36,16 @@ const MAX_BATCH: usize = 64;
 
 /// Longest a ROUTINE commit waits for delivery lanes that owe too much (backpressure).
 const HOLD_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Most messages in one commit of several parts (a replica applying many Raft entries).
+const MAX_GROUP: usize = 1024;
+
+/// Parts sequenced into one commit: the step, and how many ops each part had.
+#[derive(Debug, Default)]
+struct Group {
+    step: Step,
+    ops: Vec<usize>,
+}
 
 /// An operation and where its outcome goes (`None`: nobody waits).
 #[derive(Debug)]
@@ -357,61 +367,82 @@ impl Writer {
 
     fn process(&mut self, cmds: Vec<Command>, closing: bool) {
         let (ops, replies): (Vec<Op>, Vec<_>) = cmds.into_iter().map(|c| (c.op, c.reply)).unzip();
-        let now_ms = self.clock.now_ms();
-        let outcomes = self.apply(ops, now_ms, closing, Vec::new(), &mut None);
-        for (outcome, reply) in outcomes.into_iter().zip(replies) {
+        let part = Part {
+            now_ms: self.clock.now_ms(),
+            ops,
+            meta: Vec::new(),
+        };
+        let (mut outcomes, _) = self.apply(vec![part], closing);
+        for (outcome, reply) in outcomes.pop().unwrap_or_default().into_iter().zip(replies) {
             if let Some(r) = reply {
                 let _ = r.send(outcome); // the requester may have gone: nothing to tell
             }
         }
     }
 
-    /// Sequence `ops` at `now_ms`, commit the batch (with `meta` in the same atomic
-    /// write), then publish it to the head and the fan-out. The outcomes are final: one
-    /// per op, refusals if the commit failed. A checkpoint signed and committed goes to
-    /// `made`.
-    fn apply(
-        &mut self,
-        ops: Vec<Op>,
-        now_ms: u64,
-        closing: bool,
-        meta: Vec<(&'static str, Vec<u8>)>,
-        made: &mut Option<(u64, Vec<u8>)>,
-    ) -> Vec<Outcome> {
-        if let Some(why) = self.failed.clone() {
-            return ops.iter().map(|op| op.refused(&why)).collect();
-        }
-        if ops.is_empty() && !meta.is_empty() {
+    /// Sequence the parts in order, each at its own time, into as few commits as they
+    /// allow (a batch holds one checkpoint, one roster, one retention decision, and at
+    /// most [`MAX_GROUP`] messages), each with the parts' `meta` in the same atomic write;
+    /// then publish each to the head and the fan-out. The outcomes are final: one list
+    /// per part, one per op, refusals if a commit failed. Checkpoints signed and
+    /// committed come back too.
+    fn apply(&mut self, parts: Vec<Part>, closing: bool) -> (Vec<Vec<Outcome>>, Vec<Made>) {
+        let mut done = Vec::with_capacity(parts.len());
+        let mut made = Vec::new();
+        let mut group = Group::default();
+        for part in parts {
+            if let Some(why) = self.failed.clone() {
+                done.push(part.ops.iter().map(|op| op.refused(&why)).collect());
+                continue;
+            }
+            let t0 = std::time::Instant::now();
+            group.ops.push(part.ops.len());
+            group.step.batch.meta.extend(part.meta);
             // a replicated entry with nothing to sequence (a new leader's blank entry, a
-            // membership change): only where the replica stands is written
-            let batch = super::Batch {
-                meta,
-                replicated: true,
-                ..Default::default()
-            };
-            self.commit(&batch);
-            return Vec::new();
+            // membership change) only records where the replica stands
+            if !part.ops.is_empty() || group.step.batch.meta.is_empty() {
+                self.sequencer.step_into(
+                    &mut group.step,
+                    part.ops,
+                    part.now_ms,
+                    closing,
+                    self.read.as_ref(),
+                );
+            }
+            self.profile.step += t0.elapsed();
+            if group.step.full() || group.step.batch.messages.len() >= MAX_GROUP {
+                self.finish(std::mem::take(&mut group), &mut done, &mut made);
+            }
         }
-        let t0 = std::time::Instant::now();
-        let mut step = self
-            .sequencer
-            .step(ops, now_ms, closing, self.read.as_ref());
-        step.batch.replicated = !meta.is_empty();
-        step.batch.meta = meta;
+        if !group.ops.is_empty() {
+            self.finish(group, &mut done, &mut made);
+        }
+        (done, made)
+    }
+
+    /// Commit a group, then publish it; its outcomes go to `done`, one list per part.
+    fn finish(&mut self, group: Group, done: &mut Vec<Vec<Outcome>>, made: &mut Vec<Made>) {
+        let Group { mut step, ops } = group;
+        step.batch.replicated = !step.batch.meta.is_empty();
         let t1 = std::time::Instant::now();
         let committed = step.batch.is_empty() || self.commit(&step.batch);
         let t2 = std::time::Instant::now();
         self.profile.commits += 1;
         self.profile.messages += step.batch.messages.len() as u64;
-        self.profile.step += t1 - t0;
         self.profile.commit += t2 - t1;
+        let mut outcomes = step.outcomes.into_iter();
         if !committed {
             let why = self.failed.clone().unwrap_or_default();
-            return step
-                .outcomes
-                .into_iter()
-                .map(|o| o.uncommitted(&why))
-                .collect();
+            for n in ops {
+                done.push(
+                    outcomes
+                        .by_ref()
+                        .take(n)
+                        .map(|o| o.uncommitted(&why))
+                        .collect(),
+                );
+            }
+            return;
         }
         self.head
             .next_index
@@ -438,8 +469,10 @@ impl Writer {
         if let Some(p) = step.batch.prune {
             self.commit.retain(p);
         }
-        *made = step.batch.checkpoint.take();
-        step.outcomes
+        made.extend(step.batch.checkpoint.take());
+        for n in ops {
+            done.push(outcomes.by_ref().take(n).collect());
+        }
     }
 
     /// Commit. On failure, stop: the batch may be half on disk and half in sled's memory,
