@@ -74,6 +74,14 @@ pub struct ClusterConfig {
     /// The leader's heartbeat interval (ms); well under the election timeout.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// Record a snapshot after this many applied Raft entries; the Raft log before it is
+    /// then compacted but for the last `keep_entries` (the store is the snapshot: a
+    /// replica further behind installs the leader's store, verified).
+    #[serde(default = "default_snapshot_entries")]
+    pub snapshot_entries: u64,
+    /// Raft entries kept after a snapshot, for followers a little behind.
+    #[serde(default = "default_keep_entries")]
+    pub keep_entries: u64,
 }
 
 /// One replica of a cluster.
@@ -99,6 +107,15 @@ fn default_heartbeat_ms() -> u64 {
     80
 }
 
+/// An entry holds up to 64 requests: 20 000 entries are at least as many requests.
+fn default_snapshot_entries() -> u64 {
+    20_000
+}
+
+fn default_keep_entries() -> u64 {
+    5_000
+}
+
 impl ClusterConfig {
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
@@ -122,6 +139,9 @@ impl ClusterConfig {
                 "cluster: need heartbeat_ms ≥ 1, election_timeout_ms [min, max] with min > 2 × heartbeat_ms ({}) and max > min (got [{lo}, {hi}])",
                 self.heartbeat_ms
             ));
+        }
+        if self.snapshot_entries == 0 {
+            return bad("cluster.snapshot_entries must be at least 1".into());
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use cluster::check_snapshot;
 pub use config::Config;
 pub use core::Rejection;
 pub use error::{Error, Result};
@@ -188,6 +189,13 @@ impl Broker {
     /// broker).
     pub fn cluster_view(&self) -> Option<(u64, Option<u64>)> {
         self.cluster.as_ref().map(|c| (c.me, c.leader()))
+    }
+
+    /// In a cluster: snapshots this replica installed since it started (it was behind
+    /// the others' compacted Raft logs).
+    pub fn snapshots_installed(&self) -> Option<u64> {
+        let c = self.cluster.as_ref()?;
+        Some(c.installed.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The store, for inspection (tests, auditors in-process).

@@ -34,6 +34,8 @@ pub struct ClusterNet {
     relays: Option<Vec<Vec<SocketAddr>>>,
     /// Replicas cut off from the others (their relays drop every packet).
     pub cut: Arc<[AtomicBool; 3]>,
+    /// More lines for every replica's `[cluster]` section.
+    pub cluster_extra: String,
 }
 
 /// A free loopback UDP port (free when asked; the replica binds it soon after).
@@ -73,6 +75,7 @@ impl ClusterNet {
             addrs,
             relays: None,
             cut: Arc::default(),
+            cluster_extra: String::new(),
         }
     }
 
@@ -121,8 +124,9 @@ impl ClusterNet {
             })
             .collect();
         format!(
-            "[checkpoint]\nevery_entries = 50\ninterval_ms = 200\n[cluster]\nreplicas = [{}]\n",
-            replicas.join(", ")
+            "[checkpoint]\nevery_entries = 50\ninterval_ms = 200\n[cluster]\nreplicas = [{}]\n{}",
+            replicas.join(", "),
+            self.cluster_extra
         )
     }
 

@@ -120,3 +120,108 @@ async fn three_replicas_hold_one_log_and_survive_losing_the_leader() {
         assert!(summary.entries >= after, "replica {i}: {summary}");
     }
 }
+
+/// A replica away while the others compact their Raft log comes back to a log that no
+/// longer reaches back to it: it installs the leader's store, verified as an auditor
+/// would, then follows the log again. A tampered snapshot is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_compacted_log_installs_a_verified_snapshot() {
+    let mut net = ClusterNet::new();
+    net.cluster_extra = "snapshot_entries = 20\nkeep_entries = 5\n".into();
+    let mut brokers = Vec::new();
+    for i in 0..3 {
+        brokers.push(Some(net.start(i).await));
+    }
+    let lead = leader(&brokers).await;
+    let away = (lead + 1) % 3;
+    brokers[away].take().unwrap().shutdown().await.unwrap();
+
+    // one publish at a time: each its own Raft entry, many snapshots, a compacted log
+    let ua = net.client(lead, "UA").await;
+    for i in 0..120u64 {
+        let d = bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Routine,
+            &format!("m{i}"),
+        );
+        assert_eq!(ua.publish(d).await.unwrap().log_index, i);
+    }
+    brokers[away] = Some(net.start(away).await);
+    let caught_up = converged(&brokers).await;
+    assert!(caught_up > 120);
+    let installed = brokers[away].as_ref().unwrap().snapshots_installed();
+    assert!(installed >= Some(1), "installed: {installed:?}");
+
+    // it serves what it installed, and applies what comes after (nothing twice)
+    let pl = net.client(away, "PL").await;
+    let mut sub = subscribe(&pl, "desk", "ew.>", StartAt::Earliest).await;
+    for i in 120..130u64 {
+        let d = bulletin(
+            "ew.air",
+            Level::Amber,
+            "CORE",
+            Precedence::Routine,
+            &format!("m{i}"),
+        );
+        assert_eq!(ua.publish(d).await.unwrap().log_index, i);
+    }
+    for i in 0..130u64 {
+        let d = next(&mut sub).await;
+        assert_eq!(d.log_index, i);
+        sub.ack_delivery(&d).await.unwrap();
+    }
+    let after = converged(&brokers).await;
+    assert!(after > caught_up);
+    ua.close().await;
+    drop(sub);
+    pl.close().await;
+    let image = brokers[lead].as_ref().unwrap().store().image().unwrap();
+    for b in brokers.into_iter().flatten() {
+        assert_eq!(b.store().message_count(), 130);
+        b.shutdown().await.unwrap();
+    }
+    for i in 0..3 {
+        let summary = verify_copy(&net.data_dir(i), &net.roster, 0).await.unwrap();
+        assert!(summary.replica_signed >= 1, "replica {i}: {summary}");
+        assert_eq!(summary.envelopes, 130, "replica {i}: {summary}");
+    }
+
+    // replicas restarted over compacted logs and recorded snapshots go on
+    let mut brokers = Vec::new();
+    for i in 0..3 {
+        brokers.push(Some(net.start(i).await));
+    }
+    let lead = leader(&brokers).await;
+    let us = net.client(lead, "US").await;
+    let d = bulletin("ew.air", Level::Amber, "CORE", Precedence::Routine, "after");
+    assert_eq!(us.publish(d).await.unwrap().log_index, 130);
+    us.close().await;
+    assert!(converged(&brokers).await > after);
+    for b in brokers.into_iter().flatten() {
+        assert_eq!(b.store().message_count(), 131);
+        b.shutdown().await.unwrap();
+    }
+
+    // the leader's image verifies; with one audit entry or one envelope altered it does not
+    let encode = |image: &ewx_broker::log::Image| {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(image, &mut bytes).unwrap();
+        bytes
+    };
+    assert!(ewx_broker::check_snapshot(&encode(&image), &net.roster).is_ok());
+    let mut bad = ewx_broker::check_snapshot(&encode(&image), &net.roster).unwrap();
+    let last = bad.audit.len() / 2;
+    let entry = bad.audit[last].as_mut();
+    let at = entry.len() - 3;
+    entry[at] ^= 1;
+    let refused = ewx_broker::check_snapshot(&encode(&bad), &net.roster).unwrap_err();
+    assert!(refused.contains("does not verify"), "{refused}");
+    let mut bad = ewx_broker::check_snapshot(&encode(&image), &net.roster).unwrap();
+    let envelope = bad.messages[7].1.as_mut();
+    let at = envelope.len() - 3;
+    envelope[at] ^= 1;
+    let refused = ewx_broker::check_snapshot(&encode(&bad), &net.roster).unwrap_err();
+    assert!(refused.contains("does not verify"), "{refused}");
+}

@@ -7,15 +7,15 @@ use std::io::Cursor;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership,
+    AnyError, BasicNode, Entry, EntryPayload, LogId, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::Types;
 use super::entry::{Answer, Answers, Change};
+use super::{Types, snapshot};
 use crate::log::sequencer::Outcome;
-use crate::log::{Applying, Part, ReplicaJob, Store};
+use crate::log::{Applying, Image, Part, ReplicaJob, Store};
 
 const APPLIED: &str = "raft_applied";
 const MEMBERSHIP: &str = "raft_membership";
@@ -26,8 +26,18 @@ type Membership = StoredMembership<u64, BasicNode>;
 #[derive(Debug)]
 pub struct Machine {
     writer: mpsc::Sender<ReplicaJob>,
+    /// The store the writer applies to (read for snapshots).
+    store: Store,
+    /// The roster in force: snapshots are verified against it.
+    roster: ewx_net::RosterCell,
     applied: Option<LogId<u64>>,
     membership: Membership,
+    /// The last snapshot built or installed.
+    snapshot: Option<snapshot::Meta>,
+    /// Counts the snapshots installed.
+    installed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Has openraft read its initial state (asking for the snapshot's description only)?
+    started: bool,
     /// Signs each checkpoint this replica makes and proposes the signature.
     signer: Signer,
 }
@@ -85,16 +95,44 @@ impl Machine {
     /// # Errors
     /// `Store` if the recorded Raft state cannot be read.
     pub fn new(
-        store: &Store,
+        (store, roster): (&Store, ewx_net::RosterCell),
         writer: mpsc::Sender<ReplicaJob>,
-        signer: Signer,
+        (signer, installed): (Signer, std::sync::Arc<std::sync::atomic::AtomicU64>),
     ) -> crate::error::Result<Self> {
         Ok(Self {
             writer,
             signer,
+            installed,
+            started: false,
             applied: read(store, APPLIED)?,
             membership: read(store, MEMBERSHIP)?.unwrap_or_default(),
+            snapshot: read(store, snapshot::SNAPSHOT)?,
+            store: store.clone(),
+            roster,
         })
+    }
+
+    /// Replace the store with a verified snapshot's image (on the writer's thread), and
+    /// take the log id and membership it reflects.
+    async fn install(&mut self, image: Image) -> Result<(), StorageError<u64>> {
+        let (reply, done) = oneshot::channel();
+        let store = self.store.clone();
+        let change = Box::new(move |width| {
+            store.install(&image)?;
+            store.recover(width)
+        });
+        self.writer
+            .send(ReplicaJob::Reload((change, reply)))
+            .await
+            .map_err(|_| sm_error("the replica writer has stopped"))?;
+        done.await
+            .map_err(|_| sm_error("the replica writer has stopped"))?
+            .map_err(sm_error)?;
+        self.applied = read(&self.store, APPLIED).map_err(sm_error)?;
+        self.membership = read(&self.store, MEMBERSHIP)
+            .map_err(sm_error)?
+            .unwrap_or_default();
+        Ok(())
     }
 
     /// Apply committed entries in one job (as few commits as they allow); each
@@ -117,7 +155,7 @@ impl Machine {
 }
 
 impl RaftStateMachine<Types> for Machine {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = snapshot::Builder;
 
     async fn applied_state(
         &mut self,
@@ -132,8 +170,15 @@ impl RaftStateMachine<Types> for Machine {
     {
         let mut parts = Vec::new();
         let mut last = None;
+        let mut held = 0;
         for entry in entries {
             let log_id = entry.log_id;
+            if self.applied.is_some_and(|a| log_id.index <= a.index) {
+                // reflected already by an installed snapshot, which was taken later
+                // than it said: applying it again would log it twice
+                held += 1;
+                continue;
+            }
             let mut meta = vec![(APPLIED, cbor(&log_id)?)];
             let (now_ms, ops) = match entry.payload {
                 EntryPayload::Blank => (0, Vec::new()),
@@ -151,19 +196,26 @@ impl RaftStateMachine<Types> for Machine {
             parts.push(Part { now_ms, ops, meta });
             last = Some(log_id);
         }
+        let mut answers = vec![Answers(Vec::new()); held];
         if parts.is_empty() {
-            return Ok(Vec::new());
+            return Ok(answers);
         }
         let outcomes = self.run(parts).await?;
         self.applied = last;
-        Ok(outcomes
-            .into_iter()
-            .map(|o| Answers(o.into_iter().map(Answer::of).collect()))
-            .collect())
+        answers.extend(
+            outcomes
+                .into_iter()
+                .map(|o| Answers(o.into_iter().map(Answer::of).collect())),
+        );
+        Ok(answers)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        snapshot::Builder {
+            applied: self.applied,
+            membership: self.membership.clone(),
+            store: self.store.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(
@@ -174,25 +226,52 @@ impl RaftStateMachine<Types> for Machine {
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<u64, BasicNode>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
-        Err(sm_error(
-            "snapshots are not supported yet: a replica catches up from the Raft log",
-        ))
+        let anchor = self.roster.get();
+        let bytes = snapshot.into_inner();
+        let size = bytes.len();
+        let image = tokio::task::spawn_blocking(move || snapshot::check(&bytes, &anchor))
+            .await
+            .map_err(sm_error)?
+            .map_err(|e| {
+                tracing::error!(snapshot = %meta.snapshot_id, "cluster: snapshot refused: {e}");
+                sm_error(e)
+            })?;
+        let (entries, envelopes) = (image.audit.len(), image.messages.len());
+        self.install(image).await?;
+        snapshot::record(&self.store, meta)?;
+        self.snapshot = Some(meta.clone());
+        self.installed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            bytes = size,
+            audit_entries = entries,
+            envelopes,
+            applied = ?self.applied.map(|a| a.index),
+            "cluster: snapshot verified and installed"
+        );
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Types>>, StorageError<u64>> {
-        Ok(None)
-    }
-}
-
-/// The log is never compacted yet, so no snapshot is ever needed.
-#[derive(Debug)]
-pub struct NoSnapshots;
-
-impl RaftSnapshotBuilder<Types> for NoSnapshots {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<Types>, StorageError<u64>> {
-        Err(sm_error("snapshots are not supported yet"))
+        let Some(meta) = self.snapshot.clone().or(snapshot::recorded(&self.store)?) else {
+            return Ok(None);
+        };
+        if !std::mem::replace(&mut self.started, true) {
+            // openraft's first call, as it starts, reads the description only: the image
+            // is taken when a snapshot is sent (it asks again then)
+            return Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(Vec::new())),
+            }));
+        }
+        let bytes = snapshot::take(&self.store, &self.writer).await?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
     }
 }

@@ -14,6 +14,7 @@ mod entry;
 mod log_store;
 mod machine;
 mod proposer;
+mod snapshot;
 mod transport;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use openraft::BasicNode;
 use tokio::sync::mpsc;
 
 pub use entry::{Answers, Proposal};
+pub use snapshot::check as check_snapshot;
 pub use transport::serve;
 
 use crate::config::ClusterConfig;
@@ -53,6 +55,8 @@ pub struct Node {
     pub me: u64,
     /// The other replicas.
     pub peers: Arc<transport::Peers>,
+    /// Snapshots this replica installed since it started.
+    pub installed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Node {
@@ -195,7 +199,12 @@ pub async fn start(
         keys: keys.clone(),
         log: handle.clone(),
     };
-    let machine = machine::Machine::new(store, writer.clone(), signer)?;
+    let installed = Arc::default();
+    let machine = machine::Machine::new(
+        (store, roster.clone()),
+        writer.clone(),
+        (signer, Arc::clone(&installed)),
+    )?;
     let peers = Arc::new(
         transport::Peers::new(keys, roster, &config.replicas)
             .map_err(|e| Error::Transport(format!("cluster: cannot bind a local socket: {e}")))?,
@@ -206,7 +215,13 @@ pub async fn start(
         election_timeout_max: config.election_timeout_ms[1],
         heartbeat_interval: config.heartbeat_ms,
         max_payload_entries: 256,
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
+        max_in_snapshot_log_to_keep: config.keep_entries,
+        // openraft purges in batches of 256 entries; fewer when snapshots are frequent
+        purge_batch_size: (config.snapshot_entries / 4).clamp(1, 256),
+        // a snapshot is the whole store: chunks of 1 MiB, each with time to install
+        snapshot_max_chunk_size: 1 << 20,
+        install_snapshot_timeout: 10_000,
         ..Default::default()
     }
     .validate()
@@ -238,7 +253,12 @@ pub async fn start(
             tracing::debug!("cluster already initialised: {e}");
         }
     }
-    let node = Arc::new(Node { raft, me, peers });
+    let node = Arc::new(Node {
+        raft,
+        me,
+        peers,
+        installed,
+    });
     tokio::spawn(proposer::run(node.clone(), rx, writer, clock));
     tokio::spawn(log_leadership(node.raft.metrics(), me));
     tracing::info!(replica = me, "cluster replica started");

@@ -20,7 +20,7 @@ use ewx_proto::audit::Chain;
 use ewx_proto::{Digest32, Header, MessageId, NodeId, Precedence};
 
 pub use batch::{Batch, NewMessage, Prune};
-pub use store::{SCHEMA, SledSync, Store, cursor_key, guarded};
+pub use store::{Image, SCHEMA, SledSync, Store, cursor_key, guarded};
 pub(crate) use writer::Command;
 pub use writer::{Applying, Head, LogHandle, Made, Part, ReplicaJob, spawn, spawn_replica};
 
@@ -169,6 +169,10 @@ pub trait Fanout: Send + Sync {
     fn remind(&self, reminders: Vec<crate::core::cases::Reminding>) {
         let _ = reminders;
     }
+
+    /// The log grew underneath the fan-out (a replica installed a snapshot): every open
+    /// lane must catch up from the log before it takes live messages again.
+    fn grown(&self) {}
 
     /// These receipts were just logged: forward each to the sender of its message.
     fn receipted(&self, receipts: Vec<(NodeId, ewx_proto::receipt::Receipt)>) {

@@ -3,6 +3,7 @@
 //! of from request tasks; it answers case queries from what it has applied.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use ewx_net::Clock;
 use ewx_proto::NodeKeys;
@@ -37,13 +38,36 @@ pub struct Applying {
     pub reply: oneshot::Sender<(Vec<Vec<Outcome>>, Vec<Made>)>,
 }
 
-/// What a replica's writer does: apply, or answer from what it has applied.
-#[derive(Debug)]
+/// What a replica's writer does: apply, answer from what it has applied, or stand still
+/// while its store is read or replaced.
 pub enum ReplicaJob {
     /// Apply committed operations.
     Apply(Applying),
     /// Ask the case index as applied so far (a read: nothing is logged).
     Cases(CaseQuery, oneshot::Sender<Outcome>),
+    /// Run this while nothing is applied (to read one consistent state of the store).
+    Hold(Box<dyn FnOnce() + Send>),
+    /// Change the store underneath (install a snapshot), then continue from the state
+    /// it returns; the result goes back.
+    Reload(Reloading),
+}
+
+/// A change of the store underneath the writer, giving the state to continue from (its
+/// argument: the anti-replay window width, to recover with).
+pub type Reloading = (
+    Box<dyn FnOnce(u64) -> crate::error::Result<Recovered> + Send>,
+    oneshot::Sender<crate::error::Result<()>>,
+);
+
+impl std::fmt::Debug for ReplicaJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Apply(a) => f.debug_tuple("Apply").field(&a.parts.len()).finish(),
+            Self::Cases(q, _) => f.debug_tuple("Cases").field(q).finish(),
+            Self::Hold(_) => f.write_str("Hold"),
+            Self::Reload(_) => f.write_str("Reload"),
+        }
+    }
 }
 
 /// Start a replica's writer thread: as [`super::spawn`], but it applies [`Applying`] jobs from
@@ -71,6 +95,25 @@ pub fn spawn_replica(
 }
 
 impl Writer {
+    /// Continue from `state` (the store changed underneath: a snapshot was installed).
+    fn reload(&mut self, state: Recovered) {
+        *self.head.tree.write().unwrap_or_else(|p| p.into_inner()) = state.chain.tree().clone();
+        self.head
+            .next_index
+            .store(state.next_index, Ordering::Release);
+        self.head
+            .audit_len
+            .store(state.chain.len(), Ordering::Release);
+        let now_ms = self.clock.now_ms();
+        self.sequencer.restart(state, now_ms);
+        self.fanout.grown();
+        tracing::info!(
+            audit_entries = self.sequencer.chain().len(),
+            next_index = self.sequencer.next_index(),
+            "replica continues from an installed snapshot"
+        );
+    }
+
     /// A replica's writer: applies what the replicated log committed, in log order, at
     /// the times the entries carry (never its own clock), and stops when the state
     /// machine lets go of it.
@@ -82,6 +125,11 @@ impl Writer {
                 }
                 ReplicaJob::Cases(query, reply) => {
                     let _ = reply.send(self.sequencer.query(query));
+                }
+                ReplicaJob::Hold(run) => run(),
+                ReplicaJob::Reload((change, reply)) => {
+                    let width = self.sequencer.settings().replay_width;
+                    let _ = reply.send(change(width).map(|state| self.reload(state)));
                 }
             }
         }

@@ -116,6 +116,11 @@ impl Sequencer {
         }
     }
 
+    /// Start over from `state` (the store was replaced underneath), same policies.
+    pub fn restart(&mut self, state: Recovered, now_ms: u64) {
+        *self = Self::new(state, self.settings.clone(), self.keys.clone(), now_ms);
+    }
+
     /// Next message-log index (everything below is decided).
     pub fn next_index(&self) -> u64 {
         self.state.next_index

@@ -235,6 +235,12 @@ impl Fanout for Relay {
     fn behind(&self) -> bool {
         self.1.most_owed() > MAX_OWED
     }
+
+    fn grown(&self) {
+        for sink in self.1.lock().sinks() {
+            sink.lag.set();
+        }
+    }
 }
 
 /// Start the fan-out thread over `routes`; it ends when the writer drops the relay.

@@ -47,6 +47,14 @@ impl Fanout for Outlet {
         self.fanout.committed(messages);
     }
 
+    fn behind(&self) -> bool {
+        self.fanout.behind()
+    }
+
+    fn grown(&self) {
+        self.fanout.grown();
+    }
+
     fn remind(&self, reminders: Vec<Reminding>) {
         for r in reminders {
             if self.reminders.try_send(Notice::Reminder(r)).is_err() {

@@ -20,6 +20,12 @@ impl LaneIndex {
         }
     }
 
+    /// Hold these (in log order) and nothing else.
+    pub fn replace(&self, messages: impl IntoIterator<Item = (Precedence, u64)>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Default::default();
+        self.extend(messages);
+    }
+
     /// Indexes of lane `p` in `[from, until)`, at most `limit`.
     pub fn range(&self, p: Precedence, from: u64, until: u64, limit: usize) -> Vec<u64> {
         let lanes = self.0.read().unwrap_or_else(|p| p.into_inner());

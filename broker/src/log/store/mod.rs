@@ -23,6 +23,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use crate::error::{Error, Result};
 
 mod guard;
+mod image;
 mod lanes;
 mod placement;
 mod recovery;
@@ -31,6 +32,7 @@ mod sync;
 mod traits;
 
 pub use guard::guarded;
+pub use image::Image;
 pub use sync::SledSync;
 
 use lanes::LaneIndex;
@@ -406,6 +408,16 @@ impl Store {
     /// `Store` on I/O failure.
     pub fn meta_value(&self, key: &str) -> Result<Option<sled::IVec>> {
         Ok(self.meta.get(key)?)
+    }
+
+    /// Write a `meta` value outside any batch (bookkeeping of a replicated log that no
+    /// batch carries), durable on return.
+    ///
+    /// # Errors
+    /// `Store` on I/O failure.
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.meta.insert(key, value)?;
+        self.sync()
     }
 
     /// Number of stored envelopes (after retention).

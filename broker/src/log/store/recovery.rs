@@ -29,7 +29,7 @@ impl Store {
         }
     }
 
-    /// Rebuild the writer's state from disk (on start).
+    /// Rebuild the writer's state from disk (on start, and after installing a snapshot).
     ///
     /// # Errors
     /// `Proto(AuditChain)` for a broken chain, `Store` on I/O failure.
@@ -119,7 +119,7 @@ impl Store {
         if case_faults > 1 {
             tracing::warn!("case index: {case_faults} audit entries disagree with the case fold");
         }
-        self.lanes.extend(lanes);
+        self.lanes.replace(lanes);
         let roster = self.meta.get("roster")?.map(|v| v.to_vec());
         Ok(Recovered {
             in_force,
