@@ -41,6 +41,9 @@ pub struct Config {
     /// in-process test or demo (never from the file).
     #[serde(skip)]
     pub clock: ewx_net::Clock,
+    /// The file it was read from (SIGHUP reads it again for `[cluster] replicas`).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// When the broker reminds the parties of a case that have not answered.
@@ -82,6 +85,11 @@ pub struct ClusterConfig {
     /// Raft entries kept after a snapshot, for followers a little behind.
     #[serde(default = "default_keep_entries")]
     pub keep_entries: u64,
+    /// This replica joins a running cluster: it never starts a new one, and waits until
+    /// the leader adds it (`ewx-broker cluster add`). Set it on every replica added later,
+    /// and on one whose data directory was lost.
+    #[serde(default)]
+    pub join: bool,
 }
 
 /// One replica of a cluster.
@@ -261,7 +269,10 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml(&text, base).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let mut c = Self::from_toml(&text, base)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        c.source = Some(path.into());
+        Ok(c)
     }
 
     /// Check limits are usable.

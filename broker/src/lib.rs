@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use cluster::check_snapshot;
+pub use cluster::{MembershipChange, change_membership, check_snapshot};
 pub use config::Config;
 pub use core::Rejection;
 pub use error::{Error, Result};
@@ -191,6 +191,33 @@ impl Broker {
         self.cluster.as_ref().map(|c| (c.me, c.leader()))
     }
 
+    /// In a cluster: take a new list of replicas (the configuration was edited; as on
+    /// SIGHUP). This replica must still be listed.
+    ///
+    /// # Errors
+    /// `Config` if this broker is not a replica or not among `replicas`.
+    pub fn update_replicas(&self, replicas: &[config::Replica]) -> Result<()> {
+        let c = self
+            .cluster
+            .as_ref()
+            .ok_or_else(|| Error::Config("this broker is not a replica".into()))?;
+        match replicas.iter().find(|r| r.id == c.me) {
+            Some(r)
+                if self.shared.config.cluster.as_ref().is_some_and(|cc| {
+                    cc.replicas.iter().any(|o| o.id == r.id && o.node == r.node)
+                }) => {}
+            _ => {
+                return Err(Error::Config(format!(
+                    "replica {} (this one) must stay in cluster.replicas with the same node",
+                    c.me
+                )));
+            }
+        }
+        c.peers.set_replicas(replicas);
+        tracing::info!(replicas = replicas.len(), "cluster: replica list reloaded");
+        Ok(())
+    }
+
     /// In a cluster: snapshots this replica installed since it started (it was behind
     /// the others' compacted Raft logs).
     pub fn snapshots_installed(&self) -> Option<u64> {
@@ -264,6 +291,7 @@ impl Broker {
 /// Startup failures, or a failed shutdown.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let roster_file = config.roster.clone();
+    let source = config.source.clone();
     let broker = Broker::start(config).await?;
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -273,7 +301,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         #[cfg(unix)]
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = hup.recv() => reload(&broker, &roster_file).await,
+            _ = hup.recv() => reload(&broker, &roster_file, source.as_deref()).await,
         }
         #[cfg(not(unix))]
         {
@@ -284,7 +312,21 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     broker.shutdown().await
 }
 
-async fn reload(broker: &Broker, path: &std::path::Path) {
+async fn reload(broker: &Broker, path: &std::path::Path, config: Option<&std::path::Path>) {
+    if let (Some(file), Some(_)) = (config, &broker.cluster) {
+        tracing::info!(
+            "SIGHUP: reloading the cluster's replicas from {}",
+            file.display()
+        );
+        let replicas = Config::load(file).and_then(|c| {
+            c.cluster
+                .map(|c| c.replicas)
+                .ok_or_else(|| Error::Config("no [cluster] section any more".into()))
+        });
+        if let Err(e) = replicas.and_then(|r| broker.update_replicas(&r)) {
+            tracing::warn!("replicas not reloaded: {e}");
+        }
+    }
     tracing::info!("SIGHUP: reloading {}", path.display());
     match std::fs::read(path) {
         Ok(bytes) => match broker.update_roster(&bytes).await {

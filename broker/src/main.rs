@@ -16,7 +16,12 @@ use clap::Parser;
 ///
 /// Signals: SIGINT/SIGTERM shut down gracefully (in-flight publishes finish, the store is
 /// synced); SIGHUP reloads the roster file (a newer version signed by the council
-/// threshold is installed and revoked nodes are disconnected).
+/// threshold is installed and revoked nodes are disconnected) and, on a replica, the
+/// `[cluster] replicas` list of the configuration.
+///
+/// A replica's membership (see `ewx-broker cluster --help`):
+///   ewx-broker --config replica-1.toml cluster status
+///   ewx-broker --config replica-1.toml cluster add 4
 #[derive(Debug, Parser)]
 #[command(name = "ewx-broker", version, verbatim_doc_comment)]
 struct Args {
@@ -36,6 +41,43 @@ struct Args {
     /// shows them).
     #[arg(long, default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
+    /// Instead of running the broker: an operator's command to the running cluster.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Ask or change a cluster's membership, with this replica's key (run it on a
+    /// replica's host with its configuration; the leader carries changes out).
+    ///
+    /// Adding replica N: put its broker node in the roster (SIGHUP every replica), add
+    /// `{ id = N, node, addr }` to every replica's [cluster] replicas (SIGHUP them), start
+    /// the new replica with `join = true` and all replicas listed, then `cluster add N`:
+    /// it catches up as a learner (a snapshot of the store, then the log) and becomes a
+    /// voter. Removing: `cluster remove N`, then stop it and take it out of the configs
+    /// and the roster.
+    #[command(verbatim_doc_comment)]
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+enum ClusterAction {
+    /// Voters, learners, the leader, and how far each replica has the log.
+    Status,
+    /// Make replica ID (listed in the configurations, a broker of the roster) a voter.
+    Add {
+        /// Its Raft id.
+        id: u64,
+    },
+    /// Take replica ID out of the membership.
+    Remove {
+        /// Its Raft id.
+        id: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +115,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         config.data_dir = d;
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    if let Some(Command::Cluster { action }) = args.command {
+        let change = match action {
+            ClusterAction::Status => ewx_broker::MembershipChange::Status,
+            ClusterAction::Add { id } => ewx_broker::MembershipChange::Add(id),
+            ClusterAction::Remove { id } => ewx_broker::MembershipChange::Remove(id),
+        };
+        let report = runtime.block_on(ewx_broker::change_membership(&config, change))?;
+        print!("{report}");
+        return Ok(());
+    }
     runtime.block_on(ewx_broker::run(config, shutdown_signal()))?;
     Ok(())
 }

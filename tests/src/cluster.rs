@@ -36,6 +36,10 @@ pub struct ClusterNet {
     pub cut: Arc<[AtomicBool; 3]>,
     /// More lines for every replica's `[cluster]` section.
     pub cluster_extra: String,
+    /// Which replicas the configurations list (each lists itself in any case).
+    pub listed: [bool; 3],
+    /// Which replicas join a running cluster (`join = true`).
+    pub join: [bool; 3],
 }
 
 /// A free loopback UDP port (free when asked; the replica binds it soon after).
@@ -76,6 +80,8 @@ impl ClusterNet {
             relays: None,
             cut: Arc::default(),
             cluster_extra: String::new(),
+            listed: [true; 3],
+            join: [false; 3],
         }
     }
 
@@ -118,14 +124,16 @@ impl ClusterNet {
         let replicas: Vec<String> = REPLICAS
             .iter()
             .enumerate()
+            .filter(|&(i, _)| self.listed[i] || i == me)
             .map(|(i, n)| {
                 let a = self.relays.as_ref().map_or(self.addrs[i], |r| r[me][i]);
                 format!("{{ id = {}, node = '{n}', addr = '{a}' }}", i + 1)
             })
             .collect();
         format!(
-            "[checkpoint]\nevery_entries = 50\ninterval_ms = 200\n[cluster]\nreplicas = [{}]\n{}",
+            "[checkpoint]\nevery_entries = 50\ninterval_ms = 200\n[cluster]\nreplicas = [{}]\njoin = {}\n{}",
             replicas.join(", "),
+            self.join[me],
             self.cluster_extra
         )
     }
@@ -162,6 +170,11 @@ impl ClusterNet {
     /// Start replica `i` as an `ewx-broker` process.
     pub fn start_process(&self, i: usize) -> BrokerProcess {
         BrokerProcess::start(&self.replica_dir(i), self.addrs[i], &self.cluster_toml(i))
+    }
+
+    /// Write replica `i`'s process configuration again (as it is now); its path.
+    pub fn write_process_config(&self, i: usize) -> PathBuf {
+        BrokerProcess::write_config(&self.replica_dir(i), self.addrs[i], &self.cluster_toml(i))
     }
 
     /// Connect a client as `name` to replica `i`.

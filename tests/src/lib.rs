@@ -340,6 +340,19 @@ pub struct BrokerProcess {
 }
 
 impl BrokerProcess {
+    /// Write the configuration a process on `dir` runs with (again, before a SIGHUP).
+    pub fn write_config(dir: &Path, listen: std::net::SocketAddr, extra: &str) -> PathBuf {
+        let config = dir.join("broker-process.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = '{listen}'\ndata_dir = 'data'\nkey = 'broker.key'\nroster = 'roster.cbor'\n{extra}"
+            ),
+        )
+        .unwrap();
+        config
+    }
+
     /// Start `ewx-broker` on `dir` (keys, roster and `data/` as [`TestNet`] writes them)
     /// listening on `listen` (port 0: any), with `extra` TOML appended to its config;
     /// returns once it logs `listening on`.
@@ -355,14 +368,7 @@ impl BrokerProcess {
         extra: &str,
     ) -> Self {
         use std::io::BufRead;
-        let config = dir.join("broker-process.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = '{listen}'\ndata_dir = 'data'\nkey = 'broker.key'\nroster = 'roster.cbor'\n{extra}"
-            ),
-        )
-        .unwrap();
+        let config = Self::write_config(dir, listen, extra);
         let mut command = match netns {
             Some(ns) => {
                 let mut c = std::process::Command::new("ip");

@@ -257,10 +257,11 @@ impl RaftStateMachine<Types> for Machine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Types>>, StorageError<u64>> {
+        let first = !std::mem::replace(&mut self.started, true);
         let Some(meta) = self.snapshot.clone().or(snapshot::recorded(&self.store)?) else {
             return Ok(None);
         };
-        if !std::mem::replace(&mut self.started, true) {
+        if first {
             // openraft's first call, as it starts, reads the description only: the image
             // is taken when a snapshot is sent (it asks again then)
             return Ok(Some(Snapshot {

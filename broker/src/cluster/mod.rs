@@ -13,6 +13,7 @@
 mod entry;
 mod log_store;
 mod machine;
+mod membership;
 mod proposer;
 mod snapshot;
 mod transport;
@@ -27,6 +28,7 @@ use openraft::BasicNode;
 use tokio::sync::mpsc;
 
 pub use entry::{Answers, Proposal};
+pub use membership::{Change as MembershipChange, send as change_membership};
 pub use snapshot::check as check_snapshot;
 pub use transport::serve;
 
@@ -239,7 +241,12 @@ pub async fn start(
         .is_initialized()
         .await
         .map_err(|e| Error::Store(format!("Raft: {e}")))?;
-    if !initialized {
+    if !initialized && config.join {
+        tracing::info!(
+            replica = me,
+            "cluster: waiting to be added by the leader (join = true)"
+        );
+    } else if !initialized {
         let members: BTreeMap<u64, BasicNode> = config
             .replicas
             .iter()

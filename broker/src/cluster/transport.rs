@@ -23,7 +23,8 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use super::entry::{Answers, Proposal};
-use super::{Raft, Types};
+use super::membership::{Change, Refused};
+use super::{Node, Types};
 use crate::config::Replica;
 
 /// Largest replication frame (a batch of entries, each up to a group commit).
@@ -40,6 +41,8 @@ pub enum Rpc {
     Snapshot(InstallSnapshotRequest<Types>),
     /// A follower forwarding a proposal to the leader.
     Propose(Proposal),
+    /// An operator's membership command (sent with a replica's key).
+    Membership(Change),
 }
 
 /// The answer to an [`Rpc`].
@@ -54,6 +57,8 @@ pub enum Reply {
     /// To `Propose`: the answers once committed and applied, or why not (not the leader
     /// any more, …).
     Propose(Result<Answers, String>),
+    /// To `Membership`: the report, or why not.
+    Membership(Result<String, Refused>),
 }
 
 /// The other replicas, and connections to them (opened on first use, reopened when
@@ -65,7 +70,8 @@ pub struct Peers {
     endpoint: Arc<Mutex<Option<quinn::Endpoint>>>,
     keys: Arc<NodeKeys>,
     roster: RosterCell,
-    replicas: HashMap<u64, Replica>,
+    /// The replicas this one's configuration lists (reloaded on SIGHUP).
+    replicas: Mutex<HashMap<u64, Replica>>,
     limits: tls::TransportLimits,
     conns: Arc<Mutex<HashMap<u64, quinn::Connection>>>,
     /// Handshakes in progress, by replica.
@@ -131,7 +137,7 @@ impl Peers {
             endpoint: Arc::new(Mutex::new(Some(endpoint))),
             keys,
             roster,
-            replicas: replicas.iter().map(|r| (r.id, r.clone())).collect(),
+            replicas: Mutex::new(replicas.iter().map(|r| (r.id, r.clone())).collect()),
             limits,
             conns: Arc::default(),
             pending: Arc::default(),
@@ -140,8 +146,36 @@ impl Peers {
     }
 
     /// The replica that is this roster node.
-    pub fn replica_named(&self, node: &ewx_proto::NodeId) -> Option<&Replica> {
-        self.replicas.values().find(|r| &r.node == node)
+    pub fn replica_named(&self, node: &ewx_proto::NodeId) -> Option<Replica> {
+        lock(&self.replicas)
+            .values()
+            .find(|r| &r.node == node)
+            .cloned()
+    }
+
+    /// The roster in force.
+    pub fn roster(&self) -> Arc<ewx_proto::Roster> {
+        self.roster.get()
+    }
+
+    /// The replica with this Raft id.
+    pub fn replica(&self, id: u64) -> Option<Replica> {
+        lock(&self.replicas).get(&id).cloned()
+    }
+
+    /// Take a new list of replicas (the configuration was reloaded): connections to
+    /// replicas that moved or left are dropped.
+    pub fn set_replicas(&self, replicas: &[Replica]) {
+        let new: HashMap<u64, Replica> = replicas.iter().map(|r| (r.id, r.clone())).collect();
+        let old = std::mem::replace(&mut *lock(&self.replicas), new.clone());
+        let mut conns = lock(&self.conns);
+        for (id, r) in old {
+            if new.get(&id) != Some(&r)
+                && let Some(c) = conns.remove(&id)
+            {
+                c.close(ewx_net::CloseCode::Normal.varint(), b"replica changed");
+            }
+        }
     }
 
     /// The connection to `target`: the open one, or one being set up. A handshake runs
@@ -178,8 +212,7 @@ impl Peers {
     /// Start a handshake with `target` on a task of its own.
     fn connect(&self, target: u64) -> Result<Pending, CallError> {
         let replica = self
-            .replicas
-            .get(&target)
+            .replica(target)
             .ok_or_else(|| CallError::Unreachable(format!("no replica {target} configured")))?;
         let roster = self.roster.get();
         let key = roster
@@ -370,7 +403,7 @@ impl RaftNetwork<Types> for Link {
 }
 
 /// Serve another replica's connection until it closes.
-pub async fn serve(conn: quinn::Connection, raft: Raft) {
+pub async fn serve(conn: quinn::Connection, node: Arc<Node>) {
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -379,8 +412,9 @@ pub async fn serve(conn: quinn::Connection, raft: Raft) {
                 return;
             }
         };
-        let raft = raft.clone();
+        let node = node.clone();
         tokio::spawn(async move {
+            let raft = &node.raft;
             let rpc = match read_msg::<Rpc>(&mut recv, MAX_RPC, Wait::Deadline).await {
                 Ok(Some(rpc)) => rpc,
                 Ok(None) => return,
@@ -399,6 +433,7 @@ pub async fn serve(conn: quinn::Connection, raft: Raft) {
                         .map(|w| w.data)
                         .map_err(|e| e.to_string()),
                 ),
+                Rpc::Membership(c) => Reply::Membership(super::membership::handle(&node, c).await),
             };
             if let Err(e) = write_msg(&mut send, &reply, MAX_RPC).await {
                 tracing::debug!("replication answer not sent: {e}");

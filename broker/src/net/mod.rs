@@ -186,7 +186,7 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         match &shared.cluster {
             Some(c) if c.is_replica(&node) => {
                 tokio::select! {
-                    () = crate::cluster::serve(conn.clone(), c.raft.clone()).instrument(span) => {}
+                    () = crate::cluster::serve(conn.clone(), c.clone()).instrument(span) => {}
                     () = shared.cancel.cancelled() => CloseCode::Normal.close(&conn),
                 }
             }
