@@ -257,6 +257,10 @@ impl Broker {
             cluster,
             ..
         } = self;
+        // new handshakes are ignored from now on (not refused: a refusal is a connection
+        // the endpoint must drain, and replicas retrying every heartbeat would keep the
+        // port bound)
+        endpoint.set_server_config(None);
         shared.cancel.cancel();
         shared.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), shared.tasks.wait())

@@ -59,6 +59,9 @@ pub struct Node {
     pub peers: Arc<transport::Peers>,
     /// Snapshots this replica installed since it started.
     pub installed: Arc<std::sync::atomic::AtomicU64>,
+    /// This replica's proposal queue (the leader merges forwarded requests into it);
+    /// weak, so the proposer (which holds this node) still stops when the broker does.
+    pub queue: mpsc::WeakSender<crate::log::Command>,
 }
 
 impl std::fmt::Debug for Node {
@@ -196,7 +199,7 @@ pub async fn start(
     let me = identify(config, &keys, &roster.get())?;
     let log = log_store::LogStore::open(&data_dir.join("raft"))?;
     let (tx, rx) = mpsc::channel(256);
-    let handle = LogHandle::over(tx);
+    let handle = LogHandle::over(tx.clone());
     let signer = machine::Signer {
         keys: keys.clone(),
         log: handle.clone(),
@@ -231,7 +234,10 @@ pub async fn start(
     let raft = Raft::new(
         me,
         Arc::new(raft_config),
-        transport::Network(peers.clone()),
+        transport::Network {
+            peers: peers.clone(),
+            retry: std::time::Duration::from_millis(config.heartbeat_ms),
+        },
         log,
         machine,
     )
@@ -241,12 +247,18 @@ pub async fn start(
         .is_initialized()
         .await
         .map_err(|e| Error::Store(format!("Raft: {e}")))?;
-    if !initialized && config.join {
+    // a new cluster is started by its first replica (lowest id) alone: the others wait
+    // to hear from it. Were each to start it, one starting later would stand for
+    // election at once, and its vote (same term, higher id) would depose a working leader.
+    let first = config.replicas.iter().map(|r| r.id).min() == Some(me);
+    if initialized {
+    } else if config.join || !first {
         tracing::info!(
             replica = me,
-            "cluster: waiting to be added by the leader (join = true)"
+            "cluster: waiting to hear from the leader (a new cluster is started by its first replica; join = {})",
+            config.join
         );
-    } else if !initialized {
+    } else {
         let members: BTreeMap<u64, BasicNode> = config
             .replicas
             .iter()
@@ -254,8 +266,6 @@ pub async fn start(
             // replicas: a relay, a NAT); the membership names the roster nodes
             .map(|r| (r.id, BasicNode::new(r.node.as_str())))
             .collect();
-        // every replica of a new cluster proposes the same membership: whichever entry
-        // is kept, it is this one
         if let Err(e) = raft.initialize(members).await {
             tracing::debug!("cluster already initialised: {e}");
         }
@@ -265,6 +275,7 @@ pub async fn start(
         me,
         peers,
         installed,
+        queue: tx.downgrade(),
     });
     tokio::spawn(proposer::run(node.clone(), rx, writer, clock));
     tokio::spawn(log_leadership(node.raft.metrics(), me));

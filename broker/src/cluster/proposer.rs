@@ -15,7 +15,7 @@ use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Node;
-use super::entry::{Answers, Change, Proposal};
+use super::entry::{Answer, Answers, Change, Proposal};
 use super::transport::{Reply, Rpc};
 use crate::log::sequencer::{Op, Outcome};
 use crate::log::{Command, ReplicaJob};
@@ -24,7 +24,7 @@ use crate::log::{Command, ReplicaJob};
 const ATTEMPT: Duration = Duration::from_secs(3);
 
 /// Most commands in one entry.
-const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 256;
 
 /// How long a proposal may wait for a leader (an election, a partition healing) before
 /// its requests are refused.
@@ -138,6 +138,44 @@ async fn forward(node: &Node, proposal: &Proposal) -> Result<Answers, String> {
     }
     tracing::warn!("proposal not committed within {LEADER_WAIT:?}: {last}");
     Err(last)
+}
+
+/// A follower's forwarded proposal, on the leader: its changes join this replica's own
+/// queue, so they are committed in the leader's next entry with whatever else waits
+/// (one entry, one log append and one apply for requests from every replica).
+///
+/// # Errors
+/// When this replica is not the leader (the follower asks again) or is shutting down.
+pub async fn merge(node: &Node, proposal: Proposal) -> Result<Answers, String> {
+    if !node.is_leader() {
+        return Err(format!("replica {} is not the leader", node.me));
+    }
+    let queue = node
+        .queue
+        .upgrade()
+        .ok_or_else(|| "the leader is shutting down".to_string())?;
+    let mut waiting = Vec::with_capacity(proposal.changes.len());
+    for change in proposal.changes {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command {
+            op: change.into_op(),
+            reply: Some(reply),
+        };
+        queue
+            .send(cmd)
+            .await
+            .map_err(|_| "the leader is shutting down".to_string())?;
+        waiting.push(rx);
+    }
+    drop(queue);
+    let mut answers = Vec::with_capacity(waiting.len());
+    for rx in waiting {
+        let outcome = rx
+            .await
+            .map_err(|_| "the leader is shutting down".to_string())?;
+        answers.push(Answer::of(outcome));
+    }
+    Ok(Answers(answers))
 }
 
 fn answer(replies: Replies, answers: Result<Answers, String>) {

@@ -315,13 +315,22 @@ impl Peers {
 
 /// openraft's way to the other replicas.
 #[derive(Debug, Clone)]
-pub struct Network(pub Arc<Peers>);
+pub struct Network {
+    /// The replicas.
+    pub peers: Arc<Peers>,
+    /// How soon to try an unreachable replica again: a heartbeat, so one that comes back
+    /// hears from the leader before its election timeout ends (openraft waits 500 ms by
+    /// default, longer than that timeout: the returning replica would stand for
+    /// election, and its higher term would depose a working leader).
+    pub retry: Duration,
+}
 
 /// openraft's way to one replica.
 #[derive(Debug)]
 pub struct Link {
     peers: Arc<Peers>,
     target: u64,
+    retry: Duration,
 }
 
 impl RaftNetworkFactory<Types> for Network {
@@ -329,8 +338,9 @@ impl RaftNetworkFactory<Types> for Network {
 
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Link {
         Link {
-            peers: self.0.clone(),
+            peers: self.peers.clone(),
             target,
+            retry: self.retry,
         }
     }
 }
@@ -362,6 +372,10 @@ impl Link {
 }
 
 impl RaftNetwork<Types> for Link {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.retry))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<Types>,
@@ -427,12 +441,7 @@ pub async fn serve(conn: quinn::Connection, node: Arc<Node>) {
                 Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
                 Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
                 Rpc::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
-                Rpc::Propose(p) => Reply::Propose(
-                    raft.client_write(p)
-                        .await
-                        .map(|w| w.data)
-                        .map_err(|e| e.to_string()),
-                ),
+                Rpc::Propose(p) => Reply::Propose(super::proposer::merge(&node, p).await),
                 Rpc::Membership(c) => Reply::Membership(super::membership::handle(&node, c).await),
             };
             if let Err(e) = write_msg(&mut send, &reply, MAX_RPC).await {
