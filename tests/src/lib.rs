@@ -388,32 +388,38 @@ impl BrokerProcess {
             .spawn()
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        // every line is read for leadership, those before `listening on` too (a replica
+        // may learn its leader before it listens for clients); EWX_BROKER_LOG shows them
+        let show = std::env::var("EWX_BROKER_LOG").is_ok();
+        let leadership = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen = leadership.clone();
+        let note = move |line: &str| {
+            if let Some((_, rest)) = line.split_once("cluster: term ") {
+                let mut words = rest
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter(|w| !w.is_empty());
+                if let (Some(t), Some(l)) = (words.next(), words.next()) {
+                    *seen.lock().unwrap() = Some((t.parse().unwrap(), l.parse().unwrap()));
+                }
+            }
+            if show {
+                eprintln!("[broker] {line}");
+            }
+        };
         let addr = loop {
             let Some(Ok(line)) = lines.next() else {
                 let status = child.wait().unwrap();
                 panic!("ewx-broker exited before listening: {status}");
             };
+            note(&line);
             if let Some((_, a)) = line.split_once("listening on ") {
                 break a.trim().parse().unwrap();
             }
         };
-        // keep draining its log so it never blocks on a full pipe (EWX_BROKER_LOG: show it)
-        let show = std::env::var("EWX_BROKER_LOG").is_ok();
-        let leadership = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let seen = leadership.clone();
+        // keep draining its log so it never blocks on a full pipe
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                if let Some((_, rest)) = line.split_once("cluster: term ") {
-                    let mut words = rest
-                        .split(|c: char| !c.is_ascii_digit())
-                        .filter(|w| !w.is_empty());
-                    if let (Some(t), Some(l)) = (words.next(), words.next()) {
-                        *seen.lock().unwrap() = Some((t.parse().unwrap(), l.parse().unwrap()));
-                    }
-                }
-                if show {
-                    eprintln!("[broker] {line}");
-                }
+                note(&line);
             }
         });
         Self {

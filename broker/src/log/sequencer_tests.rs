@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::core::fixture::{NOW, roster, warning};
+use crate::log::Prune;
 use ewx_proto::Precedence;
 use ewx_proto::{Digest32, NodeId};
 use std::collections::HashMap;

@@ -143,17 +143,7 @@ impl Store {
             ..Default::default()
         };
         let placed = self.place_envelopes(&batch)?;
-        let trees = (
-            &self.places,
-            &self.ids,
-            &self.audit,
-            &self.cursors,
-            &self.checkpoints,
-            &self.meta,
-            &self.receipts,
-            &self.rosters,
-        );
-        let r: Result<(), TransactionError<()>> = trees.transaction(
+        let r: Result<(), TransactionError<()>> = self.trees().transaction(
             |(places, ids, audit, cursors, checkpoints, meta, receipts, rosters)| {
                 for (m, value) in batch.messages.iter().zip(&placed.values) {
                     places.insert(&be(m.index), value.as_slice())?;

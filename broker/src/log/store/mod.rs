@@ -109,6 +109,18 @@ fn receipt_key(id: &MessageId, by: &NodeId) -> Vec<u8> {
     k
 }
 
+/// The trees of [`Store::trees`], in that order.
+type Trees<'a> = (
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+);
+
 /// sled page cache size.
 const CACHE_BYTES: u64 = 128 << 20;
 
@@ -267,15 +279,9 @@ impl Store {
             .map_or(0, |i| i + 1))
     }
 
-    /// Write a batch atomically and make it durable.
-    ///
-    /// # Errors
-    /// `Store` if the transaction, flush or sync fails (then nothing of it is acknowledged).
-    pub fn commit(&self, batch: &Batch) -> Result<()> {
-        let started = std::time::Instant::now();
-        // the envelopes of a large batch first, durable before sled records where they lie
-        let placed = self.place_envelopes(batch)?;
-        let trees = (
+    /// Every tree a commit may write, for one sled transaction over all of them.
+    fn trees(&self) -> Trees<'_> {
+        (
             &self.places,
             &self.ids,
             &self.audit,
@@ -284,8 +290,18 @@ impl Store {
             &self.meta,
             &self.receipts,
             &self.rosters,
-        );
-        let r: Result<(), TransactionError<()>> = trees.transaction(
+        )
+    }
+
+    /// Write a batch atomically and make it durable.
+    ///
+    /// # Errors
+    /// `Store` if the transaction, flush or sync fails (then nothing of it is acknowledged).
+    pub fn commit(&self, batch: &Batch) -> Result<()> {
+        let started = std::time::Instant::now();
+        // the envelopes of a large batch first, durable before sled records where they lie
+        let placed = self.place_envelopes(batch)?;
+        let r: Result<(), TransactionError<()>> = self.trees().transaction(
             |(places, ids, audit, cursors, checkpoints, meta, receipts, rosters)| {
                 for (m, value) in batch.messages.iter().zip(&placed.values) {
                     places.insert(&be(m.index), value.as_slice())?;
