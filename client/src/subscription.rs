@@ -77,7 +77,8 @@ pub struct Subscription {
     opts: SubscriptionOptions,
     /// Highest index handed out per lane (drops redeliveries after a resume).
     handed: [Option<u64>; 4],
-    /// Highest index handed out but not yet acked, per lane, and since when.
+    /// Highest index handed out but not yet acked per lane, how many since the last ack
+    /// attempt, and since when (the first one, or the last failed attempt).
     pending: [Option<(u64, usize, Instant)>; 4],
 }
 
@@ -172,7 +173,13 @@ impl Subscription {
             }
             match self.ack(lane, through).await {
                 Ok(()) => self.pending[p] = None,
-                Err(e) => tracing::debug!("ack not sent yet: {e}"),
+                Err(e) => {
+                    // not now (reconnecting, the subscription not reopened yet, a
+                    // replica behind): again after ACK_AFTER or ACK_EVERY more
+                    // deliveries, never in a loop
+                    tracing::debug!("ack not sent yet: {e}");
+                    self.pending[p] = Some((through, 0, Instant::now()));
+                }
             }
         }
     }

@@ -329,6 +329,16 @@ pub fn broker_binary() -> PathBuf {
     bin
 }
 
+/// Acks refused by any [`BrokerProcess`] of this test binary because they named a
+/// subscription not open on the connection (a client acking before it resubscribed).
+static STRAY_ACKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many acks the broker processes of this test binary refused so far because their
+/// subscription was not open on that connection.
+pub fn stray_acks() -> u64 {
+    STRAY_ACKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A real `ewx-broker` process on a [`TestNet`]'s directory.
 #[derive(Debug)]
 pub struct BrokerProcess {
@@ -394,6 +404,9 @@ impl BrokerProcess {
         let leadership = std::sync::Arc::new(std::sync::Mutex::new(None));
         let seen = leadership.clone();
         let note = move |line: &str| {
+            if line.contains("rejected: no open subscription named") {
+                STRAY_ACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if let Some((_, rest)) = line.split_once("cluster: term ") {
                 let mut words = rest
                     .split(|c: char| !c.is_ascii_digit())

@@ -79,10 +79,20 @@ impl Node {
         self.raft.metrics().borrow().current_leader
     }
 
-    /// Resolves once this replica knows of a leader other than `leader` (or none).
+    /// Resolves once this replica knows of a leader other than `leader` (or none), or of
+    /// a new term: a leader killed and restarted may be elected again under the same id,
+    /// and a request sent to its old incarnation would wait for nothing.
     pub async fn leader_changes_from(&self, leader: u64) {
         let mut m = self.raft.metrics();
-        while m.borrow_and_update().current_leader == Some(leader) {
+        let term = m.borrow().current_term;
+        loop {
+            let same = {
+                let now = m.borrow_and_update();
+                now.current_leader == Some(leader) && now.current_term == term
+            };
+            if !same {
+                return;
+            }
             if m.changed().await.is_err() {
                 return;
             }
