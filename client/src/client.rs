@@ -375,13 +375,19 @@ impl Client {
     /// # Errors
     /// `Rejected` if the broker refuses it.
     pub async fn send_receipt(&self, envelope: &Envelope) -> Result<()> {
-        let r = Receipt::sign(
+        let r = self.sign_receipt(envelope);
+        self.request(&Request::Receipt(r)).await.map(|_| ())
+    }
+
+    /// This node's signed receipt for a delivered message, stamped now (sending the same
+    /// receipt twice is harmless: the broker logs it once).
+    pub fn sign_receipt(&self, envelope: &Envelope) -> Receipt {
+        Receipt::sign(
             &self.inner.keys,
             envelope.header().id,
             envelope.hash(),
             self.inner.clock.now_ms(),
-        );
-        self.request(&Request::Receipt(r)).await.map(|_| ())
+        )
     }
 
     /// Receipts forwarded by the broker for this node's messages (take it once).

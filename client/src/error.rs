@@ -39,8 +39,8 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// Automatic acks could not be sent (the connection is down).
-    #[error("acknowledgements could not be sent: {0}")]
+    /// Automatic acks or receipts could not be sent (the connection is down).
+    #[error("acknowledgements or receipts could not be sent: {0}")]
     AckPending(String),
     /// An audited log is unsound: the first bad index and why.
     #[error("{0}")]

@@ -1,11 +1,13 @@
 //! A subscription as the application sees it: deliveries verified and decrypted, highest
 //! precedence first, each handed out once even across reconnects, with acks batched
 //! (one `Ack` per lane every 64 deliveries or 200 ms, never one per message) and signed
-//! receipts sent for messages that ask for one.
+//! receipts sent for messages that ask for one — kept and sent again until the broker has
+//! them, since a receipt is the proof of reading an auditor relies on.
 
 use std::time::Duration;
 
-use ewx_proto::frame::{ExerciseFilter, Request, StartAt};
+use ewx_proto::frame::{ExerciseFilter, RejectReason, Request, StartAt};
+use ewx_proto::receipt::Receipt;
 use ewx_proto::{Envelope, Payload, Precedence};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -80,6 +82,10 @@ pub struct Subscription {
     /// Highest index handed out but not yet acked per lane, how many since the last ack
     /// attempt, and since when (the first one, or the last failed attempt).
     pending: [Option<(u64, usize, Instant)>; 4],
+    /// Signed receipts the broker has not taken yet (it was unreachable, or a cluster
+    /// between leaders), and when the last attempt failed.
+    unsent: Vec<Receipt>,
+    unsent_since: Option<Instant>,
 }
 
 impl Subscription {
@@ -96,6 +102,8 @@ impl Subscription {
             opts,
             handed: [None; 4],
             pending: [None; 4],
+            unsent: Vec::new(),
+            unsent_since: None,
         }
     }
 
@@ -109,7 +117,14 @@ impl Subscription {
     /// `Err(Error::Undeliverable)` (and is acked like any other: it will not get better).
     pub async fn next(&mut self) -> Option<Result<Delivery>> {
         loop {
-            let deadline = self.pending.iter().flatten().map(|p| p.2 + ACK_AFTER).min();
+            let deadline = self
+                .pending
+                .iter()
+                .flatten()
+                .map(|p| p.2)
+                .chain(self.unsent_since)
+                .min()
+                .map(|since| since + ACK_AFTER);
             let item = {
                 let [routine, priority, immediate, flash] = &mut self.rx;
                 tokio::select! {
@@ -123,6 +138,7 @@ impl Subscription {
                 }
             };
             let Some(item) = item else {
+                self.flush_receipts().await;
                 self.flush_acks(false).await;
                 continue;
             };
@@ -147,9 +163,8 @@ impl Subscription {
                     // a receipt says "read": never for a delivery left sealed
                     if self.opts.auto_receipt && d.payload.is_some() && d.envelope.header().receipt
                     {
-                        if let Err(e) = self.client.send_receipt(&d.envelope).await {
-                            tracing::warn!(id = %d.envelope.header().id, "receipt not sent: {e}");
-                        }
+                        self.unsent.push(self.client.sign_receipt(&d.envelope));
+                        self.flush_receipts().await;
                     }
                     Ok(d)
                 }
@@ -184,6 +199,32 @@ impl Subscription {
         }
     }
 
+    /// Send the receipts not yet taken, oldest first; keep those that may go through
+    /// later, drop (with a warning) those the broker refuses for good.
+    async fn flush_receipts(&mut self) {
+        while let Some(r) = self.unsent.first() {
+            let id = r.id;
+            match self.client.request(&Request::Receipt(r.clone())).await {
+                Ok(_) => {}
+                Err(Error::Rejected { reason, detail })
+                    if !matches!(
+                        reason,
+                        RejectReason::Unavailable | RejectReason::RateLimited
+                    ) =>
+                {
+                    tracing::warn!(%id, "receipt refused by the broker: {reason:?}: {detail}");
+                }
+                Err(e) => {
+                    tracing::debug!(%id, "receipt not sent yet: {e}");
+                    self.unsent_since = Some(Instant::now());
+                    return;
+                }
+            }
+            self.unsent.remove(0);
+        }
+        self.unsent_since = None;
+    }
+
     /// Acknowledge every delivery of `precedence` up to `through`: on resume the broker
     /// starts after it.
     ///
@@ -206,12 +247,19 @@ impl Subscription {
         self.ack(d.envelope.header().precedence, d.log_index).await
     }
 
-    /// Send every pending automatic ack now (e.g. before closing).
+    /// Send every pending receipt and automatic ack now (e.g. before closing).
     ///
     /// # Errors
-    /// `AckPending` if an ack could not be sent.
+    /// `AckPending` if a receipt or an ack could not be sent.
     pub async fn flush(&mut self) -> Result<()> {
+        self.flush_receipts().await;
         self.flush_acks(false).await;
+        if !self.unsent.is_empty() {
+            return Err(Error::AckPending(format!(
+                "{} receipts not sent: the broker is not reachable",
+                self.unsent.len()
+            )));
+        }
         if self.pending.iter().any(Option::is_some) {
             return Err(Error::AckPending("the broker is not reachable".into()));
         }

@@ -76,12 +76,13 @@ pub async fn run(cluster: bool) -> Result<Report> {
     }
     demo.forgery(&ua).await?;
     demo.wait_for_traffic().await;
-    let receipt_from = receipts_for(&mut receipts, consultation).await;
+    let pushed = receipts_for(&mut receipts, consultation).await;
+    let logged = demo.logged_receipts(consultation).await;
     demo.end_collection().await;
     demo.cases().await?;
     demo.stop().await?;
     demo.table();
-    demo.receipts(&receipt_from);
+    demo.receipts(&pushed, logged);
     demo.audit().await?;
     Ok(Report {
         text: demo.text,

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use ewx_proto::Kind;
-use ewx_testkit::{BROADER, CORE};
+use ewx_proto::{Kind, MessageId};
+use ewx_testkit::{AUDITOR, BROADER, CORE};
 
 use super::{Demo, wanted};
 use crate::error::Result;
@@ -60,22 +60,50 @@ impl Demo {
         }
     }
 
-    /// Every guarantor sent a receipt for the consultation request.
-    pub(super) fn receipts(&mut self, receipt_from: &BTreeSet<String>) {
+    /// Every guarantor's receipt for the consultation request is in the log, and reached
+    /// UA as a push — unless UA was reconnecting when it was logged (a cluster whose
+    /// leader stopped): a push goes to a connected sender only, the log keeps them all.
+    pub(super) fn receipts(&mut self, pushed: &BTreeSet<String>, logged: Result<BTreeSet<String>>) {
         let guarantors: BTreeSet<String> = CORE[1..].iter().map(|s| s.to_string()).collect();
-        let all_receipts = guarantors.is_subset(receipt_from);
+        let logged = match logged {
+            Ok(l) => l,
+            Err(e) => {
+                self.failures
+                    .push(format!("the auditor could not read the receipts: {e}"));
+                BTreeSet::new()
+            }
+        };
         self.expect(
-            all_receipts,
-            format!(
-                "receipts for the consultation request from every guarantor (got {receipt_from:?})"
-            ),
+            guarantors.is_subset(&logged),
+            format!("receipts for the consultation request from every guarantor in the log (got {logged:?})"),
         );
+        if self.killed.is_none() {
+            self.expect(
+                guarantors.is_subset(pushed),
+                format!("receipts for the consultation request pushed to UA from every guarantor (got {pushed:?})"),
+            );
+        }
         let _ = writeln!(
             self.text,
-            "\n  consultation request: receipts from {} of {} guarantors; deadlines 24 h / 72 h",
-            guarantors.intersection(receipt_from).count(),
-            guarantors.len()
+            "\n  consultation request: receipts from {} of {} guarantors in the log, {} pushed to UA; deadlines 24 h / 72 h",
+            guarantors.intersection(&logged).count(),
+            guarantors.len(),
+            guarantors.intersection(pushed).count(),
         );
+    }
+
+    /// Who has a receipt for message `id` in the log, as the auditor reads it from a
+    /// running broker.
+    pub(super) async fn logged_receipts(&self, id: Option<MessageId>) -> Result<BTreeSet<String>> {
+        let Some(id) = id else {
+            return Ok(BTreeSet::new());
+        };
+        let live = (0..self.addrs.len())
+            .find(|i| self.killed != Some(*i))
+            .unwrap_or(0);
+        let auditor = super::connect(&self.addrs, live, AUDITOR, &self.roster, &self.clock).await?;
+        let (_, receipts) = ewx_client::audit::receipts(&auditor, &id).await?;
+        Ok(receipts.into_iter().map(|r| r.by.to_string()).collect())
     }
 
     /// Verify the stopped broker's store offline, as an auditor would (in a cluster,
