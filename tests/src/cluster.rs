@@ -406,30 +406,11 @@ pub async fn every_replica_holds(net: &ClusterNet, acked: &[Acked]) -> u64 {
         .map(|i| ewx_broker::log::Store::open_for_audit(&net.data_dir(i)).unwrap())
         .collect();
     for (r, store) in stores.iter().enumerate() {
-        let mut copies: std::collections::HashMap<ewx_proto::MessageId, u32> =
-            std::collections::HashMap::new();
-        let (mut index, mut stored) = (0u64, 0u64);
-        while stored < store.message_count() as u64 {
-            if let Some(bytes) = store.message(index).unwrap() {
-                let env = ewx_proto::Envelope::decode(&bytes, usize::MAX).unwrap();
-                *copies.entry(env.header().id).or_default() += 1;
-                stored += 1;
-            }
-            index += 1;
-        }
-        for a in acked {
-            assert_eq!(
-                copies.get(&a.id),
-                Some(&1),
-                "replica {r}: acked {} not stored exactly once",
-                a.log_index
-            );
-            assert_eq!(
-                store.index_of(&a.id).unwrap(),
-                Some(a.log_index),
-                "replica {r}"
-            );
-        }
+        crate::holds_each_once(
+            store,
+            acked.iter().map(|a| (a.id, a.log_index)),
+            &format!("replica {r}"),
+        );
     }
     let lens: Vec<u64> = stores.iter().map(|s| s.audit_len().unwrap()).collect();
     let n = *lens.iter().min().unwrap();

@@ -558,3 +558,36 @@ pub async fn desk(c: &Client) -> Subscription {
     };
     c.subscribe_with("desk", pat("ew.>"), opts).await.unwrap()
 }
+
+/// Check that a store holds each acknowledged message exactly once, at the index its
+/// ack gave (`acked`: id and index); `who` names the store in failures. How many it held.
+pub fn holds_each_once(
+    store: &ewx_broker::log::Store,
+    acked: impl IntoIterator<Item = (ewx_proto::MessageId, u64)>,
+    who: &str,
+) -> usize {
+    let mut copies: std::collections::HashMap<ewx_proto::MessageId, u32> =
+        std::collections::HashMap::new();
+    // counted once: sled counts a tree by walking it
+    let count = store.message_count() as u64;
+    let (mut index, mut stored) = (0u64, 0u64);
+    while stored < count {
+        if let Some(bytes) = store.message(index).unwrap() {
+            let env = ewx_proto::Envelope::decode(&bytes, usize::MAX).unwrap();
+            *copies.entry(env.header().id).or_default() += 1;
+            stored += 1;
+        }
+        index += 1;
+    }
+    let mut held = 0;
+    for (id, log_index) in acked {
+        assert_eq!(
+            copies.get(&id),
+            Some(&1),
+            "{who}: acked {log_index} not stored exactly once"
+        );
+        assert_eq!(store.index_of(&id).unwrap(), Some(log_index), "{who}");
+        held += 1;
+    }
+    held
+}

@@ -5,7 +5,7 @@
 //! refused, and the audit log must verify. 5 kills here, 50 with `EWX_SOAK=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ewx_client::{Client, Error as ClientError};
 use ewx_proto::frame::RejectReason;
-use ewx_proto::{Envelope, Level, MessageId, Precedence};
+use ewx_proto::{Level, MessageId, Precedence};
 use ewx_tests::*;
 use rand::{Rng, SeedableRng};
 
@@ -184,28 +184,7 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
     // one last crash, then the store itself: every acked message exactly once, chain verifies
     broker.kill_9();
     let store = ewx_broker::log::Store::open_for_audit(&net.data_dir()).unwrap();
-    let mut copies: HashMap<MessageId, u32> = HashMap::new();
-    let mut index = 0u64;
-    let mut stored = 0u64;
-    while stored < store.message_count() as u64 {
-        if let Some(bytes) = store.message(index).unwrap() {
-            let env = Envelope::decode(&bytes, usize::MAX).unwrap();
-            *copies.entry(env.header().id).or_default() += 1;
-            stored += 1;
-        }
-        index += 1;
-    }
-    let mut recovered = 0;
-    for a in &acked {
-        assert_eq!(
-            copies.get(&a.id),
-            Some(&1),
-            "acked {} not stored exactly once",
-            a.log_index
-        );
-        assert_eq!(store.index_of(&a.id).unwrap(), Some(a.log_index));
-        recovered += 1;
-    }
+    let recovered = holds_each_once(&store, acked.iter().map(|a| (a.id, a.log_index)), "store");
     drop(store);
     let summary = verify_copy(&net.data_dir(), &net.roster, 0)
         .await

@@ -436,7 +436,8 @@ impl Store {
         self.sync()
     }
 
-    /// Number of stored envelopes (after retention).
+    /// Number of stored envelopes (after retention). Walks the index (sled counts a tree
+    /// by reading it): call it once, not per message.
     pub fn message_count(&self) -> usize {
         self.places.len()
     }
