@@ -20,7 +20,7 @@ use ewx_proto::audit::Chain;
 use ewx_proto::{Digest32, Header, MessageId, NodeId, Precedence};
 
 pub use batch::{Batch, NewMessage, Prune};
-pub use store::{Image, SCHEMA, SledSync, Store, cursor_key, guarded};
+pub use store::{Image, Place, SCHEMA, Segments, SledSync, Store, cursor_key, guarded};
 pub(crate) use writer::Command;
 pub use writer::{Applying, Head, LogHandle, Made, Part, ReplicaJob, spawn, spawn_replica};
 

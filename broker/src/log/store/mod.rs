@@ -33,11 +33,11 @@ mod traits;
 
 pub use guard::guarded;
 pub use image::Image;
+pub use segments::{Place, Segments};
 pub use sync::SledSync;
 
 use lanes::LaneIndex;
 use placement::SEGMENT_END;
-use segments::Segments;
 
 use super::Recovered;
 use super::batch::Batch;

@@ -105,7 +105,10 @@ impl Segments {
     }
 
     /// The segments there are, by first index.
-    fn list(&self) -> Result<Vec<u64>> {
+    ///
+    /// # Errors
+    /// `File` if the directory cannot be read.
+    pub fn list(&self) -> Result<Vec<u64>> {
         let mut out = Vec::new();
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
@@ -143,6 +146,8 @@ impl Segments {
             let keep = last.is_some_and(|l| segment <= l.segment);
             if !keep {
                 let path = self.path(segment);
+                // a later segment of the same name must not be read through this handle
+                lock(&self.readers).remove(&segment);
                 std::fs::remove_file(&path).map_err(io(&path))?;
                 tracing::info!(segment, "removed envelopes of a commit that did not finish");
             }
@@ -285,6 +290,15 @@ impl Segments {
                 .map_err(io(&self.dir))?;
         }
         Ok(())
+    }
+
+    /// A whole segment as it is on disk (to find its records again on start).
+    ///
+    /// # Errors
+    /// `File` on I/O failure.
+    pub fn read_segment(&self, segment: u64) -> Result<Vec<u8>> {
+        let path = self.path(segment);
+        std::fs::read(&path).map_err(io(&path))
     }
 
     /// The envelope at `place`; `None` if its segment was deleted by retention.
