@@ -4,6 +4,7 @@
 //! receipts sent for messages that ask for one — kept and sent again until the broker has
 //! them, since a receipt is the proof of reading an auditor relies on.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use ewx_proto::frame::{ExerciseFilter, RejectReason, Request, StartAt};
@@ -84,7 +85,7 @@ pub struct Subscription {
     pending: [Option<(u64, usize, Instant)>; 4],
     /// Signed receipts the broker has not taken yet (it was unreachable, or a cluster
     /// between leaders), and when the last attempt failed.
-    unsent: Vec<Receipt>,
+    unsent: VecDeque<Receipt>,
     unsent_since: Option<Instant>,
 }
 
@@ -102,7 +103,7 @@ impl Subscription {
             opts,
             handed: [None; 4],
             pending: [None; 4],
-            unsent: Vec::new(),
+            unsent: VecDeque::new(),
             unsent_since: None,
         }
     }
@@ -163,8 +164,12 @@ impl Subscription {
                     // a receipt says "read": never for a delivery left sealed
                     if self.opts.auto_receipt && d.payload.is_some() && d.envelope.header().receipt
                     {
-                        self.unsent.push(self.client.sign_receipt(&d.envelope));
-                        self.flush_receipts().await;
+                        self.unsent.push_back(self.client.sign_receipt(&d.envelope));
+                        // after a failure, only the timer tries again (never once per
+                        // delivery while the broker is away)
+                        if self.unsent_since.is_none() {
+                            self.flush_receipts().await;
+                        }
                     }
                     Ok(d)
                 }
@@ -202,7 +207,7 @@ impl Subscription {
     /// Send the receipts not yet taken, oldest first; keep those that may go through
     /// later, drop (with a warning) those the broker refuses for good.
     async fn flush_receipts(&mut self) {
-        while let Some(r) = self.unsent.first() {
+        while let Some(r) = self.unsent.front() {
             let id = r.id;
             match self.client.request(&Request::Receipt(r.clone())).await {
                 Ok(_) => {}
@@ -220,7 +225,7 @@ impl Subscription {
                     return;
                 }
             }
-            self.unsent.remove(0);
+            self.unsent.pop_front();
         }
         self.unsent_since = None;
     }

@@ -180,11 +180,16 @@ impl Segments {
             file.set_len(last.end()).map_err(io(&path))?;
             file.sync_all().map_err(io(&path))?;
         }
-        *lock(&self.active) = Some(Active {
+        let mut active = lock(&self.active);
+        // a segment started since the last sync keeps owing the directory its sync
+        let new_name = active
+            .as_ref()
+            .is_some_and(|a| a.segment == last.segment && a.new_name);
+        *active = Some(Active {
             segment: last.segment,
             file,
             len: last.end(),
-            new_name: false,
+            new_name,
         });
         Ok(())
     }
