@@ -1,7 +1,8 @@
 //! The way in for requests on a replica: the same [`crate::log::LogHandle`] as a single
 //! broker, but its commands become proposals. Whatever is queued is proposed as one
-//! entry (group commit), in arrival order, stamped with this replica's clock; the leader
-//! hands it to openraft, a follower forwards it to the leader. An outcome is answered
+//! entry (group commit), in arrival order, stamped with this replica's clock, one entry
+//! in flight at a time; the leader hands it to openraft, a follower forwards it to the
+//! leader. An outcome is answered
 //! only once the entry is committed on a majority and applied. A proposal whose fate is
 //! unknown (the leader changed under it) is proposed again through the new leader —
 //! publishes are idempotent (a repeated envelope gets its original index), so nothing
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ewx_net::Clock;
 use openraft::error::ClientWriteError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::Node;
 use super::entry::{Answer, Answers, Change, Proposal};
@@ -32,47 +33,32 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 type Replies = Vec<Option<oneshot::Sender<Outcome>>>;
 
-/// Propose what arrives on `rx` until every handle is gone.
+/// Propose what arrives on `rx` until every handle is gone. One proposal is in flight
+/// at a time: what arrives meanwhile waits and goes into the next entry together. Idle,
+/// a request is proposed at once; under load, entries grow instead of multiplying (an
+/// entry costs a log append, a replication round and an apply on every replica, whether
+/// it carries one request or a hundred).
 pub async fn run(
     node: Arc<Node>,
     mut rx: mpsc::Receiver<Command>,
     writer: mpsc::Sender<ReplicaJob>,
     clock: Clock,
 ) {
+    let in_flight = Arc::new(Semaphore::new(1));
     while let Some(first) = rx.recv().await {
-        let mut cmds = vec![first];
-        while cmds.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(c) => cmds.push(c),
-                Err(_) => break,
-            }
-        }
-        let leading = node.is_leader();
-        let mut changes = Vec::with_capacity(cmds.len());
-        let mut replies: Replies = Vec::with_capacity(cmds.len());
-        for Command { op, reply } in cmds {
-            match Change::of(op) {
-                // only the leader's clock drives checkpoints and retention
-                Ok(Change::Tick) if !leading => {}
-                Ok(change) => {
-                    changes.push(change);
-                    replies.push(reply);
-                }
-                Err(op) if matches!(*op, Op::Cases(_)) => {
-                    if let (Op::Cases(query), Some(reply)) = (*op, reply) {
-                        let _ = writer.send(ReplicaJob::Cases(query, reply)).await;
-                    }
-                }
-                Err(op) => {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(op.refused("it cannot be encoded for replication"));
-                    }
-                }
-            }
-        }
-        if changes.is_empty() {
+        let mut waiting = Waiting::default();
+        waiting.take(first, node.is_leader(), &writer).await;
+        drain(&mut rx, &mut waiting, node.is_leader(), &writer).await;
+        if waiting.changes.is_empty() {
             continue;
         }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        // what arrived while the previous proposal was committed joins this one
+        let leading = node.is_leader();
+        drain(&mut rx, &mut waiting, leading, &writer).await;
+        let Waiting { changes, replies } = waiting;
         let proposal = Proposal {
             now_ms: clock.now_ms(),
             changes,
@@ -95,8 +81,57 @@ pub async fn run(
                 },
                 None => forward(&node, &proposal).await,
             };
+            drop(permit);
             answer(replies, answers);
         });
+    }
+}
+
+/// The changes of the next proposal and whom to answer for each.
+#[derive(Default)]
+struct Waiting {
+    changes: Vec<Change>,
+    replies: Replies,
+}
+
+impl Waiting {
+    /// Add a command: a change to propose, or a case query answered from what this
+    /// replica applied (nothing to replicate).
+    async fn take(&mut self, cmd: Command, leading: bool, writer: &mpsc::Sender<ReplicaJob>) {
+        let Command { op, reply } = cmd;
+        match Change::of(op) {
+            // only the leader's clock drives checkpoints and retention
+            Ok(Change::Tick) if !leading => {}
+            Ok(change) => {
+                self.changes.push(change);
+                self.replies.push(reply);
+            }
+            Err(op) if matches!(*op, Op::Cases(_)) => {
+                if let (Op::Cases(query), Some(reply)) = (*op, reply) {
+                    let _ = writer.send(ReplicaJob::Cases(query, reply)).await;
+                }
+            }
+            Err(op) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(op.refused("it cannot be encoded for replication"));
+                }
+            }
+        }
+    }
+}
+
+/// Take what is queued, up to [`MAX_BATCH`] changes.
+async fn drain(
+    rx: &mut mpsc::Receiver<Command>,
+    waiting: &mut Waiting,
+    leading: bool,
+    writer: &mpsc::Sender<ReplicaJob>,
+) {
+    while waiting.changes.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(cmd) => waiting.take(cmd, leading, writer).await,
+            Err(_) => break,
+        }
     }
 }
 
