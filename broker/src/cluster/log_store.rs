@@ -317,15 +317,27 @@ impl RaftLogReader<Types> for LogStore {
     }
 }
 
+impl LogStore {
+    /// The id of the last entry appended (synced or about to be), or of the last one
+    /// purged when none is left.
+    ///
+    /// # Errors
+    /// When the purge point cannot be read.
+    pub fn last_log_id(&self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        let last = lock(&self.shared.index).back().map(|(id, _)| *id);
+        match last {
+            Some(id) => Ok(Some(id)),
+            None => self.get_state("purged"),
+        }
+    }
+}
+
 impl RaftLogStorage<Types> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<Types>, StorageError<u64>> {
         let purged: Option<LogId<u64>> = self.get_state("purged")?;
-        let last = lock(&self.shared.index)
-            .back()
-            .map(|(id, _)| *id)
-            .or(purged);
+        let last = self.last_log_id()?;
         Ok(LogState {
             last_purged_log_id: purged,
             last_log_id: last,

@@ -10,6 +10,7 @@
 //! (`StorageError`, large): helpers that feed them return it too.
 #![allow(clippy::result_large_err)]
 
+mod election;
 mod entry;
 mod log_store;
 mod machine;
@@ -62,6 +63,10 @@ pub struct Node {
     /// This replica's proposal queue (the leader merges forwarded requests into it);
     /// weak, so the proposer (which holds this node) still stops when the broker does.
     pub queue: mpsc::WeakSender<crate::log::Command>,
+    /// When it last heard from a leader (for Pre-Vote, [`election`]).
+    contact: election::Contact,
+    /// Its Raft log (how far it goes, for Pre-Vote).
+    log: log_store::LogStore,
 }
 
 impl std::fmt::Debug for Node {
@@ -237,6 +242,8 @@ pub async fn start(
         // a snapshot is the whole store: chunks of 1 MiB, each with time to install
         snapshot_max_chunk_size: 1 << 20,
         install_snapshot_timeout: 10_000,
+        // elections start after a Pre-Vote (`election`), never on openraft's own timer
+        enable_elect: false,
         ..Default::default()
     }
     .validate()
@@ -248,7 +255,7 @@ pub async fn start(
             peers: peers.clone(),
             retry: std::time::Duration::from_millis(config.heartbeat_ms),
         },
-        log,
+        log.clone(),
         machine,
     )
     .await
@@ -286,8 +293,11 @@ pub async fn start(
         peers,
         installed,
         queue: tx.downgrade(),
+        contact: election::Contact::new(config.election_timeout_ms),
+        log,
     });
     tokio::spawn(proposer::run(node.clone(), rx, writer, clock));
+    tokio::spawn(election::run(node.clone()));
     tokio::spawn(log_leadership(node.raft.metrics(), me));
     tracing::info!(replica = me, "cluster replica started");
     Ok((node, handle))

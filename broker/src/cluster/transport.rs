@@ -22,6 +22,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::election::PreVote;
 use super::entry::{Answers, Proposal};
 use super::membership::{Change, Refused};
 use super::{Node, Types};
@@ -43,6 +44,8 @@ pub enum Rpc {
     Propose(Proposal),
     /// An operator's membership command (sent with a replica's key).
     Membership(Change),
+    /// Would you vote for me? (asked before an election: [`super::election`])
+    PreVote(PreVote),
 }
 
 /// The answer to an [`Rpc`].
@@ -59,6 +62,8 @@ pub enum Reply {
     Propose(Result<Answers, String>),
     /// To `Membership`: the report, or why not.
     Membership(Result<String, Refused>),
+    /// To `PreVote`: granted or not.
+    PreVote(bool),
 }
 
 /// The other replicas, and connections to them (opened on first use, reopened when
@@ -438,9 +443,30 @@ pub async fn serve(conn: quinn::Connection, node: Arc<Node>) {
                 }
             };
             let reply = match rpc {
-                Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
-                Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
-                Rpc::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
+                Rpc::Append(r) => {
+                    let answer = raft.append_entries(r).await;
+                    if matches!(&answer, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_)))
+                    {
+                        node.contact.heard();
+                    }
+                    Reply::Append(answer)
+                }
+                Rpc::Vote(r) => {
+                    let answer = raft.vote(r).await;
+                    if matches!(&answer, Ok(a) if a.vote_granted) {
+                        node.contact.heard();
+                    }
+                    Reply::Vote(answer)
+                }
+                Rpc::Snapshot(r) => {
+                    let vote = r.vote;
+                    let answer = raft.install_snapshot(r).await;
+                    if matches!(&answer, Ok(a) if a.vote <= vote) {
+                        node.contact.heard();
+                    }
+                    Reply::Snapshot(answer)
+                }
+                Rpc::PreVote(r) => Reply::PreVote(super::election::grant(&node, &r)),
                 Rpc::Propose(p) => Reply::Propose(super::proposer::merge(&node, p).await),
                 Rpc::Membership(c) => Reply::Membership(super::membership::handle(&node, c).await),
             };
