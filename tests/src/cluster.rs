@@ -310,6 +310,19 @@ pub fn process_leader(procs: &[Option<BrokerProcess>]) -> Option<usize> {
     procs.get(l)?.as_ref().map(|_| l)
 }
 
+/// The newest (term, leader id) any running replica logged.
+///
+/// # Panics
+/// When none has logged a leader yet.
+pub fn newest_leadership(procs: &[Option<BrokerProcess>]) -> (u64, u64) {
+    procs
+        .iter()
+        .flatten()
+        .filter_map(|p| *p.leadership.lock().unwrap())
+        .max()
+        .expect("no replica has logged a leader")
+}
+
 /// Wait (at most 30 s) for a running leader; its position.
 pub async fn wait_leader(procs: &[Option<BrokerProcess>]) -> usize {
     let started = Instant::now();

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ewx_tests::cluster::{
-    Acked, ClusterNet, client, every_replica_holds, next_ack_after, publish_until_stopped,
-    wait_leader,
+    Acked, ClusterNet, client, every_replica_holds, newest_leadership, next_ack_after,
+    publish_until_stopped, wait_leader,
 };
 use ewx_tests::*;
 use rand::{Rng, SeedableRng};
@@ -188,16 +188,6 @@ async fn killing_replicas_loses_nothing_acknowledged() {
             after_all.as_millis(),
         ),
     );
-}
-
-/// The newest (term, leader) any running replica logged.
-fn newest_leadership(procs: &[Option<BrokerProcess>]) -> (u64, u64) {
-    procs
-        .iter()
-        .flatten()
-        .filter_map(|p| *p.leadership.lock().unwrap())
-        .max()
-        .expect("no replica has logged a leader")
 }
 
 /// The wall clock as the brokers' logs print it (UTC, to the millisecond).

@@ -15,8 +15,8 @@ use ewx_client::Client;
 use ewx_net::Clock;
 use ewx_proto::{Level, Precedence};
 use ewx_tests::cluster::{
-    Acked, ClusterNet, client, every_replica_holds, next_ack_after, publish_until_stopped,
-    wait_leader,
+    Acked, ClusterNet, client, every_replica_holds, newest_leadership, next_ack_after,
+    publish_until_stopped, wait_leader,
 };
 use ewx_tests::*;
 
@@ -149,6 +149,7 @@ async fn a_paused_or_cut_off_leader_acknowledges_nothing_and_a_follower_catches_
             s.lock().unwrap().insert(d.unwrap().log_index);
         }
     });
+    let before = newest_leadership(&procs);
     net.set_cut(behind, true);
     let flooder = client(&net, "US", lead).await;
     let n = backlog();
@@ -167,6 +168,13 @@ async fn a_paused_or_cut_off_leader_acknowledges_nothing_and_a_follower_catches_
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let catch_up = reconnected.elapsed();
+    // cut off, it could not win a pre-vote, so it raised no term: back, it follows the
+    // same leader (without Pre-Vote its higher term would depose a working leader)
+    assert_eq!(
+        newest_leadership(&procs),
+        before,
+        "the follower cut off disrupted the leader when it returned"
+    );
     acked.lock().unwrap().extend(flooded);
     watching.abort();
     flooder.close().await;

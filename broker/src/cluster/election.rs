@@ -114,7 +114,11 @@ pub async fn run(node: Arc<Node>) {
         let needed = (others.len() + 1) / 2 + 1;
         let granted = 1 + canvass(&node, &others, needed - 1).await;
         if granted >= needed {
-            tracing::info!(replica = node.me, granted, "pre-vote won: standing for election");
+            tracing::info!(
+                replica = node.me,
+                granted,
+                "pre-vote won: standing for election"
+            );
             if let Err(e) = node.raft.trigger().elect().await {
                 tracing::warn!("cannot start an election: {e}");
                 return;
