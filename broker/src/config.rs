@@ -262,11 +262,15 @@ impl Config {
     /// Read a TOML file.
     ///
     /// # Errors
-    /// `File` if unreadable, `Config` if invalid.
+    /// `Config` if missing, unreadable or invalid.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::File {
-            path: path.into(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Config(format!(
+                "{}: no such file; pass the broker's TOML configuration with --config FILE \
+                 (keys-example/broker.toml is a working example)",
+                path.display()
+            )),
+            _ => Error::Config(format!("{}: cannot read it: {e}", path.display())),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut c = Self::from_toml(&text, base)

@@ -10,12 +10,12 @@ pub enum Error {
     #[error("config: {0}")]
     Config(String),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {reason}")]
     File {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so not also a source: shown once).
+        reason: std::io::Error,
     },
     /// TLS, QUIC, framing, or a key or roster file.
     #[error(transparent)]

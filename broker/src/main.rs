@@ -86,8 +86,12 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("ewx-broker: {e:#}");
+            // a person at a terminal reads one line; a service's log gets the event
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!("ewx-broker: {e:#}");
+            } else {
+                tracing::error!("{e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -96,8 +100,10 @@ fn main() -> ExitCode {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    // colour codes only for a person at a terminal, never into a file or a journal
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

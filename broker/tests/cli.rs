@@ -63,7 +63,13 @@ fn bad_setups_fail_with_a_clear_message() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/broker.toml"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/broker.toml: no such file") && err.contains("--config FILE"),
+        "{err}"
+    );
+    // not a terminal: plain text, no colour codes
+    assert!(!err.contains('\u{1b}'), "colour codes in {err:?}");
 
     let dir = tempfile::tempdir().unwrap();
     write_network(dir.path(), 0o644);
@@ -99,6 +105,18 @@ fn listens_reloads_the_roster_on_sighup_and_stops_on_sigterm() {
         }
     };
     assert!(listening.starts_with('{'), "json log line: {listening}");
+    // a second broker on the same data directory is told why it cannot start
+    let second = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("broker.toml"))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("in use by another process") && err.contains("data_dir"),
+        "{err}"
+    );
     let pid = child.id().to_string();
     // SIGHUP installs a newer roster file
     write_roster(dir.path(), 2);

@@ -80,6 +80,22 @@ impl Client {
         roster: Roster,
         clock: ewx_net::Clock,
     ) -> Result<Self> {
+        Self::connect_any_within(addrs, keys, roster, clock, None).await
+    }
+
+    /// [`Client::connect_any`], waiting at most `handshake` for each address to answer
+    /// (default: 2 s with several replicas, the idle timeout with one broker) — a tool a
+    /// person waits for gives up on a broker that is down after a few seconds.
+    ///
+    /// # Errors
+    /// As [`Client::connect_any`].
+    pub async fn connect_any_within(
+        addrs: &[SocketAddr],
+        keys: NodeKeys,
+        roster: Roster,
+        clock: ewx_net::Clock,
+        handshake: Option<std::time::Duration>,
+    ) -> Result<Self> {
         let Some(&addr) = addrs.first() else {
             return Err(Error::Connect {
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -121,6 +137,7 @@ impl Client {
             dead: CancellationToken::new(),
             dead_reason: Mutex::new(String::new()),
             pipes: tokio::sync::Mutex::default(),
+            handshake,
         });
         let mut last = None;
         for _ in addrs {
@@ -222,10 +239,19 @@ impl Client {
     /// Seal and publish; returns once the broker has stored it durably.
     ///
     /// # Errors
-    /// `Proto` if it cannot be sealed, `Rejected` if the broker refuses it, `Connect` if
-    /// the connection broke before the answer (then it may or may not be stored: publish
-    /// the same envelope again with [`Client::publish_envelope`], a duplicate is refused).
+    /// `Proto` if it cannot be sealed, `Rejected` if the broker refuses it, `Unconfirmed`
+    /// if the connection broke and no answer came within 30 s of sending again (then it
+    /// may or may not be stored: the same envelope again with
+    /// [`Client::publish_envelope`] gets its original index if it is).
     pub async fn publish(&self, draft: Draft) -> Result<PublishAck> {
+        self.publish_sealed(draft).await.map(|(_, ack)| ack)
+    }
+
+    /// [`Client::publish`], also returning the envelope as it was stored.
+    ///
+    /// # Errors
+    /// As [`Client::publish`].
+    pub async fn publish_sealed(&self, draft: Draft) -> Result<(Envelope, PublishAck)> {
         let mut attempts = 0;
         loop {
             let env = self.seal(draft.clone()).await?;
@@ -236,15 +262,17 @@ impl Client {
                     reason: RejectReason::Replay,
                     ..
                 }) if attempts < 3 => attempts += 1,
-                other => return other,
+                other => return other.map(|ack| (env, ack)),
             }
         }
     }
 
-    /// Publish envelope bytes as they are (already sealed and signed).
+    /// Publish envelope bytes as they are (already sealed and signed). While a cluster
+    /// has no leader, or the connection is lost, the same bytes are sent again (for up to
+    /// 30 s; a stored envelope gets its original index, never a second copy).
     ///
     /// # Errors
-    /// `Rejected` if the broker refuses them.
+    /// `Rejected` if the broker refuses them, `Unconfirmed` if no answer came.
     pub async fn publish_envelope(&self, bytes: &[u8]) -> Result<PublishAck> {
         // one that does not decode goes as ROUTINE, and the broker says what is wrong
         let precedence =
@@ -271,14 +299,17 @@ impl Client {
                 }) if started.elapsed() < UNAVAILABLE_RETRY => {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-                // a cluster client whose replica went away sends it again through
-                // whichever replica it reconnects to
+                // the connection went away (a broker restarted, a replica died): the same
+                // envelope again through whatever the client reconnects to
                 Err(Error::Connect { .. } | Error::Net(_))
-                    if self.inner.addrs.len() > 1
-                        && !self.inner.dead.is_cancelled()
-                        && started.elapsed() < UNAVAILABLE_RETRY =>
+                    if !self.inner.dead.is_cancelled() && started.elapsed() < UNAVAILABLE_RETRY =>
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e @ (Error::Connect { .. } | Error::Net(_))) => {
+                    return Err(Error::Unconfirmed {
+                        reason: e.to_string(),
+                    });
                 }
                 Err(e) => return Err(e),
             }

@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     /// The publish pipes on the current connection, one per precedence (so a FLASH
     /// warning never queues behind ROUTINE ones in a stream), opened on first use.
     pub(crate) pipes: tokio::sync::Mutex<[Option<Arc<Pipe>>; 4]>,
+    /// How long a handshake may take (`None`: the defaults below).
+    pub(crate) handshake: Option<Duration>,
 }
 
 pub(crate) async fn request_on(
@@ -204,11 +206,11 @@ impl Inner {
             .map_err(|e| connect_err(e.to_string()))?;
         // a replica that is down answers nothing: try the next one soon, not after the
         // idle timeout
-        let wait = if self.addrs.len() > 1 {
+        let wait = self.handshake.unwrap_or(if self.addrs.len() > 1 {
             REPLICA_HANDSHAKE_WAIT
         } else {
             TransportLimits::client().idle_timeout
-        };
+        });
         let conn = tokio::time::timeout(wait, connecting)
             .await
             .map_err(|_| connect_err(format!("no answer within {wait:?}")))?

@@ -49,6 +49,15 @@ pub enum Error {
     /// an envelope pruned by retention).
     #[error("audit: {0}")]
     Audit(String),
+    /// A publish was sent but no answer came back (the connection broke and stayed
+    /// broken): the broker may have stored it.
+    #[error(
+        "no answer to the publish ({reason}); it may be stored: sending the same envelope again is safe (a stored one gets its original log index)"
+    )]
+    Unconfirmed {
+        /// What broke.
+        reason: String,
+    },
     /// The roster names no active broker to pin.
     #[error("the roster names no active broker node")]
     NoBroker,

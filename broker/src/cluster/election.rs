@@ -111,7 +111,9 @@ pub async fn run(node: Arc<Node>) {
         asked = Some(Instant::now());
         wait = contact.random_timeout();
         let others: Vec<u64> = voters.into_iter().filter(|v| *v != node.me).collect();
-        let needed = (others.len() + 1) / 2 + 1;
+        // a majority of the voters, this replica one of them
+        let voters = others.len() + 1;
+        let needed = voters / 2 + 1;
         let granted = 1 + canvass(&node, &others, needed - 1).await;
         if granted >= needed {
             tracing::info!(

@@ -135,9 +135,9 @@ impl Store {
     }
 
     fn open_unguarded(dir: &Path, replay_width: u64) -> Result<(Self, Recovered)> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::File {
+        std::fs::create_dir_all(dir).map_err(|reason| Error::File {
             path: dir.into(),
-            source,
+            reason,
         })?;
         let store = Self::open_trees(dir)?;
         let corrupt = |reason: String| Error::CorruptStore {
@@ -206,6 +206,15 @@ impl Store {
                         path: dir.into(),
                         reason: format!("the store is damaged: {e}"),
                     }
+                }
+                // sled's words for a lock another process holds
+                sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+                    Error::Store(format!(
+                        "{}: the store is in use by another process (an ewx-broker already \
+                         running on this data directory?); stop it, or give this broker \
+                         another data_dir",
+                        dir.display()
+                    ))
                 }
                 e => Error::Store(format!("{}: cannot open the store: {e}", dir.display())),
             })?;

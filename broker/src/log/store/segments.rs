@@ -82,9 +82,9 @@ fn name(segment: u64) -> String {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::File {
+    move |reason| Error::File {
         path: path.into(),
-        source,
+        reason,
     }
 }
 

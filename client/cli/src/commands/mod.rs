@@ -50,6 +50,17 @@ pub struct Conn {
     /// with the address (a cluster's replicas: one per line or separated by commas).
     #[arg(long, global = true, env = "EWX_PROFILE")]
     profile: Option<PathBuf>,
+    /// Seconds to wait for the broker (each replica of a cluster) to answer before
+    /// giving up.
+    #[arg(long, global = true, env = "EWX_CONNECT_TIMEOUT", default_value_t = 5.0, value_parser = parse_timeout)]
+    connect_timeout: f64,
+}
+
+fn parse_timeout(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if t > 0.0 && t <= 3600.0 => Ok(t),
+        _ => Err(format!("{s:?}: seconds, more than 0 and at most 3600")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +210,7 @@ pub struct Resolved {
     broker: Brokers,
     key: PathBuf,
     roster: PathBuf,
+    connect_timeout: std::time::Duration,
 }
 
 impl Conn {
@@ -235,6 +247,7 @@ impl Conn {
             broker,
             key,
             roster: self.roster_file()?,
+            connect_timeout: std::time::Duration::from_secs_f64(self.connect_timeout),
         })
     }
 }
@@ -244,9 +257,24 @@ impl Resolved {
         let keys = ewx_net::files::read_keys(&self.key)?;
         let roster = ewx_net::files::read_roster(&self.roster)?;
         let node = keys.node.clone();
-        ewx_client::Client::connect_any(&self.broker.0, keys, roster, ewx_net::Clock::system())
-            .await
-            .with_context(|| format!("connecting to {} as {node} (is the broker running, and is {node} in its roster?)", self.broker))
+        // a person at a terminal sees what it waits for; scripts get only the outcome
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!("connecting to {} as {node} …", self.broker);
+        }
+        ewx_client::Client::connect_any_within(
+            &self.broker.0,
+            keys,
+            roster,
+            ewx_net::Clock::system(),
+            Some(self.connect_timeout),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to {} as {node} (is the broker running, and is {node} in its roster? --connect-timeout waits longer)",
+                self.broker
+            )
+        })
     }
 }
 

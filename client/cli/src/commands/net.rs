@@ -164,6 +164,13 @@ pub async fn publish(client: Client, a: PublishArgs) -> Result<()> {
         .filter(|s| !s.is_empty())
         .map(NodeId::new)
         .collect::<Result<_, _>>()?;
+    let roster = client.roster();
+    if let Some(stranger) = labels.rel_to.iter().find(|n| roster.node(n).is_none()) {
+        bail!(
+            "--rel-to {stranger}: no such node in the roster (version {}); `ewx roster show` lists them",
+            roster.version()
+        );
+    }
     let text = match &a.file {
         Some(f) => {
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
@@ -186,11 +193,13 @@ pub async fn publish(client: Client, a: PublishArgs) -> Result<()> {
         receipt: a.receipt,
         case: None,
     };
-    let env = client
-        .seal(draft)
-        .await
-        .context("cannot seal this message (check your publish grants and the labels)")?;
-    let ack = client.publish_envelope(&env.encode()?).await?;
+    // sealed (and sealed again if another `ewx publish` of this node took the same seq)
+    // and sent again by the library while the broker is briefly away
+    let (env, ack) = client.publish_sealed(draft).await.map_err(|e| match e {
+        ewx_client::Error::Proto(_) => anyhow::Error::new(e)
+            .context("cannot seal this message (check your publish grants and the labels)"),
+        e => e.into(),
+    })?;
     println!(
         "published id {} log index {} to {} recipients",
         ack.id,

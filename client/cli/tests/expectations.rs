@@ -1,0 +1,126 @@
+//! What a new user expects of `ewx` and was not given before (issue 16, part 3): a broker
+//! that is down is reported in seconds, with advice; `--rel-to` naming a node the roster
+//! does not have is refused; several `ewx publish` runs of one node at the same moment all
+//! get stored; error output is plain text when it is not a terminal.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{ewx, fails, run};
+
+#[test]
+fn a_broker_that_is_down_is_reported_in_seconds_with_advice() {
+    let d = tempfile::tempdir().unwrap();
+    assert!(
+        run(d.path(), &["demo", "--write-network", "net"])
+            .status
+            .success()
+    );
+    // a socket that never answers: what a stopped broker behind a firewall looks like
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let err = fails(d.path(), &addr, "UA", &["--connect-timeout", "1", "status"]);
+    assert!(
+        err.contains("no answer within 1s") && err.contains("is the broker running"),
+        "{err}"
+    );
+    assert!(err.contains("--connect-timeout"), "{err}");
+    // not a terminal: no progress line, no colour codes
+    assert!(
+        !err.contains("connecting to") || err.starts_with("ewx:"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "colour codes in {err:?}");
+    // it gave up; the old behaviour sat silent for 30 s
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    let bad = fails(d.path(), &addr, "UA", &["--connect-timeout", "0", "status"]);
+    assert!(bad.contains("more than 0"), "{bad}");
+}
+
+#[test]
+fn publishing_checks_rel_to_and_survives_a_crowd() {
+    let d = tempfile::tempdir().unwrap();
+    let (rt, broker) = support::demo_broker(d.path());
+    let addr = broker.local_addr().to_string();
+    std::fs::write(d.path().join("b.txt"), "Drills\nCheck the sirens").unwrap();
+    let publish = |extra: &[&str]| {
+        let mut args = vec![
+            "publish",
+            "--topic",
+            "ew.air.missile",
+            "--level",
+            "AMBER",
+            "--compartments",
+            "CORE",
+            "--file",
+            "b.txt",
+        ];
+        args.extend_from_slice(extra);
+        ewx(d.path(), &addr, "UA", &args)
+    };
+    // a node the roster does not have is refused by name (it was accepted silently,
+    // then sealing failed with a misleading "not releasable to UA")
+    let out = publish(&["--rel-to", "UA,ZZ"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--rel-to ZZ: no such node in the roster"),
+        "{err}"
+    );
+
+    // six runs of one node at the same moment: each stored once, none refused as a
+    // replay of another's sequence number
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn({
+                let (dir, addr) = (d.path().to_path_buf(), addr.clone());
+                move || {
+                    ewx(
+                        &dir,
+                        &addr,
+                        "UA",
+                        &[
+                            "publish",
+                            "--topic",
+                            "ew.air.missile",
+                            "--level",
+                            "AMBER",
+                            "--compartments",
+                            "CORE",
+                            "--file",
+                            "b.txt",
+                        ],
+                    )
+                }
+            })
+        })
+        .collect();
+    let mut indexes = Vec::new();
+    for r in runs {
+        let out = r.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let index: u64 = text
+            .split("log index ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no log index in {text:?}"));
+        indexes.push(index);
+    }
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), 6, "{indexes:?}");
+    rt.block_on(broker.shutdown()).unwrap();
+}
