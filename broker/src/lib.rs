@@ -17,6 +17,7 @@
 //! is `ewx-net`).
 #![forbid(unsafe_code)]
 
+mod check;
 mod cluster;
 pub mod config;
 mod core;
@@ -28,6 +29,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use check::{Finding, check_config};
 pub use cluster::{MembershipChange, change_membership, check_snapshot};
 pub use config::Config;
 pub use core::Rejection;

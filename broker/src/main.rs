@@ -41,6 +41,11 @@ struct Args {
     /// shows them).
     #[arg(long, default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
+    /// Check the configuration as a start would (key file and mode, roster and this
+    /// broker's place in it, data directory, listening address, cluster section), print
+    /// what was found, and exit: 0 when it is usable, 1 when not. Serves nothing.
+    #[arg(long)]
+    check_config: bool,
     /// Instead of running the broker: an operator's command to the running cluster.
     #[command(subcommand)]
     command: Option<Command>,
@@ -119,6 +124,24 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(d) = args.data_dir {
         config.data_dir = d;
+    }
+    if args.check_config {
+        if args.command.is_some() {
+            anyhow::bail!("--check-config runs alone, without a subcommand");
+        }
+        let found = ewx_broker::check_config(&config);
+        for f in &found {
+            println!("{}  {}", if f.ok { "ok " } else { "BAD" }, f.what);
+        }
+        let bad = found.iter().filter(|f| !f.ok).count();
+        if bad > 0 {
+            anyhow::bail!(
+                "{}: {bad} problem(s) above; the broker would not start",
+                args.config.display()
+            );
+        }
+        println!("{}: usable", args.config.display());
+        return Ok(());
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     if let Some(Command::Cluster { action }) = args.command {

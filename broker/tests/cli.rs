@@ -81,6 +81,52 @@ fn bad_setups_fail_with_a_clear_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chmod 600"), "{err}");
+    // --check-config finds the same, and says the broker would not start
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("broker.toml"))
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let found = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        found
+            .lines()
+            .any(|l| l.starts_with("BAD") && l.contains("chmod 600")),
+        "{found}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("would not start"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn check_config_passes_a_usable_configuration_without_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    write_network(dir.path(), 0o600);
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("broker.toml"))
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let found = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{found}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        found.contains("BROKER is an active broker of the roster"),
+        "{found}"
+    );
+    assert!(found.contains("a new store will be created"), "{found}");
+    assert!(found.trim_end().ends_with("usable"), "{found}");
+    assert!(!found.contains("BAD"), "{found}");
+    // it created nothing
+    assert!(!dir.path().join("data").exists());
 }
 
 #[test]
