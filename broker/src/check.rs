@@ -106,5 +106,20 @@ pub fn check_config(config: &Config) -> Vec<Finding> {
             ),
         ),
     }
+    if let Some(ops) = &config.ops {
+        if let Some(file) = &ops.token_file {
+            match crate::ops::read_token(file) {
+                Ok(_) => note(
+                    true,
+                    format!("ops token {}: owner-only, usable", file.display()),
+                ),
+                Err(e) => note(false, e.to_string()),
+            }
+        }
+        match std::net::TcpListener::bind(ops.listen) {
+            Ok(_) => note(true, format!("ops listen {}: free", ops.listen)),
+            Err(e) => note(false, format!("ops listen {}: {e}", ops.listen)),
+        }
+    }
     found
 }

@@ -37,6 +37,9 @@ pub struct Config {
     /// Replication across replicas (absent: one broker, the embedded default).
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// The operations listener: metrics, health (absent: off).
+    #[serde(default)]
+    pub ops: Option<OpsConfig>,
     /// Where log times come from: the wall clock, or a simulated clock shared with an
     /// in-process test or demo (never from the file).
     #[serde(skip)]
@@ -44,6 +47,18 @@ pub struct Config {
     /// The file it was read from (SIGHUP reads it again for `[cluster] replicas`).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// The operations listener (HTTP): `/metrics` for Prometheus, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// TCP address (`127.0.0.1:9470`); any address other than loopback needs a token.
+    pub listen: SocketAddr,
+    /// A file (mode 0600) holding the bearer token every request must carry
+    /// (`Authorization: Bearer <token>`); optional on loopback only.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// When the broker reminds the parties of a case that have not answered.
@@ -250,7 +265,11 @@ impl Config {
     /// `Config` naming the field or syntax error.
     pub fn from_toml(text: &str, base: &Path) -> Result<Self> {
         let mut c: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
-        for p in [&mut c.data_dir, &mut c.key, &mut c.roster] {
+        let token = c.ops.as_mut().and_then(|o| o.token_file.as_mut());
+        for p in [&mut c.data_dir, &mut c.key, &mut c.roster]
+            .into_iter()
+            .chain(token)
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -311,6 +330,15 @@ impl Config {
             return bad(
                 "limits.max_streams_per_connection, live_buffer and write_queue must be at least 1",
             );
+        }
+        if let Some(ops) = &self.ops
+            && !ops.listen.ip().is_loopback()
+            && ops.token_file.is_none()
+        {
+            return Err(Error::Config(format!(
+                "ops.listen {} is not a loopback address: set ops.token_file (a 0600 file holding a bearer token), or listen on 127.0.0.1",
+                ops.listen
+            )));
         }
         if self.checkpoint.every_entries == 0 || self.checkpoint.interval_ms == 0 {
             return bad("checkpoint.every_entries and checkpoint.interval_ms must be at least 1");

@@ -24,6 +24,7 @@ mod core;
 mod error;
 pub mod log;
 mod net;
+mod ops;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -47,6 +48,8 @@ pub struct Broker {
     store: log::Store,
     endpoint: quinn::Endpoint,
     addr: SocketAddr,
+    /// The operations listener's address, when configured.
+    ops_addr: Option<SocketAddr>,
     writer: std::thread::JoinHandle<()>,
     /// This broker's place in a cluster (`None`: a single broker).
     cluster: Option<Arc<cluster::Node>>,
@@ -60,6 +63,10 @@ impl Broker {
     /// Any configuration, key, roster, store or socket problem, with its cause.
     pub async fn start(config: Config) -> Result<Self> {
         let keys = Arc::new(ewx_net::files::read_keys(&config.key)?);
+        let ops_bound = match &config.ops {
+            Some(o) => Some(ops::bind(o).await?),
+            None => None,
+        };
         let file_roster = ewx_net::files::read_roster(&config.roster)?;
         let (store, recovered) = log::Store::open(&config.data_dir, config.limits.replay_window)?;
         let roster = newest_roster(recovered.roster.as_deref(), file_roster, &config);
@@ -139,6 +146,7 @@ impl Broker {
             connections: Mutex::new(Default::default()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            metrics: ops::Metrics::default(),
         });
         // the audit log records every roster in force, starting with this one
         let current = shared.roster.get();
@@ -168,6 +176,9 @@ impl Broker {
             .tasks
             .spawn(net::accept_loop(endpoint.clone(), shared.clone()));
         shared.tasks.spawn(net::ticker(shared.clone()));
+        let ops_addr = ops_bound
+            .map(|b| ops::serve(b, shared.clone()))
+            .transpose()?;
         shared
             .tasks
             .spawn(net::push_reminders(shared.clone(), reminders));
@@ -177,9 +188,15 @@ impl Broker {
             store,
             endpoint,
             addr,
+            ops_addr,
             writer,
             cluster,
         })
+    }
+
+    /// Where the operations listener is bound, when `[ops]` is configured.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
     }
 
     /// The bound address (useful with port 0).

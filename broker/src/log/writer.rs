@@ -65,6 +65,8 @@ pub struct Head {
     pub audit_len: AtomicU64,
     /// The Merkle tree of the durable audit entries, for proofs.
     pub tree: std::sync::RwLock<ewx_proto::merkle::MerkleTree>,
+    /// Set once a commit failed: the writer refuses every write until restarted.
+    pub failed: std::sync::atomic::AtomicBool,
 }
 
 /// The typed handle to the writer. Cheap to clone; the writer stops when the last one
@@ -80,6 +82,11 @@ fn shutting_down() -> Rejection {
 }
 
 impl LogHandle {
+    /// Has the writer stopped (shut down, or its thread gone)?
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     async fn call(&self, op: Op) -> Option<Outcome> {
         let (reply, answer) = oneshot::channel();
         let cmd = Command {
@@ -484,6 +491,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!("log commit failed; refusing all writes until restarted: {e}");
                 self.failed = Some(e.to_string());
+                self.head.failed.store(true, Ordering::Release);
                 false
             }
         }

@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub cancel: CancellationToken,
     /// Every spawned task, awaited on shutdown.
     pub tasks: TaskTracker,
+    /// Counters for the operations listener.
+    pub metrics: crate::ops::Metrics,
 }
 
 impl Shared {
@@ -119,6 +121,58 @@ impl Shared {
                 }
             });
         }
+    }
+
+    /// What a metrics scrape reads now.
+    pub fn levels(&self) -> crate::ops::metrics::Levels {
+        let mut per_node: HashMap<String, u64> = HashMap::new();
+        for (node, _) in self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            *per_node.entry(node.to_string()).or_default() += 1;
+        }
+        let mut connections: Vec<(String, u64)> = per_node.into_iter().collect();
+        connections.sort();
+        crate::ops::metrics::Levels {
+            next_index: self
+                .head
+                .next_index
+                .load(std::sync::atomic::Ordering::Acquire),
+            audit_entries: self
+                .head
+                .audit_len
+                .load(std::sync::atomic::Ordering::Acquire),
+            roster_version: self.roster.get().version(),
+            connections,
+            replica: self.cluster.as_ref().map(|c| {
+                let m = c.raft.metrics();
+                let m = m.borrow();
+                (m.current_leader == Some(c.me), m.current_term)
+            }),
+        }
+    }
+
+    /// Why this broker cannot serve now, if it cannot: its writer stopped or failed, or
+    /// (a replica) it knows of no leader.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.cancel.is_cancelled() {
+            return Some("shutting down".into());
+        }
+        if self.writer.is_closed() {
+            return Some("the writer has stopped".into());
+        }
+        if self.head.failed.load(std::sync::atomic::Ordering::Acquire) {
+            return Some("a store commit failed; the writer refuses writes until restarted".into());
+        }
+        if let Some(c) = &self.cluster
+            && c.leader().is_none()
+        {
+            return Some("no cluster leader known".into());
+        }
+        None
     }
 
     fn connections_of(&self, node: &NodeId) -> usize {

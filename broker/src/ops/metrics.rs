@@ -1,0 +1,156 @@
+//! The broker's metrics, in Prometheus/OpenMetrics text through `prometheus-client`.
+//! Counters are bumped where things happen (an atomic add); levels — log and audit size,
+//! connections, the roster, a replica's place — are read when Prometheus scrapes, so the
+//! hot path pays for nothing it does not already do. No label carries a topic or anything
+//! from a payload: results, reject reasons and roster node names only.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A publish's outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// `accepted` or `rejected`.
+    pub result: &'static str,
+    /// The reject reason (`none` when accepted).
+    pub reason: String,
+}
+
+/// A rejection of any request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// The reject reason.
+    pub reason: String,
+}
+
+/// A roster node.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Node {
+    /// Its roster name.
+    pub node: String,
+}
+
+type Level = Gauge<u64, AtomicU64>;
+
+/// Every metric the broker exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    publishes: Family<Outcome, Counter>,
+    rejections: Family<Reason, Counter>,
+    connections: Family<Node, Level>,
+    log_next_index: Level,
+    audit_entries: Level,
+    roster_version: Level,
+    replica_leader: Level,
+    replica_term: Level,
+}
+
+/// What a scrape reads from the broker.
+#[derive(Debug, Default)]
+pub struct Levels {
+    /// Next log index (the log's size).
+    pub next_index: u64,
+    /// Audit entries.
+    pub audit_entries: u64,
+    /// Roster version in force.
+    pub roster_version: u64,
+    /// Open connections per node.
+    pub connections: Vec<(String, u64)>,
+    /// On a replica: (leads, term).
+    pub replica: Option<(bool, u64)>,
+}
+
+impl Metrics {
+    /// A publish answered: accepted, or rejected for `reason`.
+    pub fn published(&self, rejected: Option<&str>) {
+        let outcome = match rejected {
+            None => Outcome {
+                result: "accepted",
+                reason: "none".into(),
+            },
+            Some(r) => Outcome {
+                result: "rejected",
+                reason: r.into(),
+            },
+        };
+        self.publishes.get_or_create(&outcome).inc();
+    }
+
+    /// A request rejected (any kind), for `reason`.
+    pub fn rejected(&self, reason: &str) {
+        self.rejections
+            .get_or_create(&Reason {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text of every metric, with the levels as read now.
+    ///
+    /// # Errors
+    /// If encoding fails (it writes to a string: it does not).
+    pub fn encode(&self, levels: &Levels) -> Result<String, std::fmt::Error> {
+        self.log_next_index.set(levels.next_index);
+        self.audit_entries.set(levels.audit_entries);
+        self.roster_version.set(levels.roster_version);
+        self.connections.clear();
+        for (node, n) in &levels.connections {
+            self.connections
+                .get_or_create(&Node { node: node.clone() })
+                .set(*n);
+        }
+        let mut registry = Registry::with_prefix("ewx");
+        registry.register(
+            "publishes",
+            "Publish requests answered, by result and reject reason",
+            self.publishes.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Requests of any kind rejected, by reason (each also logged)",
+            self.rejections.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open client connections, by roster node",
+            self.connections.clone(),
+        );
+        registry.register(
+            "log_next_index",
+            "Log index the next accepted message gets (messages ever logged)",
+            self.log_next_index.clone(),
+        );
+        registry.register(
+            "audit_entries",
+            "Entries in the hash-chained audit log",
+            self.audit_entries.clone(),
+        );
+        registry.register(
+            "roster_version",
+            "Version of the roster in force",
+            self.roster_version.clone(),
+        );
+        if let Some((leads, term)) = levels.replica {
+            self.replica_leader.set(u64::from(leads));
+            self.replica_term.set(term);
+            registry.register(
+                "replica_leader",
+                "1 while this replica leads the cluster",
+                self.replica_leader.clone(),
+            );
+            registry.register(
+                "replica_term",
+                "Raft term this replica is in",
+                self.replica_term.clone(),
+            );
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}

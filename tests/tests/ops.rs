@@ -1,0 +1,122 @@
+//! The operations listener as Prometheus and a load balancer meet it, read with `curl`:
+//! `/metrics` in OpenMetrics text with publishes by result and reject reason and the
+//! levels of the log, `/healthz`, `/readyz`; a bearer token required when set; a listener
+//! on a public address without a token refused at start, and a token file others can
+//! read refused.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use ewx_broker::Config;
+use ewx_proto::{Level, Precedence};
+use ewx_tests::*;
+
+const TOKEN: &str = "s3cret-token-for-the-ops-test";
+
+/// `curl` a path: (HTTP status, body).
+fn curl(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-m", "10", "-w", "\n%{http_code}"]);
+    if let Some(t) = token {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = c
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+fn ops_config(net: &TestNet, ops: &str) -> Result<Config, ewx_broker::Error> {
+    let text = format!(
+        "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'broker.key'\nroster = 'roster.cbor'\n[ops]\n{ops}\n"
+    );
+    Config::from_toml(&text, net.dir.path())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_with_a_bearer_token() {
+    let net = TestNet::new();
+    let token = net.dir.path().join("ops.token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    set_mode(&token, 0o600);
+    let config = ops_config(&net, "listen = '127.0.0.1:0'\ntoken_file = 'ops.token'").unwrap();
+    let broker = ewx_broker::Broker::start(config).await.unwrap();
+    let ops = broker.ops_addr().unwrap();
+
+    let ua = net.client(&broker, "UA").await;
+    ua.publish(bulletin(
+        "ew.air",
+        Level::Amber,
+        "CORE",
+        Precedence::Flash,
+        "m0",
+    ))
+    .await
+    .unwrap();
+    // bytes that are no envelope: a rejection, counted by its reason
+    let xx = net.client(&broker, "XX").await;
+    let Err(ewx_client::Error::Rejected { reason, .. }) = xx.publish_envelope(b"junk").await else {
+        panic!("junk was not rejected");
+    };
+
+    let metrics = tokio::task::spawn_blocking(move || {
+        let unauthorized = curl(ops, "/metrics", None);
+        let wrong = curl(ops, "/metrics", Some("not-the-token-at-all"));
+        let ok = curl(ops, "/metrics", Some(TOKEN));
+        let health = curl(ops, "/healthz", Some(TOKEN));
+        let ready = curl(ops, "/readyz", Some(TOKEN));
+        (unauthorized, wrong, ok, health, ready)
+    })
+    .await
+    .unwrap();
+    let (unauthorized, wrong, (code, text), health, ready) = metrics;
+    assert_eq!(unauthorized.0, 401, "{unauthorized:?}");
+    assert_eq!(wrong.0, 401, "{wrong:?}");
+    assert_eq!(code, 200, "{text}");
+    for want in [
+        "ewx_publishes_total{result=\"accepted\",reason=\"none\"} 1",
+        &format!("ewx_publishes_total{{result=\"rejected\",reason=\"{reason:?}\"}} 1"),
+        &format!("ewx_rejections_total{{reason=\"{reason:?}\"}} 1"),
+        "ewx_connections{node=\"UA\"} 1",
+        "ewx_connections{node=\"XX\"} 1",
+        "ewx_log_next_index 1",
+        "ewx_roster_version 1",
+        "# TYPE ewx_audit_entries gauge",
+        "# EOF",
+    ] {
+        let want: &str = want;
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    // no topic or payload in any label
+    assert!(!text.contains("ew.air"), "{text}");
+    assert_eq!(health, (200, "ok\n".into()));
+    assert_eq!(ready, (200, "ready\n".into()));
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_listener_needs_an_owner_only_token() {
+    let net = TestNet::new();
+    // any address but loopback, without a token: the configuration is refused
+    let e = ops_config(&net, "listen = '0.0.0.0:0'").unwrap_err();
+    assert!(e.to_string().contains("token_file"), "{e}");
+    // a token others can read is refused at start
+    let token = net.dir.path().join("ops.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    set_mode(&token, 0o644);
+    let config = ops_config(&net, "listen = '0.0.0.0:0'\ntoken_file = 'ops.token'").unwrap();
+    let e = ewx_broker::Broker::start(config).await.unwrap_err();
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+    // loopback without a token: open to local tools
+    let config = ops_config(&net, "listen = '127.0.0.1:0'").unwrap();
+    let broker = ewx_broker::Broker::start(config).await.unwrap();
+    let ops = broker.ops_addr().unwrap();
+    let (code, _) = tokio::task::spawn_blocking(move || curl(ops, "/healthz", None))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    broker.shutdown().await.unwrap();
+}
