@@ -46,6 +46,8 @@ async fn metrics_and_health_with_a_bearer_token() {
     let broker = ewx_broker::Broker::start(config).await.unwrap();
     let ops = broker.ops_addr().unwrap();
 
+    let pl = net.client(&broker, "PL").await;
+    let mut sub = desk(&pl).await;
     let ua = net.client(&broker, "UA").await;
     ua.publish(bulletin(
         "ew.air",
@@ -56,6 +58,7 @@ async fn metrics_and_health_with_a_bearer_token() {
     ))
     .await
     .unwrap();
+    sub.next().await.unwrap().unwrap();
     // bytes that are no envelope: a rejection, counted by its reason
     let xx = net.client(&broker, "XX").await;
     let Err(ewx_client::Error::Rejected { reason, .. }) = xx.publish_envelope(b"junk").await else {
@@ -85,6 +88,10 @@ async fn metrics_and_health_with_a_bearer_token() {
         "ewx_log_next_index 1",
         "ewx_roster_version 1",
         "# TYPE ewx_audit_entries gauge",
+        "# TYPE ewx_commit_messages histogram",
+        "# TYPE ewx_fsync_seconds histogram",
+        "ewx_commit_seconds_count",
+        "ewx_deliveries_total 1",
         "# EOF",
     ] {
         let want: &str = want;

@@ -67,6 +67,8 @@ pub struct Head {
     pub tree: std::sync::RwLock<ewx_proto::merkle::MerkleTree>,
     /// Set once a commit failed: the writer refuses every write until restarted.
     pub failed: std::sync::atomic::AtomicBool,
+    /// Commit sizes and times, for the metrics.
+    pub commits: crate::ops::metrics::Commits,
 }
 
 /// The typed handle to the writer. Cheap to clone; the writer stops when the last one
@@ -432,8 +434,19 @@ impl Writer {
         let Group { mut step, ops } = group;
         step.batch.replicated = !step.batch.meta.is_empty();
         let t1 = std::time::Instant::now();
+        let synced_before = self.commit.timings().map(|(_, sync)| sync);
         let committed = step.batch.is_empty() || self.commit(&step.batch);
         let t2 = std::time::Instant::now();
+        if !step.batch.is_empty() {
+            let synced = self
+                .commit
+                .timings()
+                .zip(synced_before)
+                .map(|((_, after), before)| after.saturating_sub(before));
+            self.head
+                .commits
+                .observe(step.batch.messages.len(), t2 - t1, synced);
+        }
         self.profile.commits += 1;
         self.profile.messages += step.batch.messages.len() as u64;
         self.profile.commit += t2 - t1;

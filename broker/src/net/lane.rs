@@ -199,6 +199,8 @@ impl Lane {
         stream: &mut Option<quinn::SendStream>,
         frames: &mut Vec<Bytes>,
     ) -> crate::Result<()> {
+        // each delivery is two frames: its head and the stored envelope
+        self.shared.metrics.delivered(frames.len() as u64 / 2);
         let s = match stream {
             Some(s) => s,
             None => {

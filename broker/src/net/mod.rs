@@ -152,6 +152,7 @@ impl Shared {
                 let m = m.borrow();
                 (m.current_leader == Some(c.me), m.current_term)
             }),
+            commits: self.head.commits.clone(),
         }
     }
 

@@ -10,6 +10,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// A publish's outcome.
@@ -37,11 +38,67 @@ pub struct Node {
 
 type Level = Gauge<u64, AtomicU64>;
 
+/// The writer's commits: messages per commit, time per commit and per fsync.
+#[derive(Debug, Clone)]
+pub struct Commits {
+    size: Histogram,
+    seconds: Histogram,
+    fsync_seconds: Histogram,
+}
+
+impl Default for Commits {
+    fn default() -> Self {
+        Self {
+            // 1 … 4096 messages
+            size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            // 50 µs … ≈ 3.3 s
+            seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
+            fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
+        }
+    }
+}
+
+impl Commits {
+    /// One store commit of `messages`, taking `took`, of which `fsync` syncing (a
+    /// replica's commits are not synced on their own: its Raft log is).
+    pub fn observe(
+        &self,
+        messages: usize,
+        took: std::time::Duration,
+        fsync: Option<std::time::Duration>,
+    ) {
+        self.size.observe(messages as f64);
+        self.seconds.observe(took.as_secs_f64());
+        if let Some(f) = fsync.filter(|f| !f.is_zero()) {
+            self.fsync_seconds.observe(f.as_secs_f64());
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "commit_messages",
+            "Messages per store commit (group commit size)",
+            self.size.clone(),
+        );
+        registry.register(
+            "commit_seconds",
+            "Time per store commit, fsync included",
+            self.seconds.clone(),
+        );
+        registry.register(
+            "fsync_seconds",
+            "Time per store flush and fdatasync",
+            self.fsync_seconds.clone(),
+        );
+    }
+}
+
 /// Every metric the broker exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
     publishes: Family<Outcome, Counter>,
     rejections: Family<Reason, Counter>,
+    deliveries: Counter,
     connections: Family<Node, Level>,
     log_next_index: Level,
     audit_entries: Level,
@@ -51,7 +108,7 @@ pub struct Metrics {
 }
 
 /// What a scrape reads from the broker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Levels {
     /// Next log index (the log's size).
     pub next_index: u64,
@@ -63,6 +120,8 @@ pub struct Levels {
     pub connections: Vec<(String, u64)>,
     /// On a replica: (leads, term).
     pub replica: Option<(bool, u64)>,
+    /// The writer's commit histograms.
+    pub commits: Commits,
 }
 
 impl Metrics {
@@ -79,6 +138,11 @@ impl Metrics {
             },
         };
         self.publishes.get_or_create(&outcome).inc();
+    }
+
+    /// `n` messages written to subscribers' delivery streams.
+    pub fn delivered(&self, n: u64) {
+        self.deliveries.inc_by(n);
     }
 
     /// A request rejected (any kind), for `reason`.
@@ -116,6 +180,11 @@ impl Metrics {
             self.rejections.clone(),
         );
         registry.register(
+            "deliveries",
+            "Messages written to subscribers' delivery streams",
+            self.deliveries.clone(),
+        );
+        registry.register(
             "connections",
             "Open client connections, by roster node",
             self.connections.clone(),
@@ -135,6 +204,7 @@ impl Metrics {
             "Version of the roster in force",
             self.roster_version.clone(),
         );
+        levels.commits.register(&mut registry);
         if let Some((leads, term)) = levels.replica {
             self.replica_leader.set(u64::from(leads));
             self.replica_term.set(term);
