@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -39,18 +41,27 @@ pub struct BenchArgs {
     /// the ratios; with --json one object {single, cluster, cluster_half_rate}.
     #[arg(long, conflicts_with = "broker")]
     cluster: bool,
+    /// What metrics cost: the same load against a single broker twice in one run,
+    /// without and with its operations listener scraped (`/metrics` every second, as
+    /// Prometheus would); prints both CPU per publish and their ratio.
+    #[arg(long, conflicts_with_all = ["broker", "cluster"])]
+    scrape: bool,
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 const LISTENING: &str = "EWX-BENCH-BROKER ";
+const OPS: &str = "EWX-BENCH-OPS ";
 
 /// Run as the bench's broker: print the address, serve until killed.
 pub fn child_broker(config: &Path) -> Result<ExitCode> {
     let config = ewx_broker::Config::load(config)?;
     runtime()?.block_on(async {
         let broker = ewx_broker::Broker::start(config).await?;
+        if let Some(ops) = broker.ops_addr() {
+            println!("{OPS}{ops}");
+        }
         println!("{LISTENING}{}", broker.local_addr());
         let _ = tokio::signal::ctrl_c().await;
         broker.shutdown().await?;
@@ -90,9 +101,12 @@ pub fn run(args: BenchArgs, external: Option<Vec<SocketAddr>>) -> Result<ExitCod
     }
     let dir = tempfile::tempdir().context("cannot make a temp dir")?;
     ewx_cli::network::write(dir.path())?;
+    if args.scrape {
+        return scrape_cost(&args, dir.path());
+    }
     if !args.cluster {
         let report = match external {
-            Some(addrs) => measure_run(&args, &args.load, addrs, &[])?,
+            Some(addrs) => measure_run(&args, &args.load, addrs, &[], None)?.0,
             None => measured(&args, &args.load, dir.path(), "single", 1)?,
         };
         if args.json {
@@ -153,14 +167,77 @@ fn measured(
     if args.broker_only && !args.json {
         eprintln!("{run}: sealing bulletins ahead of the run ...");
     }
-    let children = spawn_brokers(args, dir, run, replicas)?;
-    let addrs = children.iter().map(|(_, a)| *a).collect();
-    let pids: Vec<u32> = children.iter().map(|(c, _)| c.id()).collect();
-    let report = measure_run(args, load, addrs, &pids);
-    for (c, _) in children {
+    let children = spawn_brokers(args, dir, run, replicas, false)?;
+    let addrs = children.iter().map(|c| c.1).collect();
+    let pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
+    let report = measure_run(args, load, addrs, &pids, None);
+    for (c, _, _) in children {
         stop_child(c);
     }
-    report
+    report.map(|(r, _)| r)
+}
+
+/// `--scrape`: a single broker without, then with, its metrics scraped every second.
+fn scrape_cost(args: &BenchArgs, dir: &Path) -> Result<ExitCode> {
+    let mut runs = Vec::new();
+    for (run, scraped) in [("plain", false), ("scraped", true)] {
+        let children = spawn_brokers(args, dir, run, 1, scraped)?;
+        let addrs = children.iter().map(|c| c.1).collect();
+        let pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
+        let ops = children.first().and_then(|c| c.2);
+        let report = measure_run(args, &args.load, addrs, &pids, ops);
+        for (c, _, _) in children {
+            stop_child(c);
+        }
+        runs.push(report?);
+    }
+    let [(plain, _), (scraped, scrapes)] =
+        <[_; 2]>::try_from(runs).map_err(|_| anyhow::anyhow!("two runs expected"))?;
+    let cpu = |r: &bench::BenchReport| r.broker_cpu_us_per_publish.unwrap_or(f64::NAN);
+    let ratio = cpu(&scraped) / cpu(&plain);
+    if args.json {
+        let all = serde_json::json!({
+            "plain": plain,
+            "scraped": scraped,
+            "scrapes": scrapes,
+            "cpu_scraped_over_plain": ratio,
+        });
+        println!("{all}");
+    } else {
+        print!("{}", plain.table("single broker, metrics not scraped"));
+        print!(
+            "{}",
+            scraped.table("single broker, /metrics scraped every second")
+        );
+        println!(
+            "CPU per publish: {:.1} µs plain, {:.1} µs scraped ({scrapes} scrapes): {:+.1} %",
+            cpu(&plain),
+            cpu(&scraped),
+            (ratio - 1.0) * 100.0
+        );
+    }
+    Ok(exit(&[&plain, &scraped]))
+}
+
+/// GET `/metrics` at `addr` every second until aborted, counting good answers in `done`.
+async fn scrape_every_second(addr: SocketAddr, done: Arc<AtomicU64>) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let Ok(uri) = format!("http://{addr}/metrics").parse::<hyper::Uri>() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Ok(resp) = client.get(uri.clone()).await else {
+            continue;
+        };
+        let ok = resp.status().is_success();
+        if resp.into_body().collect().await.is_ok() && ok {
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn measure_run(
@@ -168,7 +245,8 @@ fn measure_run(
     load: &bench::Load,
     brokers: Vec<SocketAddr>,
     pids: &[u32],
-) -> Result<bench::BenchReport> {
+    scrape: Option<SocketAddr>,
+) -> Result<(bench::BenchReport, u64)> {
     let cfg = BenchConfig {
         brokers,
         load: load.clone(),
@@ -178,12 +256,21 @@ fn measure_run(
         cases: args.cases,
     };
     let quiet = args.json;
-    let report = runtime()?.block_on(bench::run(cfg, pids, &|s, p, d| {
-        if !quiet {
-            eprintln!("  {s:>3} s  published {p:>9}  delivered {d:>10}");
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let report = runtime()?.block_on(async {
+        let scraper = scrape.map(|a| tokio::spawn(scrape_every_second(a, scrapes.clone())));
+        let report = bench::run(cfg, pids, &|s, p, d| {
+            if !quiet {
+                eprintln!("  {s:>3} s  published {p:>9}  delivered {d:>10}");
+            }
+        })
+        .await;
+        if let Some(s) = scraper {
+            s.abort();
         }
-    }))?;
-    Ok(report)
+        report
+    })?;
+    Ok((report, scrapes.load(Ordering::Relaxed)))
 }
 
 /// Start the broker processes of one run: one broker, or a cluster of `replicas`.
@@ -192,17 +279,23 @@ fn spawn_brokers(
     dir: &Path,
     run: &str,
     replicas: usize,
-) -> Result<Vec<(std::process::Child, SocketAddr)>> {
+    ops: bool,
+) -> Result<Vec<(std::process::Child, SocketAddr, Option<SocketAddr>)>> {
     let limits = format!(
         "[limits]\nmax_connections_per_node = {}\n",
         (args.load.publishers + args.load.subscribers).max(16)
     );
     let listens = ewx_cli::network::loopback_listens(replicas)?;
     let cluster = ewx_cli::network::cluster_section(&listens);
+    let ops = if ops {
+        "[ops]\nlisten = '127.0.0.1:0'\n"
+    } else {
+        ""
+    };
     let mut children = Vec::new();
     for (i, listen) in listens.iter().enumerate() {
         let toml = format!(
-            "listen = '{listen}'\ndata_dir = 'data-{run}-{i}'\nkey = 'keys/{}.key'\nroster = 'roster.cbor'\n{limits}{cluster}",
+            "listen = '{listen}'\ndata_dir = 'data-{run}-{i}'\nkey = 'keys/{}.key'\nroster = 'roster.cbor'\n{limits}{cluster}{ops}",
             ewx_testkit::REPLICAS[i]
         );
         let config = dir.join(format!("bench-{run}-{i}.toml"));
@@ -215,13 +308,17 @@ fn spawn_brokers(
             .context("cannot start the broker process")?;
         let stdout = c.stdout.take().context("no broker output")?;
         let mut lines = BufReader::new(stdout).lines();
+        let mut ops_addr = None;
         let addr = loop {
             let line = lines.next().context("the broker process exited")??;
+            if let Some(a) = line.strip_prefix(OPS) {
+                ops_addr = Some(a.trim().parse::<SocketAddr>()?);
+            }
             if let Some(a) = line.strip_prefix(LISTENING) {
                 break a.trim().parse::<SocketAddr>()?;
             }
         };
-        children.push((c, addr));
+        children.push((c, addr, ops_addr));
     }
     Ok(children)
 }
