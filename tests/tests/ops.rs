@@ -99,6 +99,35 @@ async fn metrics_and_health_with_a_bearer_token() {
     }
     // no topic or payload in any label
     assert!(!text.contains("ew.air"), "{text}");
+    // every metric the Grafana dashboard charts is one the broker exports (a replica's
+    // own two only on a cluster)
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../broker/deploy/grafana-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for expr in &exprs {
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("ewx_") && !w.starts_with("ewx_replica_"))
+        {
+            assert!(
+                text.contains(name),
+                "the dashboard charts {name}, which /metrics does not have"
+            );
+        }
+    }
     assert_eq!(health, (200, "ok\n".into()));
     assert_eq!(ready, (200, "ready\n".into()));
     broker.shutdown().await.unwrap();
