@@ -31,7 +31,7 @@ fn curl(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, St
 
 fn ops_config(net: &TestNet, ops: &str) -> Result<Config, ewx_broker::Error> {
     let text = format!(
-        "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'broker.key'\nroster = 'roster.cbor'\n[ops]\n{ops}\n"
+        "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'broker.key'\nroster = 'roster.cbor'\n[checkpoint]\nevery_entries = 50\ninterval_ms = 200\n[ops]\n{ops}\n"
     );
     Config::from_toml(&text, net.dir.path())
 }
@@ -92,6 +92,8 @@ async fn metrics_and_health_with_a_bearer_token() {
         "# TYPE ewx_fsync_seconds histogram",
         "ewx_commit_seconds_count",
         "ewx_deliveries_total 1",
+        "ewx_lanes{node=\"PL\"} 4",
+        "ewx_lanes_owed_messages{node=\"PL\"} 0",
         "# EOF",
     ] {
         let want: &str = want;
@@ -154,5 +156,67 @@ async fn a_public_listener_needs_an_owner_only_token() {
         .await
         .unwrap();
     assert_eq!(code, 200);
+    broker.shutdown().await.unwrap();
+}
+
+/// The value of a metric line `name` in OpenMetrics text.
+fn value(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cases_and_overdue_deadlines_are_counted() {
+    use ewx_proto::case::{CaseTag, CaseType};
+    use ewx_proto::payload::{ConsultationRequest, Payload};
+    use ewx_tests::cases::{deadlines, draft, labels};
+    const H: u64 = 3_600_000;
+    let net = TestNet::new();
+    let clock = ewx_net::Clock::simulated();
+    let mut config = ops_config(&net, "listen = '127.0.0.1:0'").unwrap();
+    config.clock = clock.clone();
+    let broker = ewx_broker::Broker::start(config).await.unwrap();
+    let ops = broker.ops_addr().unwrap();
+    let ua = net.client_with_clock(&broker, "UA", &clock).await;
+    let request = Payload::ConsultationRequest(ConsultationRequest::new(
+        "UA-2026-009".into(),
+        "armed attack".into(),
+        clock.now_ms(),
+        clock.now_ms(),
+    ));
+    let open = CaseTag::open(CaseType::Consultation, vec![id("PL"), id("US")]);
+    ua.publish_case(draft("consult.request", labels("CORE"), request, open))
+        .await
+        .unwrap();
+    let scrape = move || async move {
+        tokio::task::spawn_blocking(move || curl(ops, "/metrics", None))
+            .await
+            .unwrap()
+            .1
+    };
+    let text = scrape().await;
+    assert_eq!(
+        value(&text, "ewx_cases{status=\"open\"}"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "ewx_case_deadlines_overdue"),
+        Some(0),
+        "{text}"
+    );
+    // a day later nobody has answered: the 24 h deadline passed with parties missing
+    clock.advance(25 * H);
+    deadlines(&broker, 1).await;
+    let text = scrape().await;
+    assert_eq!(
+        value(&text, "ewx_cases{status=\"open\"}"),
+        Some(1),
+        "{text}"
+    );
+    assert!(
+        value(&text, "ewx_case_deadlines_overdue").unwrap_or(0) >= 1,
+        "{text}"
+    );
     broker.shutdown().await.unwrap();
 }

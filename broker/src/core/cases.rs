@@ -55,7 +55,6 @@ impl CaseIndex {
     }
 
     /// The fold so far.
-    #[cfg(test)]
     pub fn book(&self) -> &CaseBook {
         &self.book
     }

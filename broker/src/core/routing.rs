@@ -55,6 +55,13 @@ impl<T> RoutingIndex<T> {
         self.lanes[id.precedence as usize].remove(&id.n);
     }
 
+    /// Every open lane: its subscriber and its sink.
+    pub fn routes(&self) -> impl Iterator<Item = (&SubscriptionSpec, &T)> {
+        self.lanes
+            .iter()
+            .flat_map(|l| l.values().map(|r| (r.spec.as_ref(), &r.sink)))
+    }
+
     /// Every open lane's sink.
     pub fn sinks(&self) -> impl Iterator<Item = &T> {
         self.lanes.iter().flat_map(|l| l.values().map(|r| &r.sink))

@@ -89,6 +89,12 @@ pub enum CaseQuery {
         /// Which.
         case: MessageId,
     },
+    /// How many cases stand where, and the deadlines passed with parties missing (for
+    /// the metrics; counts only, nothing of any case's contents).
+    Tally {
+        /// The time to measure deadlines against.
+        now_ms: u64,
+    },
 }
 
 /// The answer to a [`CaseQuery`].
@@ -98,6 +104,14 @@ pub enum CaseAnswer {
     List(Vec<CaseEntry>),
     /// The case folded so far (`None`: unknown, or not for this node).
     Case(Option<Box<Case>>),
+    /// Cases by status (`open`, `fired`, `adopted`, `withdrawn`), and deadlines passed
+    /// with parties that have not answered.
+    Tally {
+        /// (status, cases).
+        by_status: Vec<(&'static str, u64)>,
+        /// Deadlines passed with a party missing.
+        overdue: u64,
+    },
 }
 
 /// The refusal of every write once a commit has failed (nothing of it was kept).

@@ -402,6 +402,9 @@ impl Sequencer {
 
     /// Answer a case query from the index as committed so far.
     pub fn query(&self, query: CaseQuery) -> Outcome {
+        if let CaseQuery::Tally { now_ms } = query {
+            return Outcome::Cases(self.tally(now_ms));
+        }
         let Some(roster) = self.roster.as_deref() else {
             return Outcome::Cases(CaseAnswer::List(Vec::new()));
         };
@@ -415,7 +418,33 @@ impl Sequencer {
                     .cloned()
                     .map(Box::new),
             ),
+            CaseQuery::Tally { now_ms } => self.tally(now_ms),
         })
+    }
+
+    /// Cases by status, and deadlines passed by `now_ms` with a party missing.
+    fn tally(&self, now_ms: u64) -> CaseAnswer {
+        use ewx_proto::case::Status;
+        let mut by = [("open", 0), ("fired", 0), ("adopted", 0), ("withdrawn", 0)];
+        let mut overdue = 0;
+        for case in self.cases.book().cases() {
+            let slot = match case.status {
+                Status::Open => 0,
+                Status::Fired { .. } => 1,
+                Status::Adopted { .. } => 2,
+                Status::Withdrawn { .. } => 3,
+            };
+            by[slot].1 += 1;
+            overdue += case
+                .deadlines()
+                .iter()
+                .filter(|d| d.due_ms <= now_ms && !case.missing(d.stage, d.due_ms).is_empty())
+                .count() as u64;
+        }
+        CaseAnswer::Tally {
+            by_status: by.to_vec(),
+            overdue,
+        }
     }
 
     fn receipt(

@@ -149,6 +149,17 @@ impl Routes {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Per subscribing node: its open lanes and the messages they owe together.
+    pub(crate) fn lanes_by_node(&self) -> Vec<(String, u64, u64)> {
+        let mut by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        for (spec, sink) in self.lock().routes() {
+            let e = by.entry(spec.node.to_string()).or_default();
+            e.0 += 1;
+            e.1 += sink.progress.owed.load(Ordering::Relaxed);
+        }
+        by.into_iter().map(|(n, (l, o))| (n, l, o)).collect()
+    }
+
     /// The most a moving lane owes.
     fn most_owed(&self) -> u64 {
         let now = now_us();

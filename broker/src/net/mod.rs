@@ -147,12 +147,29 @@ impl Shared {
                 .load(std::sync::atomic::Ordering::Acquire),
             roster_version: self.roster.get().version(),
             connections,
+            lanes: self.routes.lanes_by_node(),
             replica: self.cluster.as_ref().map(|c| {
                 let m = c.raft.metrics();
                 let m = m.borrow();
                 (m.current_leader == Some(c.me), m.current_term)
             }),
             commits: self.head.commits.clone(),
+            cases: None,
+        }
+    }
+
+    /// Cases by status and overdue deadlines, from the writer's case index (waited for
+    /// at most a second: a busy writer leaves them out of this scrape).
+    pub async fn case_tally(&self) -> Option<(Vec<(&'static str, u64)>, u64)> {
+        let query = crate::log::sequencer::CaseQuery::Tally {
+            now_ms: self.config.clock.now_ms(),
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(1), self.writer.cases(query)).await;
+        match answer {
+            Ok(Ok(crate::log::sequencer::CaseAnswer::Tally { by_status, overdue })) => {
+                Some((by_status, overdue))
+            }
+            _ => None,
         }
     }
 

@@ -29,6 +29,13 @@ pub struct Reason {
     pub reason: String,
 }
 
+/// Where a case stands.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaseStatus {
+    /// `open`, `fired`, `adopted` or `withdrawn`.
+    pub status: &'static str,
+}
+
 /// A roster node.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Node {
@@ -100,6 +107,10 @@ pub struct Metrics {
     rejections: Family<Reason, Counter>,
     deliveries: Counter,
     connections: Family<Node, Level>,
+    lanes: Family<Node, Level>,
+    lanes_owed: Family<Node, Level>,
+    cases: Family<CaseStatus, Level>,
+    overdue: Level,
     log_next_index: Level,
     audit_entries: Level,
     roster_version: Level,
@@ -118,10 +129,15 @@ pub struct Levels {
     pub roster_version: u64,
     /// Open connections per node.
     pub connections: Vec<(String, u64)>,
+    /// Per subscribing node: open delivery lanes, messages they owe.
+    pub lanes: Vec<(String, u64, u64)>,
     /// On a replica: (leads, term).
     pub replica: Option<(bool, u64)>,
     /// The writer's commit histograms.
     pub commits: Commits,
+    /// Cases by status and deadlines passed with parties missing (`None`: the writer
+    /// did not answer in time).
+    pub cases: Option<(Vec<(&'static str, u64)>, u64)>,
 }
 
 impl Metrics {
@@ -168,6 +184,13 @@ impl Metrics {
                 .get_or_create(&Node { node: node.clone() })
                 .set(*n);
         }
+        self.lanes.clear();
+        self.lanes_owed.clear();
+        for (node, lanes, owed) in &levels.lanes {
+            let n = Node { node: node.clone() };
+            self.lanes.get_or_create(&n).set(*lanes);
+            self.lanes_owed.get_or_create(&n).set(*owed);
+        }
         let mut registry = Registry::with_prefix("ewx");
         registry.register(
             "publishes",
@@ -190,6 +213,16 @@ impl Metrics {
             self.connections.clone(),
         );
         registry.register(
+            "lanes",
+            "Open delivery lanes (a subscription has one per precedence), by node",
+            self.lanes.clone(),
+        );
+        registry.register(
+            "lanes_owed_messages",
+            "Messages the open lanes of a node still owe it (its delivery lag)",
+            self.lanes_owed.clone(),
+        );
+        registry.register(
             "log_next_index",
             "Log index the next accepted message gets (messages ever logged)",
             self.log_next_index.clone(),
@@ -205,6 +238,22 @@ impl Metrics {
             self.roster_version.clone(),
         );
         levels.commits.register(&mut registry);
+        if let Some((by_status, overdue)) = &levels.cases {
+            for (status, n) in by_status {
+                self.cases.get_or_create(&CaseStatus { status }).set(*n);
+            }
+            self.overdue.set(*overdue);
+            registry.register(
+                "cases",
+                "Cases (consultations, snapbacks, exercises, attributions) by status",
+                self.cases.clone(),
+            );
+            registry.register(
+                "case_deadlines_overdue",
+                "Case deadlines passed with a party that has not answered",
+                self.overdue.clone(),
+            );
+        }
         if let Some((leads, term)) = levels.replica {
             self.replica_leader.set(u64::from(leads));
             self.replica_term.set(term);

@@ -145,7 +145,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn metrics(State(ops): State<Ops>) -> Response {
-    let levels = ops.shared.levels();
+    let mut levels = ops.shared.levels();
+    levels.cases = ops.shared.case_tally().await;
     match ops.shared.metrics.encode(&levels) {
         Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
