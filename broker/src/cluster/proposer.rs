@@ -52,10 +52,22 @@ pub async fn run(
         if waiting.changes.is_empty() {
             continue;
         }
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+        // while the previous proposal is being committed, what arrives joins this one
+        // (and a case query is answered at once, not after it)
+        let mut open = true;
+        let permit = loop {
+            tokio::select! {
+                biased;
+                p = in_flight.clone().acquire_owned() => break p,
+                cmd = rx.recv(), if open && waiting.changes.len() < MAX_BATCH => match cmd {
+                    Some(c) => waiting.take(c, node.is_leader(), &writer).await,
+                    None => open = false,
+                },
+            }
+        };
+        let Ok(permit) = permit else {
             break;
         };
-        // what arrived while the previous proposal was committed joins this one
         let leading = node.is_leader();
         drain(&mut rx, &mut waiting, leading, &writer).await;
         let Waiting { changes, replies } = waiting;
