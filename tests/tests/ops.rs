@@ -65,6 +65,13 @@ async fn metrics_and_health_with_a_bearer_token() {
         panic!("junk was not rejected");
     };
 
+    // a checkpoint is signed within the interval (200 ms here)
+    for _ in 0..100 {
+        if !broker.store().checkpoints_from(0, 1).unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let metrics = tokio::task::spawn_blocking(move || {
         let unauthorized = curl(ops, "/metrics", None);
         let wrong = curl(ops, "/metrics", Some("not-the-token-at-all"));
@@ -92,6 +99,8 @@ async fn metrics_and_health_with_a_bearer_token() {
         "# TYPE ewx_fsync_seconds histogram",
         "ewx_commit_seconds_count",
         "ewx_deliveries_total 1",
+        "ewx_checkpoint_witness_cosignatures 0",
+        "# TYPE ewx_checkpoint_entries gauge",
         "ewx_lanes{node=\"PL\"} 4",
         "ewx_lanes_owed_messages{node=\"PL\"} 0",
         "# EOF",

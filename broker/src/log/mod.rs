@@ -128,6 +128,14 @@ pub trait LogRead: Send + Sync + std::fmt::Debug {
     /// If the log cannot be read.
     fn checkpoints_from(&self, from_size: u64, limit: usize) -> Result<Vec<Bytes>>;
 
+    /// The newest signed checkpoint, if any.
+    ///
+    /// # Errors
+    /// If the log cannot be read.
+    fn newest_checkpoint(&self) -> Result<Option<Bytes>> {
+        Ok(None)
+    }
+
     /// A roster that was in force, by version.
     ///
     /// # Errors

@@ -154,8 +154,22 @@ impl Shared {
                 (m.current_leader == Some(c.me), m.current_term)
             }),
             commits: self.head.commits.clone(),
+            checkpoint: self.newest_checkpoint(),
             cases: None,
         }
+    }
+
+    /// The newest checkpoint: size, log time, witness and replica signatures.
+    fn newest_checkpoint(&self) -> Option<(u64, u64, u64, u64)> {
+        let bytes = self.log.newest_checkpoint().ok()??;
+        let signed = ewx_proto::checkpoint::SignedCheckpoint::decode(&bytes).ok()?;
+        let body = signed.checkpoint().ok()?;
+        Some((
+            body.size,
+            body.time_ms,
+            signed.cosignatures.len() as u64,
+            signed.replicas.len() as u64,
+        ))
     }
 
     /// Cases by status and overdue deadlines, from the writer's case index (waited for

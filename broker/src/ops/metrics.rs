@@ -111,6 +111,10 @@ pub struct Metrics {
     lanes_owed: Family<Node, Level>,
     cases: Family<CaseStatus, Level>,
     overdue: Level,
+    checkpoint_size: Level,
+    checkpoint_time: Level,
+    checkpoint_witnesses: Level,
+    checkpoint_replicas: Level,
     log_next_index: Level,
     audit_entries: Level,
     roster_version: Level,
@@ -135,6 +139,9 @@ pub struct Levels {
     pub replica: Option<(bool, u64)>,
     /// The writer's commit histograms.
     pub commits: Commits,
+    /// The newest checkpoint: (size, log time ms, witness co-signatures, replica
+    /// signatures).
+    pub checkpoint: Option<(u64, u64, u64, u64)>,
     /// Cases by status and deadlines passed with parties missing (`None`: the writer
     /// did not answer in time).
     pub cases: Option<(Vec<(&'static str, u64)>, u64)>,
@@ -238,6 +245,32 @@ impl Metrics {
             self.roster_version.clone(),
         );
         levels.commits.register(&mut registry);
+        if let Some((size, time_ms, witnesses, replicas)) = levels.checkpoint {
+            self.checkpoint_size.set(size);
+            self.checkpoint_time.set(time_ms / 1000);
+            self.checkpoint_witnesses.set(witnesses);
+            self.checkpoint_replicas.set(replicas);
+            registry.register(
+                "checkpoint_entries",
+                "Audit entries the newest signed checkpoint covers",
+                self.checkpoint_size.clone(),
+            );
+            registry.register(
+                "checkpoint_timestamp_seconds",
+                "Log time of the newest signed checkpoint (Unix seconds)",
+                self.checkpoint_time.clone(),
+            );
+            registry.register(
+                "checkpoint_witness_cosignatures",
+                "Witness co-signatures on the newest checkpoint",
+                self.checkpoint_witnesses.clone(),
+            );
+            registry.register(
+                "checkpoint_replica_signatures",
+                "Replica signatures on the newest checkpoint (a cluster)",
+                self.checkpoint_replicas.clone(),
+            );
+        }
         if let Some((by_status, overdue)) = &levels.cases {
             for (status, n) in by_status {
                 self.cases.get_or_create(&CaseStatus { status }).set(*n);

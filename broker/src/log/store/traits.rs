@@ -61,6 +61,10 @@ impl LogRead for Store {
     fn roster(&self, version: u64) -> Result<Option<Bytes>> {
         Ok(Store::roster(self, version)?.map(owned))
     }
+
+    fn newest_checkpoint(&self) -> Result<Option<Bytes>> {
+        Ok(self.checkpoints.last()?.map(|(_, v)| owned(v)))
+    }
 }
 
 impl LogCommit for Store {
