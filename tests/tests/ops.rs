@@ -229,3 +229,55 @@ async fn cases_and_overdue_deadlines_are_counted() {
     );
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_node_and_the_connection() {
+    use std::io::BufRead;
+    let net = TestNet::new();
+    let config = BrokerProcess::write_config(net.dir.path(), "127.0.0.1:0".parse().unwrap(), "");
+    let mut child = Command::new(broker_binary())
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let line_with = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, needle: &str| {
+        loop {
+            let line = tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+                .await
+                .expect("no such log line within 20 s")
+                .expect("the broker exited");
+            if line.contains(needle) {
+                return serde_json::from_str::<serde_json::Value>(&line).unwrap();
+            }
+        }
+    };
+    let listening = line_with(&mut rx, "listening on 127.0.0.1").await;
+    let message = listening["fields"]["message"].as_str().unwrap();
+    let addr: std::net::SocketAddr = message.rsplit(' ').next().unwrap().parse().unwrap();
+    let ua = ewx_client::Client::connect(addr, keys("UA"), net.roster.clone())
+        .await
+        .unwrap();
+    let connected = line_with(&mut rx, "\"connected\"").await;
+    let span = &connected["span"];
+    assert_eq!(span["node"], "UA", "{connected}");
+    assert!(span["conn"].is_u64(), "{connected}");
+    assert!(span["remote"].is_string(), "{connected}");
+    drop(ua);
+    let _ = child.kill();
+    let _ = child.wait();
+}

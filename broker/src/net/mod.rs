@@ -289,7 +289,7 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         CloseCode::TooManyConnections.close(&conn);
         return;
     }
-    let span = tracing::info_span!("conn", node = %node, %remote);
+    let span = tracing::info_span!("conn", node = %node, conn = conn.stable_id(), %remote);
     session::Session::run(shared, conn, node)
         .instrument(span)
         .await;
