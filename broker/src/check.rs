@@ -116,6 +116,15 @@ pub fn check_config(config: &Config) -> Vec<Finding> {
                 Err(e) => note(false, e.to_string()),
             }
         }
+        if let (Some(cert), Some(key)) = (&ops.tls_cert, &ops.tls_key) {
+            match crate::ops::tls_config(cert, key) {
+                Ok(_) => note(
+                    true,
+                    format!("ops TLS {}: key fits, usable", cert.display()),
+                ),
+                Err(e) => note(false, e.to_string()),
+            }
+        }
         match std::net::TcpListener::bind(ops.listen) {
             Ok(_) => note(true, format!("ops listen {}: free", ops.listen)),
             Err(e) => note(false, format!("ops listen {}: {e}", ops.listen)),

@@ -59,6 +59,12 @@ pub struct OpsConfig {
     /// (`Authorization: Bearer <token>`); optional on loopback only.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// HTTPS: the certificate chain (PEM); with `tls_key`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: the private key (PEM, mode 0600); with `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// When the broker reminds the parties of a case that have not answered.
@@ -265,10 +271,14 @@ impl Config {
     /// `Config` naming the field or syntax error.
     pub fn from_toml(text: &str, base: &Path) -> Result<Self> {
         let mut c: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
-        let token = c.ops.as_mut().and_then(|o| o.token_file.as_mut());
+        let ops_files = c.ops.as_mut().into_iter().flat_map(|o| {
+            [&mut o.token_file, &mut o.tls_cert, &mut o.tls_key]
+                .into_iter()
+                .flatten()
+        });
         for p in [&mut c.data_dir, &mut c.key, &mut c.roster]
             .into_iter()
-            .chain(token)
+            .chain(ops_files)
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -339,6 +349,11 @@ impl Config {
                 "ops.listen {} is not a loopback address: set ops.token_file (a 0600 file holding a bearer token), or listen on 127.0.0.1",
                 ops.listen
             )));
+        }
+        if let Some(ops) = &self.ops
+            && ops.tls_cert.is_some() != ops.tls_key.is_some()
+        {
+            return bad("ops.tls_cert and ops.tls_key go together: set both for HTTPS, or neither");
         }
         if self.checkpoint.every_entries == 0 || self.checkpoint.interval_ms == 0 {
             return bad("checkpoint.every_entries and checkpoint.interval_ms must be at least 1");

@@ -281,3 +281,57 @@ async fn json_logs_carry_the_node_and_the_connection() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_certificate_of_the_operators() {
+    let net = TestNet::new();
+    let dir = net.dir.path();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.join("ops-cert.pem"), made.cert.pem()).unwrap();
+    std::fs::write(dir.join("ops-key.pem"), made.signing_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ops.token"), TOKEN).unwrap();
+    set_mode(&dir.join("ops.token"), 0o600);
+    let ops = "listen = '127.0.0.1:0'\ntoken_file = 'ops.token'\ntls_cert = 'ops-cert.pem'\ntls_key = 'ops-key.pem'";
+    // a key others can read is refused at start
+    set_mode(&dir.join("ops-key.pem"), 0o644);
+    let e = ewx_broker::Broker::start(ops_config(&net, ops).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("ops.tls_key") && e.to_string().contains("chmod 600"),
+        "{e}"
+    );
+    set_mode(&dir.join("ops-key.pem"), 0o600);
+    // half a TLS configuration is refused when read
+    let half = ops_config(&net, "listen = '127.0.0.1:0'\ntls_cert = 'ops-cert.pem'").unwrap_err();
+    assert!(half.to_string().contains("go together"), "{half}");
+
+    let broker = ewx_broker::Broker::start(ops_config(&net, ops).unwrap())
+        .await
+        .unwrap();
+    let port = broker.ops_addr().unwrap().port();
+    let cert = dir.join("ops-cert.pem");
+    let (https, plain) = tokio::task::spawn_blocking(move || {
+        let https = Command::new("curl")
+            .args(["-s", "-m", "10", "-w", "\n%{http_code}", "--cacert"])
+            .arg(&cert)
+            .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+            .arg(format!("https://localhost:{port}/metrics"))
+            .output()
+            .unwrap();
+        // plain HTTP to the HTTPS port gets no HTTP answer
+        let plain = Command::new("curl")
+            .args(["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://127.0.0.1:{port}/healthz"))
+            .output()
+            .unwrap();
+        (https, plain)
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8(https.stdout).unwrap();
+    assert!(text.ends_with("\n200"), "{text}");
+    assert!(text.contains("ewx_roster_version 1"), "{text}");
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), "000");
+    broker.shutdown().await.unwrap();
+}

@@ -1,9 +1,12 @@
-//! The operations listener: HTTP (axum on hyper) for the partners' Prometheus and their
-//! load balancers — `/metrics`, `/healthz`, `/readyz`. Off unless `[ops]` is configured;
+//! The operations listener: HTTP or HTTPS (axum on hyper, rustls) for the partners'
+//! Prometheus and their load balancers — `/metrics`, `/healthz`, `/readyz`. Off unless `[ops]` is configured;
 //! a listener on any address other than loopback needs a bearer token (the configuration
 //! is refused without one), and when a token is set every request must carry it.
 
 pub mod metrics;
+mod tls;
+
+pub use tls::server_config as tls_config;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -30,20 +33,29 @@ struct Ops {
     token: Option<Arc<str>>,
 }
 
+/// A secret file must be readable by its owner only.
+///
+/// # Errors
+/// `Config` if it is missing or open to others.
+pub fn owner_only(path: &Path, what: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::Config(format!("{what} {}: {e}", path.display())))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(Error::Config(format!(
+            "{what} {} is readable by others: chmod 600 it",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Read the bearer token: the file must be readable by its owner only.
 ///
 /// # Errors
 /// `Config` if it is missing, empty or readable by others.
 pub fn read_token(path: &Path) -> Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::Config(format!("ops.token_file {}: {e}", path.display())))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(Error::Config(format!(
-            "ops.token_file {} is readable by others: chmod 600 it",
-            path.display()
-        )));
-    }
+    owner_only(path, "ops.token_file")?;
     let token = std::fs::read_to_string(path)
         .map_err(|e| Error::Config(format!("ops.token_file {}: {e}", path.display())))?;
     let token = token.trim().to_string();
@@ -62,6 +74,7 @@ pub fn read_token(path: &Path) -> Result<String> {
 pub struct Bound {
     listener: tokio::net::TcpListener,
     token: Option<Arc<str>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Read the token and bind the address.
@@ -75,10 +88,18 @@ pub async fn bind(config: &OpsConfig) -> Result<Bound> {
         .map(read_token)
         .transpose()?
         .map(Arc::from);
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::Transport(format!("ops.listen {}: {e}", config.listen)))?;
-    Ok(Bound { listener, token })
+    Ok(Bound {
+        listener,
+        token,
+        tls,
+    })
 }
 
 /// Serve until the broker shuts down; the bound address.
@@ -86,7 +107,11 @@ pub async fn bind(config: &OpsConfig) -> Result<Bound> {
 /// # Errors
 /// `Transport` if the bound address cannot be read.
 pub fn serve(bound: Bound, shared: Arc<Shared>) -> Result<SocketAddr> {
-    let Bound { listener, token } = bound;
+    let Bound {
+        listener,
+        token,
+        tls,
+    } = bound;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Transport(e.to_string()))?;
@@ -101,6 +126,29 @@ pub fn serve(bound: Bound, shared: Arc<Shared>) -> Result<SocketAddr> {
         .route("/readyz", get(ready))
         .layer(middleware::from_fn_with_state(ops.clone(), authorize))
         .with_state(ops);
+    let cancel = &shared.cancel;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    match tls {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config, cancel.clone())
+                .map_err(|e| Error::Transport(e.to_string()))?;
+            spawn_server(&shared, listener, app);
+        }
+        None => spawn_server(&shared, listener, app),
+    }
+    tracing::info!(
+        authenticated,
+        "ops listening on {scheme}://{addr} (/metrics, /healthz, /readyz)"
+    );
+    Ok(addr)
+}
+
+/// Serve `app` on `listener` until the broker shuts down.
+fn spawn_server<L>(shared: &Shared, listener: L, app: axum::Router)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let cancel = shared.cancel.clone();
     shared.tasks.spawn(async move {
         let served = axum::serve(listener, app)
@@ -110,11 +158,6 @@ pub fn serve(bound: Bound, shared: Arc<Shared>) -> Result<SocketAddr> {
             tracing::error!("ops listener stopped: {e}");
         }
     });
-    tracing::info!(
-        authenticated,
-        "ops listening on http://{addr} (/metrics, /healthz, /readyz)"
-    );
-    Ok(addr)
 }
 
 /// Every request carries the token, when one is set (compared in constant time).

@@ -1,0 +1,115 @@
+//! TLS for the operations listener (rustls, through tokio-rustls): a certificate chain
+//! and key in PEM files. Handshakes run in tasks of their own (at most 10 s each), so a
+//! slow or silent client never holds up the next one; finished streams go to axum.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::error::{Error, Result};
+
+/// How long a client may take over its handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// The server configuration from PEM files; the key file must be owner-only.
+///
+/// # Errors
+/// `Config` naming the file that is missing, unreadable, open to others or not PEM.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    crate::ops::owner_only(key, "ops.tls_key")?;
+    let bad = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+        Error::Config(format!("{what} {}: {e}", path.display()))
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("ops.tls_cert", cert, &e))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| bad("ops.tls_cert", cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad("ops.tls_cert", cert, &"no certificate in it"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("ops.tls_key", key, &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Config(format!("ops TLS: {e}")))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key_der)
+    .map_err(|e| {
+        Error::Config(format!(
+            "ops TLS: the key does not fit the certificate: {e}"
+        ))
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TCP listener whose connections come out TLS-terminated.
+pub struct TlsListener {
+    done: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl TlsListener {
+    /// Accept on `listener`, handshaking with `config`, until `cancel`.
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let acceptor = TlsAcceptor::from(config);
+        let (tx, done) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    r = listener.accept() => match r {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::debug!("ops accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, "ops TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "ops TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { done, addr })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.done.recv().await {
+            Some(c) => c,
+            // the acceptor stopped (shutdown): wait for the graceful shutdown to end us
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
