@@ -301,12 +301,13 @@ impl Client {
                 }
                 // the connection went away (a broker restarted, a replica died): the same
                 // envelope again through whatever the client reconnects to
-                Err(Error::Connect { .. } | Error::Net(_))
+                Err(Error::Connect { .. } | Error::Net(ewx_net::Error::Transport(_)))
                     if !self.inner.dead.is_cancelled() && started.elapsed() < UNAVAILABLE_RETRY =>
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-                Err(e @ (Error::Connect { .. } | Error::Net(_))) => {
+                // (an encoding error would fail again: it is returned as it is)
+                Err(e @ (Error::Connect { .. } | Error::Net(ewx_net::Error::Transport(_)))) => {
                     return Err(Error::Unconfirmed {
                         reason: e.to_string(),
                     });
