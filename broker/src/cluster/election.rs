@@ -73,13 +73,7 @@ pub fn grant(node: &Node, req: &PreVote) -> bool {
     if node.is_leader() || node.contact.last().elapsed() < node.contact.lease {
         return false;
     }
-    match node.log.last_log_id() {
-        Ok(mine) => req.last_log_id >= mine,
-        Err(e) => {
-            tracing::warn!("pre-vote: cannot read the Raft log: {e}");
-            false
-        }
-    }
+    req.last_log_id >= node.log.last_log_id()
 }
 
 /// Stand for election when the leader is gone and a majority would vote for this
@@ -135,13 +129,7 @@ pub async fn run(node: Arc<Node>) {
 /// `enough` have (a dead leader's answer is not waited for then; each answer is waited
 /// for at most the shortest election timeout).
 async fn canvass(node: &Arc<Node>, others: &[u64], enough: usize) -> usize {
-    let last_log_id = match node.log.last_log_id() {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::warn!("pre-vote: cannot read the Raft log: {e}");
-            return 0;
-        }
-    };
+    let last_log_id = node.log.last_log_id();
     let req = PreVote {
         candidate: node.me,
         last_log_id,

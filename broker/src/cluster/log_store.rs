@@ -38,7 +38,9 @@ pub struct LogStore {
 struct Shared {
     segments: Arc<Segments>,
     /// Where each entry lies, oldest first (contiguous indexes).
-    index: Mutex<VecDeque<(LogId<u64>, Place)>>,
+    index: Arc<Mutex<VecDeque<(LogId<u64>, Place)>>>,
+    /// The last purged log id (kept in `state` too), for [`Tail`].
+    purged: Arc<Mutex<Option<LogId<u64>>>>,
     state: sled::Tree,
     sync: SledSync,
     flusher: mpsc::Sender<Flushed>,
@@ -143,7 +145,8 @@ impl LogStore {
         let store = Self {
             shared: Arc::new(Shared {
                 segments,
-                index: Mutex::new(index),
+                index: Arc::new(Mutex::new(index)),
+                purged: Arc::default(),
                 state,
                 sync,
                 flusher,
@@ -330,6 +333,33 @@ impl LogStore {
             None => self.get_state("purged"),
         }
     }
+
+    /// How far the log goes, readable without holding the log open (so a replica that
+    /// stops releases its files even while a task still looks at its tail).
+    pub fn tail(&self) -> Result<Tail, StorageError<u64>> {
+        *lock(&self.shared.purged) = self.get_state("purged")?;
+        Ok(Tail {
+            index: Arc::clone(&self.shared.index),
+            purged: Arc::clone(&self.shared.purged),
+        })
+    }
+}
+
+/// The end of a replica's Raft log (see [`LogStore::tail`]).
+#[derive(Debug, Clone)]
+pub struct Tail {
+    index: Arc<Mutex<VecDeque<(LogId<u64>, Place)>>>,
+    purged: Arc<Mutex<Option<LogId<u64>>>>,
+}
+
+impl Tail {
+    /// The id of the last entry appended, or of the last one purged when none is left.
+    pub fn last_log_id(&self) -> Option<LogId<u64>> {
+        lock(&self.index)
+            .back()
+            .map(|(id, _)| *id)
+            .or(*lock(&self.purged))
+    }
 }
 
 impl RaftLogStorage<Types> for LogStore {
@@ -395,6 +425,7 @@ impl RaftLogStorage<Types> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         self.put_state("purged", &log_id)?;
+        *lock(&self.shared.purged) = Some(log_id);
         self.durable_state()?;
         let first_kept = {
             let mut index = lock(&self.shared.index);

@@ -258,7 +258,10 @@ impl RaftStateMachine<Types> for Machine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Types>>, StorageError<u64>> {
         let first = !std::mem::replace(&mut self.started, true);
-        let Some(meta) = self.snapshot.clone().or(snapshot::recorded(&self.store)?) else {
+        // the newest description is the store's: a snapshot built since this replica
+        // installed one (or started) is recorded there, not in `self.snapshot` — sending
+        // the older one would acknowledge less than openraft chose to send
+        let Some(meta) = snapshot::recorded(&self.store)?.or(self.snapshot.clone()) else {
             return Ok(None);
         };
         if first {

@@ -65,8 +65,8 @@ pub struct Node {
     pub queue: mpsc::WeakSender<crate::log::Command>,
     /// When it last heard from a leader (for Pre-Vote, [`election`]).
     contact: election::Contact,
-    /// Its Raft log (how far it goes, for Pre-Vote).
-    log: log_store::LogStore,
+    /// How far its Raft log goes (for Pre-Vote).
+    log: log_store::Tail,
 }
 
 impl std::fmt::Debug for Node {
@@ -213,6 +213,9 @@ pub async fn start(
     } = setup;
     let me = identify(config, &keys, &roster.get())?;
     let log = log_store::LogStore::open(&data_dir.join("raft"))?;
+    let tail = log
+        .tail()
+        .map_err(|e| Error::Store(format!("cannot read the Raft log: {e}")))?;
     let (tx, rx) = mpsc::channel(256);
     let handle = LogHandle::over(tx.clone());
     let signer = machine::Signer {
@@ -294,7 +297,7 @@ pub async fn start(
         installed,
         queue: tx.downgrade(),
         contact: election::Contact::new(config.election_timeout_ms),
-        log,
+        log: tail,
     });
     tokio::spawn(proposer::run(node.clone(), rx, writer, clock));
     tokio::spawn(election::run(node.clone()));
