@@ -25,6 +25,9 @@ use crate::log::{Place, Segments, SledSync};
 
 type Flushed = LogFlushed<Types>;
 
+/// Where each entry lies, oldest first (contiguous indexes).
+type Index = VecDeque<(LogId<u64>, Place)>;
+
 /// Bytes before each entry: its length and the CRC-32 of the entry bytes.
 const FRAME: usize = 8;
 
@@ -38,7 +41,7 @@ pub struct LogStore {
 struct Shared {
     segments: Arc<Segments>,
     /// Where each entry lies, oldest first (contiguous indexes).
-    index: Arc<Mutex<VecDeque<(LogId<u64>, Place)>>>,
+    index: Arc<Mutex<Index>>,
     /// The last purged log id (kept in `state` too), for [`Tail`].
     purged: Arc<Mutex<Option<LogId<u64>>>>,
     state: sled::Tree,
@@ -348,7 +351,7 @@ impl LogStore {
 /// The end of a replica's Raft log (see [`LogStore::tail`]).
 #[derive(Debug, Clone)]
 pub struct Tail {
-    index: Arc<Mutex<VecDeque<(LogId<u64>, Place)>>>,
+    index: Arc<Mutex<Index>>,
     purged: Arc<Mutex<Option<LogId<u64>>>>,
 }
 
