@@ -4,30 +4,29 @@
 //! writer refuses every later write (fail-stop): after a failed flush or fsync nothing
 //! about the disk can be trusted until a restart rechecks it.
 //!
-//! [`LogHandle`] is the typed way in: one method per operation, each returning once its
-//! batch is durable.
+//! [`LogHandle`] (in `handle.rs`) is the typed way in.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ewx_net::Clock;
-use ewx_proto::audit::Event;
-use ewx_proto::checkpoint::Cosignature;
-use ewx_proto::frame::RejectReason;
-use ewx_proto::receipt::Receipt;
-use ewx_proto::{Envelope, NodeKeys, Precedence, Roster};
-use tokio::sync::{mpsc, oneshot};
+use ewx_proto::{NodeKeys, Precedence};
+use tokio::sync::mpsc;
 
+#[path = "handle.rs"]
+mod handle;
 #[path = "replica.rs"]
 mod replica;
+
+pub(crate) use handle::Command;
+pub use handle::LogHandle;
 
 pub use replica::{Applying, Made, Part, ReplicaJob, spawn_replica};
 
 use super::Recovered;
-use super::sequencer::{CaseAnswer, CaseQuery, Op, Outcome, Sequencer, Settings, Step};
+use super::sequencer::{Op, Outcome, Sequencer, Settings, Step};
 use super::{Fanout, LogCommit, LogRead};
-use crate::core::Rejection;
 
 /// Most operations folded into one commit. Larger batches spread one fsync over more
 /// messages, but a FLASH publish arriving during a commit waits for all of it (≈ 40 µs a
@@ -47,15 +46,6 @@ struct Group {
     ops: Vec<usize>,
 }
 
-/// An operation and where its outcome goes (`None`: nobody waits).
-#[derive(Debug)]
-pub(crate) struct Command {
-    /// The operation.
-    pub op: Op,
-    /// Where its outcome goes.
-    pub reply: Option<oneshot::Sender<Outcome>>,
-}
-
 /// Shared view of what the writer has committed.
 #[derive(Debug, Default)]
 pub struct Head {
@@ -69,128 +59,6 @@ pub struct Head {
     pub failed: std::sync::atomic::AtomicBool,
     /// Commit sizes and times, for the metrics.
     pub commits: crate::ops::metrics::Commits,
-}
-
-/// The typed handle to the writer. Cheap to clone; the writer stops when the last one
-/// is dropped, after a last checkpoint of whatever is new.
-#[derive(Debug, Clone)]
-pub struct LogHandle {
-    /// Bounded: when full, callers wait (backpressure on every request task).
-    tx: mpsc::Sender<Command>,
-}
-
-fn shutting_down() -> Rejection {
-    Rejection::new(RejectReason::Internal, "broker is shutting down".into())
-}
-
-impl LogHandle {
-    /// Has the writer stopped (shut down, or its thread gone)?
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-
-    async fn call(&self, op: Op) -> Option<Outcome> {
-        let (reply, answer) = oneshot::channel();
-        let cmd = Command {
-            op,
-            reply: Some(reply),
-        };
-        self.tx.send(cmd).await.ok()?;
-        answer.await.ok()
-    }
-
-    /// Store an accepted envelope; its log index once durable.
-    ///
-    /// # Errors
-    /// `Replay` for a seen id or seq, `StorageFull` after a failed commit, `Internal` at
-    /// shutdown.
-    pub async fn publish(&self, envelope: Envelope, bytes: Vec<u8>) -> Result<u64, Rejection> {
-        match self.call(Op::Publish(Box::new(envelope), bytes)).await {
-            Some(Outcome::Published(r)) => r,
-            _ => Err(shutting_down()),
-        }
-    }
-
-    /// Append an audit entry (waits only for room in the queue; lost only at shutdown).
-    pub async fn audit(&self, event: Event) {
-        let cmd = Command {
-            op: Op::Audit(event),
-            reply: None,
-        };
-        if self.tx.send(cmd).await.is_err() {
-            tracing::warn!("writer gone; audit entry not written");
-        }
-    }
-
-    /// Set durable cursors (and log `event`); `true` once durable.
-    pub async fn set_cursors(&self, cursors: Vec<(Vec<u8>, u64)>, event: Option<Event>) -> bool {
-        matches!(
-            self.call(Op::Cursors(cursors, event)).await,
-            Some(Outcome::Done(true))
-        )
-    }
-
-    /// Log a verified receipt: `true` if new, `false` if a duplicate.
-    ///
-    /// # Errors
-    /// `StorageFull` after a failed commit, `Internal` at shutdown.
-    pub async fn receipt(&self, receipt: Receipt) -> Result<bool, Rejection> {
-        match self.call(Op::Receipt(receipt)).await {
-            Some(Outcome::Receipt(r)) => r,
-            _ => Err(shutting_down()),
-        }
-    }
-
-    /// Persist a newly accepted roster and its `RosterChanged` entry; `true` once durable.
-    pub async fn roster(&self, roster: Arc<Roster>, event: Event) -> bool {
-        matches!(
-            self.call(Op::Roster(roster, event)).await,
-            Some(Outcome::Done(true))
-        )
-    }
-
-    /// Ask the case index (as committed so far).
-    ///
-    /// # Errors
-    /// `Internal` at shutdown.
-    pub async fn cases(&self, query: CaseQuery) -> Result<CaseAnswer, Rejection> {
-        match self.call(Op::Cases(query)).await {
-            Some(Outcome::Cases(a)) => Ok(a),
-            _ => Err(shutting_down()),
-        }
-    }
-
-    /// Add this replica's signature to the stored checkpoint of `size` entries (through
-    /// the replicated log, so every replica stores it).
-    ///
-    /// # Errors
-    /// As [`LogHandle::cosign`].
-    pub async fn replica_sign(&self, size: u64, signature: Cosignature) -> Result<(), Rejection> {
-        match self.call(Op::ReplicaSign(size, signature)).await {
-            Some(Outcome::Cosigned(r)) => r,
-            _ => Err(shutting_down()),
-        }
-    }
-
-    /// Add a verified co-signature to the stored checkpoint of `size` entries.
-    ///
-    /// # Errors
-    /// `Malformed` for an unknown checkpoint, `StorageFull`, `Internal`.
-    pub async fn cosign(&self, size: u64, cosignature: Cosignature) -> Result<(), Rejection> {
-        match self.call(Op::Cosign(size, cosignature)).await {
-            Some(Outcome::Cosigned(r)) => r,
-            _ => Err(shutting_down()),
-        }
-    }
-
-    /// Time passed: checkpoint and retention if due. Dropped if the queue is full (the
-    /// writer is busy and checkpoints by count anyway).
-    pub fn tick(&self) {
-        let _ = self.tx.try_send(Command {
-            op: Op::Tick,
-            reply: None,
-        });
-    }
 }
 
 struct Writer {
@@ -252,14 +120,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("ewx-writer".into())
         .spawn(move || writer.run(rx))?;
-    Ok((LogHandle { tx }, head, thread))
-}
-
-impl LogHandle {
-    /// A handle whose commands go to `tx` (a replicated log's proposer reads them).
-    pub(crate) fn over(tx: mpsc::Sender<Command>) -> Self {
-        Self { tx }
-    }
+    Ok((LogHandle::over(tx), head, thread))
 }
 
 impl Writer {
