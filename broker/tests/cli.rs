@@ -27,6 +27,16 @@ fn write_network(dir: &Path, key_mode: u32) {
     .unwrap();
 }
 
+/// Run `ewx-broker --config DIR/broker.toml ARGS` to its end.
+fn broker(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(dir.join("broker.toml"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn broker_keys() -> NodeKeys {
     ewx_testkit::keys("BROKER")
 }
@@ -73,21 +83,12 @@ fn bad_setups_fail_with_a_clear_message() {
 
     let dir = tempfile::tempdir().unwrap();
     write_network(dir.path(), 0o644);
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(dir.path().join("broker.toml"))
-        .output()
-        .unwrap();
+    let out = broker(dir.path(), &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chmod 600"), "{err}");
     // --check-config finds the same, and says the broker would not start
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(dir.path().join("broker.toml"))
-        .arg("--check-config")
-        .output()
-        .unwrap();
+    let out = broker(dir.path(), &["--check-config"]);
     assert!(!out.status.success());
     let found = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -106,12 +107,7 @@ fn bad_setups_fail_with_a_clear_message() {
 fn check_config_passes_a_usable_configuration_without_serving() {
     let dir = tempfile::tempdir().unwrap();
     write_network(dir.path(), 0o600);
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(dir.path().join("broker.toml"))
-        .arg("--check-config")
-        .output()
-        .unwrap();
+    let out = broker(dir.path(), &["--check-config"]);
     let found = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -152,11 +148,7 @@ fn listens_reloads_the_roster_on_sighup_and_stops_on_sigterm() {
     };
     assert!(listening.starts_with('{'), "json log line: {listening}");
     // a second broker on the same data directory is told why it cannot start
-    let second = Command::new(BIN)
-        .arg("--config")
-        .arg(dir.path().join("broker.toml"))
-        .output()
-        .unwrap();
+    let second = broker(dir.path(), &[]);
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(

@@ -8,6 +8,19 @@ use std::time::{Duration, Instant};
 
 mod support;
 
+/// A bulletin from `b.txt`, as `ewx publish` flags.
+const PUBLISH: [&str; 9] = [
+    "publish",
+    "--topic",
+    "ew.air.missile",
+    "--level",
+    "AMBER",
+    "--compartments",
+    "CORE",
+    "--file",
+    "b.txt",
+];
+
 use support::{ewx, fails, run};
 
 #[test]
@@ -51,18 +64,7 @@ fn publishing_checks_rel_to_and_survives_a_crowd() {
     let addr = broker.local_addr().to_string();
     std::fs::write(d.path().join("b.txt"), "Drills\nCheck the sirens").unwrap();
     let publish = |extra: &[&str]| {
-        let mut args = vec![
-            "publish",
-            "--topic",
-            "ew.air.missile",
-            "--level",
-            "AMBER",
-            "--compartments",
-            "CORE",
-            "--file",
-            "b.txt",
-        ];
-        args.extend_from_slice(extra);
+        let args: Vec<&str> = PUBLISH.iter().chain(extra).copied().collect();
         ewx(d.path(), &addr, "UA", &args)
     };
     // a node the roster does not have is refused by name (it was accepted silently,
@@ -81,24 +83,7 @@ fn publishing_checks_rel_to_and_survives_a_crowd() {
         .map(|_| {
             std::thread::spawn({
                 let (dir, addr) = (d.path().to_path_buf(), addr.clone());
-                move || {
-                    ewx(
-                        &dir,
-                        &addr,
-                        "UA",
-                        &[
-                            "publish",
-                            "--topic",
-                            "ew.air.missile",
-                            "--level",
-                            "AMBER",
-                            "--compartments",
-                            "CORE",
-                            "--file",
-                            "b.txt",
-                        ],
-                    )
-                }
+                move || ewx(&dir, &addr, "UA", &PUBLISH)
             })
         })
         .collect();

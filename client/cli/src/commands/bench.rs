@@ -164,32 +164,37 @@ fn measured(
     run: &str,
     replicas: usize,
 ) -> Result<bench::BenchReport> {
+    measured_with(args, load, dir, (run, replicas), false).map(|(r, _)| r)
+}
+
+/// [`measured`], with the (first) broker's `/metrics` scraped every second if `scraped`;
+/// the report and the number of good scrapes.
+fn measured_with(
+    args: &BenchArgs,
+    load: &bench::Load,
+    dir: &Path,
+    (run, replicas): (&str, usize),
+    scraped: bool,
+) -> Result<(bench::BenchReport, u64)> {
     if args.broker_only && !args.json {
         eprintln!("{run}: sealing bulletins ahead of the run ...");
     }
-    let children = spawn_brokers(args, dir, run, replicas, false)?;
+    let children = spawn_brokers(args, dir, run, replicas, scraped)?;
     let addrs = children.iter().map(|c| c.1).collect();
     let pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
-    let report = measure_run(args, load, addrs, &pids, None);
+    let ops = children.first().and_then(|c| c.2);
+    let report = measure_run(args, load, addrs, &pids, ops);
     for (c, _, _) in children {
         stop_child(c);
     }
-    report.map(|(r, _)| r)
+    report
 }
 
 /// `--scrape`: a single broker without, then with, its metrics scraped every second.
 fn scrape_cost(args: &BenchArgs, dir: &Path) -> Result<ExitCode> {
     let mut runs = Vec::new();
     for (run, scraped) in [("plain", false), ("scraped", true)] {
-        let children = spawn_brokers(args, dir, run, 1, scraped)?;
-        let addrs = children.iter().map(|c| c.1).collect();
-        let pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
-        let ops = children.first().and_then(|c| c.2);
-        let report = measure_run(args, &args.load, addrs, &pids, ops);
-        for (c, _, _) in children {
-            stop_child(c);
-        }
-        runs.push(report?);
+        runs.push(measured_with(args, &args.load, dir, (run, 1), scraped)?);
     }
     let [(plain, _), (scraped, scrapes)] =
         <[_; 2]>::try_from(runs).map_err(|_| anyhow::anyhow!("two runs expected"))?;
