@@ -91,7 +91,7 @@ impl Session {
     /// Log a rejection and write its audit entries (as the limiter folds them).
     async fn reject(&self, r: &Rejection, envelope_hash: Option<Digest32>) {
         tracing::warn!(reason = ?r.reason, "rejected: {}", r.detail);
-        self.shared.metrics.rejected(&format!("{:?}", r.reason));
+        self.shared.metrics.rejected(r.reason);
         let events =
             self.lock_limiter()
                 .record(self.shared.config.clock.now_ms(), r, envelope_hash);
@@ -181,8 +181,9 @@ impl Session {
             Request::Hello { roster_version } => Ok(self.hello(roster_version)),
             Request::Publish { envelope } => {
                 let r = self.publish(envelope).await;
-                let reason = r.as_ref().err().map(|(r, _)| format!("{:?}", r.reason));
-                self.shared.metrics.published(reason.as_deref());
+                self.shared
+                    .metrics
+                    .published(r.as_ref().err().map(|(r, _)| r.reason));
                 r
             }
             Request::Subscribe {

@@ -6,12 +6,27 @@
 
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use ewx_proto::frame::RejectReason;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+/// A reject reason as a label value (its name; `none` for an accepted publish).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct Why(pub Option<RejectReason>);
+
+impl EncodeLabelValue for Why {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        match self.0 {
+            Some(r) => write!(encoder, "{r:?}"),
+            None => encoder.write_str("none"),
+        }
+    }
+}
 
 /// A publish's outcome.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -19,14 +34,14 @@ pub struct Outcome {
     /// `accepted` or `rejected`.
     pub result: &'static str,
     /// The reject reason (`none` when accepted).
-    pub reason: String,
+    pub reason: Why,
 }
 
 /// A rejection of any request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     /// The reject reason.
-    pub reason: String,
+    pub reason: Why,
 }
 
 /// Where a case stands.
@@ -149,16 +164,15 @@ pub struct Levels {
 
 impl Metrics {
     /// A publish answered: accepted, or rejected for `reason`.
-    pub fn published(&self, rejected: Option<&str>) {
-        let outcome = match rejected {
-            None => Outcome {
-                result: "accepted",
-                reason: "none".into(),
-            },
-            Some(r) => Outcome {
-                result: "rejected",
-                reason: r.into(),
-            },
+    pub fn published(&self, rejected: Option<RejectReason>) {
+        let result = if rejected.is_some() {
+            "rejected"
+        } else {
+            "accepted"
+        };
+        let outcome = Outcome {
+            result,
+            reason: Why(rejected),
         };
         self.publishes.get_or_create(&outcome).inc();
     }
@@ -169,10 +183,10 @@ impl Metrics {
     }
 
     /// A request rejected (any kind), for `reason`.
-    pub fn rejected(&self, reason: &str) {
+    pub fn rejected(&self, reason: RejectReason) {
         self.rejections
             .get_or_create(&Reason {
-                reason: reason.into(),
+                reason: Why(Some(reason)),
             })
             .inc();
     }
