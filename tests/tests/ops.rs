@@ -335,3 +335,127 @@ async fn https_with_a_certificate_of_the_operators() {
     assert_eq!(String::from_utf8_lossy(&plain.stdout), "000");
     broker.shutdown().await.unwrap();
 }
+
+/// `curl` with `args`: (HTTP status, response headers, body).
+fn curl_with(addr: std::net::SocketAddr, path: &str, args: &[&str]) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "10", "-D", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (all, code) = text.rsplit_once('\n').unwrap();
+    let (head, body) = all.split_once("\r\n\r\n").unwrap_or((all, ""));
+    (
+        code.trim().parse().unwrap(),
+        head.to_lowercase(),
+        body.to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_behind_the_token_and_its_sessions() {
+    let net = TestNet::new();
+    let token = net.dir.path().join("ops.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    set_mode(&token, 0o600);
+    let config = ops_config(&net, "listen = '127.0.0.1:0'\ntoken_file = 'ops.token'").unwrap();
+    let broker = ewx_broker::Broker::start(config).await.unwrap();
+    let ops = broker.ops_addr().unwrap();
+    let ua = net.client(&broker, "UA").await;
+    ua.publish(bulletin(
+        "ew.air",
+        Level::Amber,
+        "CORE",
+        Precedence::Flash,
+        "drones over Sumy",
+    ))
+    .await
+    .unwrap();
+
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let seen = tokio::task::spawn_blocking(move || {
+        let jar = tempfile::NamedTempFile::new().unwrap();
+        let jar = jar.path().to_str().unwrap().to_string();
+        let cookies = ["-b", jar.as_str(), "-c", jar.as_str()];
+        let no_token = curl_with(ops, "/api/overview", &[]);
+        let page = curl_with(ops, "/", &["-H", "Accept: text/html"]);
+        let login = curl_with(ops, "/login", &[]);
+        let asset = curl_with(ops, "/static/dashboard.js", &[]);
+        let wrong = curl_with(
+            ops,
+            "/login",
+            &[&cookies[..], &["-d", "token=not-it"]].concat(),
+        );
+        let right = curl_with(
+            ops,
+            "/login",
+            &[&cookies[..], &["-d", &format!("token={TOKEN}")]].concat(),
+        );
+        let session = std::fs::read_to_string(&jar)
+            .unwrap()
+            .lines()
+            .find(|l| l.contains("ewx_ops_session"))
+            .map(|l| l.rsplit('\t').next().unwrap().to_string())
+            .unwrap();
+        let by_cookie = curl_with(ops, "/api/overview", &cookies);
+        let by_bearer = curl_with(ops, "/api/overview", &["-H", &bearer]);
+        let logout = curl_with(ops, "/logout", &[&cookies[..], &["-X", "POST"]].concat());
+        // the old session, sent again after the logout (the jar forgot it)
+        let old = format!("Cookie: ewx_ops_session={session}");
+        let after = curl_with(ops, "/api/overview", &["-H", &old]);
+        (
+            no_token, page, login, asset, wrong, right, by_cookie, by_bearer, logout, after,
+        )
+    })
+    .await
+    .unwrap();
+    let (no_token, page, login, asset, wrong, right, by_cookie, by_bearer, logout, after) = seen;
+    assert_eq!(no_token.0, 401, "{no_token:?}");
+    // a browser is sent to the login form; the form and the page's code need no token
+    assert_eq!(page.0, 303);
+    assert!(page.1.contains("location: /login"), "{}", page.1);
+    assert_eq!(login.0, 200);
+    assert!(login.2.contains("name=\"token\""), "{}", login.2);
+    assert_eq!(asset.0, 200);
+    assert!(
+        asset.1.contains("content-type: text/javascript"),
+        "{}",
+        asset.1
+    );
+    assert_eq!(wrong.0, 401);
+    assert!(!wrong.1.contains("set-cookie"), "{}", wrong.1);
+    assert_eq!(right.0, 303);
+    assert!(
+        right.1.contains("set-cookie: ewx_ops_session=")
+            && right.1.contains("httponly")
+            && right.1.contains("samesite=strict"),
+        "{}",
+        right.1
+    );
+    for (what, r) in [("cookie", &by_cookie), ("bearer", &by_bearer)] {
+        assert_eq!(r.0, 200, "{what}: {r:?}");
+        assert!(
+            r.1.contains("content-security-policy: default-src 'none'"),
+            "{}",
+            r.1
+        );
+        let o: serde_json::Value = serde_json::from_str(&r.2).unwrap();
+        let ua = o["partners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["node"] == "UA")
+            .unwrap();
+        assert_eq!(ua["connections"], 1, "{what}: {ua}");
+        assert_eq!(o["traffic"]["now"]["accepted"], 1, "{what}: {o}");
+        assert_eq!(o["broker"]["log_entries"], 1, "{what}: {o}");
+        assert!(o["broker"]["not_ready"].is_null(), "{what}: {o}");
+        // metadata only: no topic, no contents
+        assert!(!r.2.contains("ew.air") && !r.2.contains("Sumy"), "{}", r.2);
+    }
+    assert_eq!(logout.0, 303);
+    assert_eq!(after.0, 401, "the session outlived its logout");
+    broker.shutdown().await.unwrap();
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ewx_proto::audit::Event;
-use ewx_proto::case::{Case, CaseEntry};
+use ewx_proto::case::{Case, CaseEntry, CaseType, Stage};
 use ewx_proto::checkpoint::Cosignature;
 use ewx_proto::frame::RejectReason;
 use ewx_proto::receipt::Receipt;
@@ -95,6 +95,33 @@ pub enum CaseQuery {
         /// The time to measure deadlines against.
         now_ms: u64,
     },
+    /// The cases still running, soonest deadline first, with who has not answered it
+    /// (for the ops dashboard: the index's metadata, nothing of any contents).
+    Board {
+        /// At most this many.
+        limit: usize,
+    },
+}
+
+/// A running case as the ops dashboard shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardCase {
+    /// The case.
+    pub case: MessageId,
+    /// Its mechanism.
+    pub case_type: CaseType,
+    /// Who opened it.
+    pub opener: NodeId,
+    /// When (log time).
+    pub opened_ms: u64,
+    /// `open`, `fired` or `adopted`.
+    pub status: &'static str,
+    /// Messages in its thread.
+    pub messages: u64,
+    /// Parties expected to answer.
+    pub parties: u64,
+    /// The soonest deadline someone has not answered: (stage, due), and who.
+    pub next: Option<(Stage, u64, Vec<NodeId>)>,
 }
 
 /// The answer to a [`CaseQuery`].
@@ -112,6 +139,8 @@ pub enum CaseAnswer {
         /// Deadlines passed with a party missing.
         overdue: u64,
     },
+    /// The running cases.
+    Board(Vec<BoardCase>),
 }
 
 /// The refusal of every write once a commit has failed (nothing of it was kept).

@@ -18,7 +18,7 @@ use super::batch::{Batch, NewMessage};
 
 mod signing;
 
-pub use super::ops::{CaseAnswer, CaseQuery, Op, Outcome};
+pub use super::ops::{BoardCase, CaseAnswer, CaseQuery, Op, Outcome};
 use super::{INLINE_BYTES, LogRead, Recovered, Stored};
 use crate::config::{CheckpointPolicy, Retention};
 use crate::core::Rejection;
@@ -402,8 +402,10 @@ impl Sequencer {
 
     /// Answer a case query from the index as committed so far.
     pub fn query(&self, query: CaseQuery) -> Outcome {
-        if let CaseQuery::Tally { now_ms } = query {
-            return Outcome::Cases(self.tally(now_ms));
+        match query {
+            CaseQuery::Tally { now_ms } => return Outcome::Cases(self.tally(now_ms)),
+            CaseQuery::Board { limit } => return Outcome::Cases(self.board(limit)),
+            CaseQuery::List { .. } | CaseQuery::Case { .. } => {}
         }
         let Some(roster) = self.roster.as_deref() else {
             return Outcome::Cases(CaseAnswer::List(Vec::new()));
@@ -419,6 +421,7 @@ impl Sequencer {
                     .map(Box::new),
             ),
             CaseQuery::Tally { now_ms } => self.tally(now_ms),
+            CaseQuery::Board { limit } => self.board(limit),
         })
     }
 
@@ -445,6 +448,51 @@ impl Sequencer {
             by_status: by.to_vec(),
             overdue,
         }
+    }
+
+    /// The cases still running (not withdrawn; open, fired, or owing an answer by a
+    /// deadline), soonest unanswered deadline first, then newest.
+    fn board(&self, limit: usize) -> CaseAnswer {
+        use ewx_proto::case::Status;
+        let mut running: Vec<BoardCase> = self
+            .cases
+            .book()
+            .cases()
+            .filter(|c| !matches!(c.status, Status::Withdrawn { .. }))
+            .filter_map(|c| {
+                let next = c.deadlines().into_iter().find_map(|d| {
+                    let who = c.unanswered(d.stage);
+                    (!who.is_empty()).then_some((d.stage, d.due_ms, who))
+                });
+                let status = match c.status {
+                    Status::Open => "open",
+                    Status::Fired { .. } => "fired",
+                    Status::Adopted { .. } if next.is_some() => "adopted",
+                    Status::Adopted { .. } | Status::Withdrawn { .. } => return None,
+                };
+                if status != "open" && next.is_none() {
+                    return None;
+                }
+                Some(BoardCase {
+                    case: c.id,
+                    case_type: c.case_type,
+                    opener: c.opener.clone(),
+                    opened_ms: c.opened_ms,
+                    status,
+                    messages: c.thread.len() as u64,
+                    parties: c.parties.len() as u64,
+                    next,
+                })
+            })
+            .collect();
+        running.sort_by_key(|c| {
+            (
+                c.next.as_ref().map_or(u64::MAX, |n| n.1),
+                std::cmp::Reverse(c.opened_ms),
+            )
+        });
+        running.truncate(limit);
+        CaseAnswer::Board(running)
     }
 
     fn receipt(

@@ -21,7 +21,9 @@ impl Session {
         };
         match self.shared.writer.cases(query).await {
             Ok(CaseAnswer::List(list)) => Ok(Response::Cases(list)),
-            Ok(CaseAnswer::Case(_) | CaseAnswer::Tally { .. }) => Ok(Response::Cases(Vec::new())),
+            Ok(CaseAnswer::Case(_) | CaseAnswer::Tally { .. } | CaseAnswer::Board(_)) => {
+                Ok(Response::Cases(Vec::new()))
+            }
             Err(r) => Err((r, None)),
         }
     }
@@ -33,7 +35,7 @@ impl Session {
         };
         let found = match self.shared.writer.cases(query).await {
             Ok(CaseAnswer::Case(found)) => found,
-            Ok(CaseAnswer::List(_) | CaseAnswer::Tally { .. }) => None,
+            Ok(CaseAnswer::List(_) | CaseAnswer::Tally { .. } | CaseAnswer::Board(_)) => None,
             Err(r) => return Err((r, None)),
         };
         let Some(found) = found else {

@@ -154,22 +154,29 @@ impl Shared {
                 (m.current_leader == Some(c.me), m.current_term)
             }),
             commits: self.head.commits.clone(),
-            checkpoint: self.newest_checkpoint(),
+            checkpoint: self.newest_checkpoint().map(|(body, signed)| {
+                (
+                    body.size,
+                    body.time_ms,
+                    signed.cosignatures.len() as u64,
+                    signed.replicas.len() as u64,
+                )
+            }),
             cases: None,
         }
     }
 
-    /// The newest checkpoint: size, log time, witness and replica signatures.
-    fn newest_checkpoint(&self) -> Option<(u64, u64, u64, u64)> {
+    /// The newest checkpoint, decoded: its body and its signatures.
+    pub fn newest_checkpoint(
+        &self,
+    ) -> Option<(
+        ewx_proto::checkpoint::Checkpoint,
+        ewx_proto::checkpoint::SignedCheckpoint,
+    )> {
         let bytes = self.log.newest_checkpoint().ok()??;
         let signed = ewx_proto::checkpoint::SignedCheckpoint::decode(&bytes).ok()?;
         let body = signed.checkpoint().ok()?;
-        Some((
-            body.size,
-            body.time_ms,
-            signed.cosignatures.len() as u64,
-            signed.replicas.len() as u64,
-        ))
+        Some((body, signed))
     }
 
     /// Cases by status and overdue deadlines, from the writer's case index (waited for

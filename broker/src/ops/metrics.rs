@@ -135,6 +135,20 @@ pub struct Metrics {
     roster_version: Level,
     replica_leader: Level,
     replica_term: Level,
+    /// The reasons rejections have had so far (for the dashboard, which cannot list a
+    /// `Family`'s labels).
+    reasons: std::sync::Mutex<Vec<RejectReason>>,
+}
+
+/// Totals so far, for the dashboard's history.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Publishes accepted.
+    pub accepted: u64,
+    /// Deliveries written.
+    pub delivered: u64,
+    /// Rejections of any request, by reason (its name).
+    pub rejected: Vec<(String, u64)>,
 }
 
 /// What a scrape reads from the broker.
@@ -184,11 +198,45 @@ impl Metrics {
 
     /// A request rejected (any kind), for `reason`.
     pub fn rejected(&self, reason: RejectReason) {
+        let mut reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+        if !reasons.contains(&reason) {
+            reasons.push(reason);
+        }
+        drop(reasons);
         self.rejections
             .get_or_create(&Reason {
                 reason: Why(Some(reason)),
             })
             .inc();
+    }
+
+    /// Publishes accepted, deliveries and rejections by reason, so far.
+    pub fn totals(&self) -> Totals {
+        let accepted = Outcome {
+            result: "accepted",
+            reason: Why(None),
+        };
+        let reasons = self
+            .reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Totals {
+            accepted: self.publishes.get(&accepted).map_or(0, |c| c.get()),
+            delivered: self.deliveries.get(),
+            rejected: reasons
+                .into_iter()
+                .map(|r| {
+                    let n = self
+                        .rejections
+                        .get(&Reason {
+                            reason: Why(Some(r)),
+                        })
+                        .map_or(0, |c| c.get());
+                    (format!("{r:?}"), n)
+                })
+                .collect(),
+        }
     }
 
     /// The OpenMetrics text of every metric, with the levels as read now.

@@ -3,20 +3,27 @@
 //! a listener on any address other than loopback needs a bearer token (the configuration
 //! is refused without one), and when a token is set every request must carry it.
 
+mod auth;
 pub mod metrics;
+mod overview;
+mod page;
 mod tls;
+
+pub use auth::{owner_only, read_token};
 
 pub use tls::server_config as tls_config;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+
+use auth::Gate;
+use overview::History;
 
 use crate::config::OpsConfig;
 use crate::error::{Error, Result};
@@ -30,42 +37,8 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 #[derive(Clone)]
 struct Ops {
     shared: Arc<Shared>,
-    token: Option<Arc<str>>,
-}
-
-/// A secret file must be readable by its owner only.
-///
-/// # Errors
-/// `Config` if it is missing or open to others.
-pub fn owner_only(path: &Path, what: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::Config(format!("{what} {}: {e}", path.display())))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(Error::Config(format!(
-            "{what} {} is readable by others: chmod 600 it",
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Read the bearer token: the file must be readable by its owner only.
-///
-/// # Errors
-/// `Config` if it is missing, empty or readable by others.
-pub fn read_token(path: &Path) -> Result<String> {
-    owner_only(path, "ops.token_file")?;
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("ops.token_file {}: {e}", path.display())))?;
-    let token = token.trim().to_string();
-    if token.len() < 16 {
-        return Err(Error::Config(format!(
-            "ops.token_file {}: the token must be at least 16 characters",
-            path.display()
-        )));
-    }
-    Ok(token)
+    gate: Arc<Gate>,
+    history: Arc<History>,
 }
 
 /// The listener, bound, with its token: made before the store is opened, so a bad token
@@ -118,13 +91,21 @@ pub fn serve(bound: Bound, shared: Arc<Shared>) -> Result<SocketAddr> {
     let authenticated = token.is_some();
     let ops = Ops {
         shared: shared.clone(),
-        token,
+        gate: Arc::new(Gate::new(token, tls.is_some())),
+        history: Arc::new(History::default()),
     };
+    spawn_sampler(&ops);
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .layer(middleware::from_fn_with_state(ops.clone(), authorize))
+        .route("/", get(page::dashboard))
+        .route("/api/overview", get(overview))
+        .route("/static/{file}", get(page::asset))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .layer(middleware::from_fn_with_state(ops.clone(), auth::authorize))
+        .layer(middleware::map_response(page::secure_headers))
         .with_state(ops);
     let cancel = &shared.cancel;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -138,7 +119,7 @@ pub fn serve(bound: Bound, shared: Arc<Shared>) -> Result<SocketAddr> {
     }
     tracing::info!(
         authenticated,
-        "ops listening on {scheme}://{addr} (/metrics, /healthz, /readyz)"
+        "ops listening on {scheme}://{addr} (dashboard at /; /metrics, /healthz, /readyz)"
     );
     Ok(addr)
 }
@@ -160,31 +141,29 @@ where
     });
 }
 
-/// Every request carries the token, when one is set (compared in constant time).
-async fn authorize(State(ops): State<Ops>, req: Request, next: Next) -> Response {
-    if let Some(token) = &ops.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !same(given.as_bytes(), token.as_bytes()) {
-            tracing::warn!(path = %req.uri().path(), "ops request refused: no valid bearer token");
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "a bearer token is required\n",
-            )
-                .into_response();
+/// Sample the totals for the dashboard's history until the broker shuts down.
+fn spawn_sampler(ops: &Ops) {
+    let (shared, history) = (ops.shared.clone(), ops.history.clone());
+    ops.shared.tasks.spawn(async move {
+        let mut every = tokio::time::interval(overview::SAMPLE_EVERY);
+        loop {
+            tokio::select! {
+                _ = shared.cancel.cancelled() => break,
+                _ = every.tick() => history.sample(&shared).await,
+            }
         }
-    }
-    next.run(req).await
+    });
 }
 
-/// Equal bytes, in time that depends on the length only.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The dashboard's document.
+async fn overview(State(ops): State<Ops>) -> Response {
+    let mut overview = ops.history.overview(&ops.shared).await;
+    overview.broker.locked = ops.gate.locked();
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(overview),
+    )
+        .into_response()
 }
 
 async fn metrics(State(ops): State<Ops>) -> Response {
