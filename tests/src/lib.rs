@@ -305,12 +305,36 @@ fn newest(dir: &Path) -> std::time::SystemTime {
 /// older than the broker's or protocol's sources (as when one test target is run alone
 /// after an edit; `cargo test --workspace` builds it fresh).
 pub fn broker_binary() -> PathBuf {
+    binary(
+        "ewx-broker",
+        "ewx-broker",
+        &["broker/src", "proto/src", "proto/net/src"],
+    )
+}
+
+/// The `ewx` binary of this build (built first if any of its sources is newer).
+pub fn ewx_binary() -> PathBuf {
+    binary(
+        "ewx",
+        "ewx-cli",
+        &[
+            "client/cli/src",
+            "client/taxii/src",
+            "client/src",
+            "broker/src",
+            "proto/src",
+            "proto/net/src",
+        ],
+    )
+}
+
+fn binary(name: &str, package: &str, sources: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/ewx-broker
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let bin = profile_dir.join("ewx-broker");
+    let bin = profile_dir.join(name);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let sources = ["broker/src", "proto/src", "proto/net/src"]
+    let sources = sources
         .iter()
         .map(|d| newest(&root.join(d)))
         .max()
@@ -320,11 +344,11 @@ pub fn broker_binary() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = profile_dir.ends_with("release");
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-p", "ewx-broker", "--bin", "ewx-broker"]);
+        cmd.args(["build", "-p", package, "--bin", name]);
         if release {
             cmd.arg("--release");
         }
-        assert!(cmd.status().unwrap().success(), "cannot build ewx-broker");
+        assert!(cmd.status().unwrap().success(), "cannot build {name}");
     }
     bin
 }
@@ -590,4 +614,24 @@ pub fn holds_each_once(
         held += 1;
     }
     held
+}
+
+/// The demo network (`ewx demo`'s, DEMO KEYS ONLY) written to `dir`, and a broker of it
+/// on 127.0.0.1:0 with `extra` TOML appended to its configuration.
+pub async fn demo_broker(dir: &Path, extra: &str) -> (Broker, Roster) {
+    ewx_cli::network::write(dir).unwrap();
+    let text = format!(
+        "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'keys/BROKER.key'\nroster = 'roster.cbor'\n\
+         [checkpoint]\nevery_entries = 20\ninterval_ms = 300\n{extra}"
+    );
+    let config = Config::from_toml(&text, dir).unwrap();
+    let broker = Broker::start(config).await.unwrap();
+    (broker, ewx_testkit::Network::compact().roster())
+}
+
+/// A client of a [`demo_broker`] as `node`.
+pub async fn demo_client(broker: &Broker, roster: &Roster, node: &str) -> Client {
+    Client::connect(broker.local_addr(), ewx_testkit::keys(node), roster.clone())
+        .await
+        .unwrap()
 }

@@ -21,24 +21,20 @@ use headless_chrome::{Browser, LaunchOptions, Tab};
 
 const TOKEN: &str = "dashboard-test-token-0123456789";
 
-/// The demo network (`ewx demo`'s) on disk, a broker with the ops listener, and the roster.
+/// The demo network's broker with the ops listener behind a token.
 async fn demo_broker(dir: &Path) -> (ewx_broker::Broker, Roster) {
-    ewx_cli::network::write(dir).unwrap();
     let token = dir.join("ops.token");
     std::fs::write(&token, TOKEN).unwrap();
     set_mode(&token, 0o600);
-    let text = "listen = '127.0.0.1:0'\ndata_dir = 'data'\nkey = 'keys/BROKER.key'\nroster = 'roster.cbor'\n\
-        [checkpoint]\nevery_entries = 20\ninterval_ms = 300\n\
-        [ops]\nlisten = '127.0.0.1:0'\ntoken_file = 'ops.token'\n";
-    let config = ewx_broker::Config::from_toml(text, dir).unwrap();
-    let broker = ewx_broker::Broker::start(config).await.unwrap();
-    (broker, ewx_testkit::Network::compact().roster())
+    ewx_tests::demo_broker(
+        dir,
+        "[ops]\nlisten = '127.0.0.1:0'\ntoken_file = 'ops.token'\n",
+    )
+    .await
 }
 
 async fn connect(broker: &ewx_broker::Broker, roster: &Roster, node: &str) -> Client {
-    Client::connect(broker.local_addr(), ewx_testkit::keys(node), roster.clone())
-        .await
-        .unwrap()
+    ewx_tests::demo_client(broker, roster, node).await
 }
 
 /// Debian's Chromium, launched headless (no sandbox: CI runs as root).

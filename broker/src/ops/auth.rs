@@ -28,17 +28,8 @@ const MAX_SESSIONS: usize = 256;
 ///
 /// # Errors
 /// `Config` if it is missing or open to others.
-pub fn owner_only(path: &Path, what: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::Config(format!("{what} {}: {e}", path.display())))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(Error::Config(format!(
-            "{what} {} is readable by others: chmod 600 it",
-            path.display()
-        )));
-    }
-    Ok(())
+fn owner_only(path: &Path, what: &str) -> Result<()> {
+    ewx_net::files::owner_only(path).map_err(|e| Error::Config(format!("{what}: {e}")))
 }
 
 /// Read the bearer token: the file must be readable by its owner only.
@@ -92,21 +83,21 @@ impl Gate {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if let Some(given) = bearer {
-            return same(given.as_bytes(), token.as_bytes());
+            return ewx_net::https::same_secret(given.as_bytes(), token.as_bytes());
         }
         let Some(id) = session_cookie(headers) else {
             return false;
         };
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions
-            .iter()
-            .any(|(s, at)| same(s.as_bytes(), id.as_bytes()) && at.elapsed() < SESSION_TTL)
+        sessions.iter().any(|(s, at)| {
+            ewx_net::https::same_secret(s.as_bytes(), id.as_bytes()) && at.elapsed() < SESSION_TTL
+        })
     }
 
     /// A new session if `given` is the token: its `Set-Cookie` value.
     fn open_session(&self, given: &str) -> Option<String> {
         let token = self.token.as_ref()?;
-        if !same(given.trim().as_bytes(), token.as_bytes()) {
+        if !ewx_net::https::same_secret(given.trim().as_bytes(), token.as_bytes()) {
             return None;
         }
         let id = hex::encode(rand::random::<[u8; 32]>());
@@ -156,11 +147,6 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter_map(std::result::Result::ok)
         .find(|c| c.name() == COOKIE)
         .map(|c| c.value().to_string())
-}
-
-/// Equal bytes, in time that depends on the length only.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Every request but the login page's carries the token or a session, when a token is

@@ -7,11 +7,8 @@ mod auth;
 pub mod metrics;
 mod overview;
 mod page;
-mod tls;
 
-pub use auth::{owner_only, read_token};
-
-pub use tls::server_config as tls_config;
+pub use auth::read_token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +47,17 @@ pub struct Bound {
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// The HTTPS configuration from `ops.tls_cert` and `ops.tls_key` (owner-only).
+///
+/// # Errors
+/// `Config` naming the file that is wrong.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>> {
+    ewx_net::https::server_config(cert, key).map_err(|e| Error::Config(format!("ops TLS: {e}")))
+}
+
 /// Read the token and bind the address.
 ///
 /// # Errors
@@ -62,7 +70,7 @@ pub async fn bind(config: &OpsConfig) -> Result<Bound> {
         .transpose()?
         .map(Arc::from);
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
         _ => None,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -111,7 +119,7 @@ pub fn serve(bound: Bound, shared: Arc<Shared>) -> Result<SocketAddr> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     match tls {
         Some(config) => {
-            let listener = tls::TlsListener::new(listener, config, cancel.clone())
+            let listener = ewx_net::https::TlsListener::new(listener, config, cancel.clone())
                 .map_err(|e| Error::Transport(e.to_string()))?;
             spawn_server(&shared, listener, app);
         }

@@ -22,11 +22,11 @@ fn bad(path: &Path, reason: String) -> Error {
     }
 }
 
-/// Read a secret key file (`ewx-secret-key v1`), refusing one readable by group or others.
+/// Refuse a secret file (a key, a token) that group or others can read.
 ///
 /// # Errors
-/// `File`, `KeyFileMode`, or `BadFile` for a malformed file.
-pub fn read_keys(path: &Path) -> Result<NodeKeys> {
+/// `File` if it cannot be read, `KeyFileMode` if it is open to others.
+pub fn owner_only(path: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -42,6 +42,15 @@ pub fn read_keys(path: &Path) -> Result<NodeKeys> {
             });
         }
     }
+    Ok(())
+}
+
+/// Read a secret key file (`ewx-secret-key v1`), refusing one readable by group or others.
+///
+/// # Errors
+/// `File`, `KeyFileMode`, or `BadFile` for a malformed file.
+pub fn read_keys(path: &Path) -> Result<NodeKeys> {
+    owner_only(path)?;
     let text = String::from_utf8(read(path)?)
         .map_err(|_| bad(path, "a secret key file is UTF-8 text".into()))?;
     NodeKeys::from_secret_file(&text).map_err(|e| bad(path, e.to_string()))

@@ -4,7 +4,7 @@
 //! identities pinned to the roster ([`tls`]), length-prefixed frames over QUIC streams
 //! with size limits and deadlines ([`wire`]), the key and roster files ([`files`], with
 //! the 0600 check), the wall clock ([`clock`]) and the application close codes
-//! ([`CloseCode`]). The broker and the client both stand on it; it knows neither.
+//! ([`CloseCode`]); with the `https` feature, TLS for the local HTTP listeners (`https`). The broker and the client both stand on it; it knows neither.
 //!
 //! It does **not** decide anything about messages (that is `ewx-proto`), route or store
 //! them (the broker), or seal and open them (the client).
@@ -14,6 +14,8 @@ pub mod clock;
 mod close;
 mod error;
 pub mod files;
+#[cfg(feature = "https")]
+pub mod https;
 pub mod tls;
 pub mod wire;
 

@@ -9,6 +9,7 @@ mod net;
 mod render;
 mod report;
 mod roster;
+mod taxii;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -120,6 +121,11 @@ enum Command {
     /// Example: ewx report breach --file breach.json; ewx report export --format csv
     #[command(subcommand)]
     Report(report::ReportCmd),
+    /// A TAXII 2.1 gateway for this node's own MISP/OpenCTI.
+    ///
+    /// Example: ewx taxii serve --profile ~/.ewx/PL --listen 127.0.0.1:9480
+    #[command(subcommand)]
+    Taxii(taxii::TaxiiCmd),
     /// Verify the audit log (online or from a store copy) and list receipts.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
@@ -278,7 +284,7 @@ impl Resolved {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -294,6 +300,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Keygen { node, out } => keygen(&node, &out).map(|()| ExitCode::SUCCESS),
         Command::Roster(cmd) => roster::run(cmd, &args.conn).map(|()| ExitCode::SUCCESS),
         Command::Audit(cmd) => audit::run(cmd, &args.conn),
+        Command::Taxii(cmd) => taxii::run(cmd, &args.conn),
         Command::Witness { state, interval } => audit::witness(&args.conn, &state, interval),
         Command::Publish(p) => with_client(&args.conn, |c| net::publish(c, p)),
         Command::Subscribe(s) => with_client(&args.conn, |c| net::subscribe(c, s)),

@@ -1,6 +1,7 @@
-//! TLS for the operations listener (rustls, through tokio-rustls): a certificate chain
-//! and key in PEM files. Handshakes run in tasks of their own (at most 10 s each), so a
-//! slow or silent client never holds up the next one; finished streams go to axum.
+//! HTTPS for the local HTTP listeners (the broker's operations listener, a node's TAXII
+//! gateway): rustls through tokio-rustls, a certificate chain and key in PEM files.
+//! Handshakes run in tasks of their own (at most 10 s each), so a slow or silent client
+//! never holds up the next one; finished streams go to axum.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::error::{Error, Result};
+use crate::files::owner_only;
 
 /// How long a client may take over its handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -22,37 +24,36 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// The server configuration from PEM files; the key file must be owner-only.
 ///
 /// # Errors
-/// `Config` naming the file that is missing, unreadable, open to others or not PEM.
+/// `KeyFileMode` for a key others can read; `File` or `BadFile` naming the file that is
+/// missing, unreadable or not PEM, or a key that does not fit the certificate.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
-    crate::ops::owner_only(key, "ops.tls_key")?;
-    let bad = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
-        Error::Config(format!("{what} {}: {e}", path.display()))
+    owner_only(key)?;
+    let bad = |path: &Path, e: &dyn std::fmt::Display| Error::BadFile {
+        path: path.into(),
+        reason: e.to_string(),
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad("ops.tls_cert", cert, &e))?
+        .map_err(|e| bad(cert, &e))?
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| bad("ops.tls_cert", cert, &e))?;
+        .map_err(|e| bad(cert, &e))?;
     if chain.is_empty() {
-        return Err(bad("ops.tls_cert", cert, &"no certificate in it"));
+        return Err(bad(cert, &"no certificate in it"));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("ops.tls_key", key, &e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| Error::Config(format!("ops TLS: {e}")))?
+    .map_err(|e| Error::Transport(format!("TLS: {e}")))?
     .with_no_client_auth()
     .with_single_cert(chain, key_der)
-    .map_err(|e| {
-        Error::Config(format!(
-            "ops TLS: the key does not fit the certificate: {e}"
-        ))
-    })?;
+    .map_err(|e| bad(key, &format!("the key does not fit the certificate: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
 /// A TCP listener whose connections come out TLS-terminated.
+#[derive(Debug)]
 pub struct TlsListener {
     done: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     addr: SocketAddr,
@@ -75,7 +76,7 @@ impl TlsListener {
                     r = listener.accept() => match r {
                         Ok(c) => c,
                         Err(e) => {
-                            tracing::debug!("ops accept failed: {e}");
+                            tracing::debug!("accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }
@@ -87,8 +88,8 @@ impl TlsListener {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, "ops TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%peer, "ops TLS handshake timed out"),
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 });
             }
@@ -112,4 +113,9 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.addr)
     }
+}
+
+/// Equal secrets (a token, a password), compared in time that depends on the length only.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
