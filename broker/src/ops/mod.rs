@@ -55,7 +55,13 @@ pub fn tls_config(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<Arc<rustls::ServerConfig>> {
-    ewx_net::https::server_config(cert, key).map_err(|e| Error::Config(format!("ops TLS: {e}")))
+    ewx_net::https::server_config(cert, key).map_err(|e| {
+        let which = match &e {
+            ewx_net::Error::KeyFileMode { .. } => "ops.tls_key",
+            _ => "ops TLS",
+        };
+        Error::Config(format!("{which}: {e}"))
+    })
 }
 
 /// Read the token and bind the address.
