@@ -59,6 +59,13 @@ for kind, count in want["types"].items():
     got = env.get("objects", [])
     assert len(got) == count and all(o["type"] == kind for o in got), (kind, count, len(got))
 
+# match[spec_version], match[id] (a list)
+assert len(read.get_objects(spec_version="2.1").get("objects", [])) == len(want["ids"])
+assert "objects" not in read.get_objects(spec_version="2.0")
+two = want["ids"][:2]
+got = read.get_objects(id=",".join(two)).get("objects", [])
+assert sorted(o["id"] for o in got) == sorted(two), got
+
 # an object with two versions: the newest by default, both on request
 vid = want["versioned"]
 versions = read.object_versions(vid)["versions"]

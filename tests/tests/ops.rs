@@ -13,6 +13,19 @@ use ewx_tests::*;
 
 const TOKEN: &str = "s3cret-token-for-the-ops-test";
 
+/// A FLASH air warning (AMBER, CORE) published by `c`.
+async fn flash(c: &ewx_client::Client, headline: &str) {
+    c.publish(bulletin(
+        "ew.air",
+        Level::Amber,
+        "CORE",
+        Precedence::Flash,
+        headline,
+    ))
+    .await
+    .unwrap();
+}
+
 /// `curl` a path: (HTTP status, body).
 fn curl(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut c = Command::new("curl");
@@ -49,15 +62,7 @@ async fn metrics_and_health_with_a_bearer_token() {
     let pl = net.client(&broker, "PL").await;
     let mut sub = desk(&pl).await;
     let ua = net.client(&broker, "UA").await;
-    ua.publish(bulletin(
-        "ew.air",
-        Level::Amber,
-        "CORE",
-        Precedence::Flash,
-        "m0",
-    ))
-    .await
-    .unwrap();
+    flash(&ua, "m0").await;
     sub.next().await.unwrap().unwrap();
     // bytes that are no envelope: a rejection, counted by its reason
     let xx = net.client(&broker, "XX").await;
@@ -364,15 +369,7 @@ async fn the_dashboard_behind_the_token_and_its_sessions() {
     let broker = ewx_broker::Broker::start(config).await.unwrap();
     let ops = broker.ops_addr().unwrap();
     let ua = net.client(&broker, "UA").await;
-    ua.publish(bulletin(
-        "ew.air",
-        Level::Amber,
-        "CORE",
-        Precedence::Flash,
-        "drones over Sumy",
-    ))
-    .await
-    .unwrap();
+    flash(&ua, "drones over Sumy").await;
 
     let bearer = format!("Authorization: Bearer {TOKEN}");
     let seen = tokio::task::spawn_blocking(move || {

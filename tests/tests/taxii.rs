@@ -29,7 +29,7 @@ fn script(name: &str) -> PathBuf {
 }
 
 /// PL's profile (key, roster, broker address) with a gateway configuration.
-fn pl_profile(dir: &Path, broker: std::net::SocketAddr) -> PathBuf {
+fn pl_profile(dir: &Path, broker: std::net::SocketAddr, auth: &str) -> PathBuf {
     let p = dir.join("pl-profile");
     std::fs::create_dir_all(&p).unwrap();
     std::fs::copy(dir.join("keys/PL.key"), p.join("node.key")).unwrap();
@@ -40,11 +40,11 @@ fn pl_profile(dir: &Path, broker: std::net::SocketAddr) -> PathBuf {
     set_mode(&p.join("taxii.users"), 0o600);
     std::fs::write(
         p.join("taxii.toml"),
-        "title = 'ewx gateway under test'\n\
-         [auth]\nusers_file = 'taxii.users'\n\
+        format!("title = 'ewx gateway under test'\n\
+         [auth]\nusers_file = 'taxii.users'\n{auth}\
          [[collection]]\nalias = 'threats'\ntitle = 'Threat intelligence (CORE)'\ntopics = 'ew.cti.threats'\nmax_level = 'AMBER'\n\
          [[collection]]\nalias = 'pl-out'\ntitle = 'Published by PL'\ntopics = 'ew.cti.pl'\n\
-         [collection.publish]\ntopic = 'ew.cti.pl'\nlevel = 'AMBER'\ncompartments = 'CORE'\nprecedence = 'ROUTINE'\n",
+         [collection.publish]\ntopic = 'ew.cti.pl'\nlevel = 'AMBER'\ncompartments = 'CORE'\nprecedence = 'ROUTINE'\n"),
     )
     .unwrap();
     p
@@ -75,7 +75,7 @@ fn gateway(profile: &Path) -> (Gateway, String) {
         .unwrap();
     let url = line
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .trim_end_matches("/taxii2/")
         .to_string();
@@ -148,7 +148,7 @@ fn python(args: &[&str]) -> serde_json::Value {
 async fn taxii2_client_reads_and_writes_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, roster) = demo_broker(dir.path(), "").await;
-    let profile = pl_profile(dir.path(), broker.local_addr());
+    let profile = pl_profile(dir.path(), broker.local_addr(), "");
 
     // UA publishes the public bundles, and a second version of one object
     let ua = demo_client(&broker, &roster, "UA").await;
@@ -317,7 +317,7 @@ async fn a_large_collection_pages_fast_with_flat_memory() {
     let n = if ewx_tests::soak() { 100_000 } else { 20_000 };
     let dir = tempfile::tempdir().unwrap();
     let (broker, roster) = demo_broker(dir.path(), "").await;
-    let profile = pl_profile(dir.path(), broker.local_addr());
+    let profile = pl_profile(dir.path(), broker.local_addr(), "");
     let ua: Client = demo_client(&broker, &roster, "UA").await;
     for b in indicator_bundles(n, 1000) {
         ua.publish(bundle_draft("ew.cti.threats", b)).await.unwrap();
@@ -368,5 +368,60 @@ async fn a_large_collection_pages_fast_with_flat_memory() {
     // flat: the page cache and one page, not the collection (20 000 objects ≈ 8 MB of JSON)
     assert!(most.saturating_sub(before) < 96 * 1024, "{text}");
     drop(ua);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_a_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, _) = demo_broker(dir.path(), "").await;
+    let token = "taxii-bearer-token-0123456789";
+    let profile = pl_profile(
+        dir.path(),
+        broker.local_addr(),
+        "token_file = 'taxii.token'\n[tls]\ncert = 'cert.pem'\nkey = 'key.pem'\n",
+    );
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(profile.join("cert.pem"), made.cert.pem()).unwrap();
+    std::fs::write(profile.join("key.pem"), made.signing_key.serialize_pem()).unwrap();
+    set_mode(&profile.join("key.pem"), 0o600);
+    std::fs::write(profile.join("taxii.token"), token).unwrap();
+    set_mode(&profile.join("taxii.token"), 0o600);
+    let (child, url) = gateway(&profile);
+    let port = url.rsplit(':').next().unwrap().to_string();
+    assert!(url.starts_with("https://"), "{url}");
+    let cert = profile.join("cert.pem");
+    let (with, without) = tokio::task::spawn_blocking(move || {
+        let get = |auth: Option<&str>| {
+            let mut c = Command::new("curl");
+            c.args(["-s", "-m", "10", "-w", "\n%{http_code}", "--cacert"])
+                .arg(&cert);
+            if let Some(t) = auth {
+                c.args(["-H", &format!("Authorization: Bearer {t}")]);
+            }
+            let out = c
+                .arg(format!("https://localhost:{port}/taxii2/"))
+                .output()
+                .unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            let (body, code) = text.rsplit_once('\n').unwrap();
+            (code.to_string(), body.to_string())
+        };
+        (get(Some(token)), get(None))
+    })
+    .await
+    .unwrap();
+    drop(child);
+    assert_eq!(with.0, "200", "{with:?}");
+    let discovery: serde_json::Value = serde_json::from_str(&with.1).unwrap();
+    assert_eq!(discovery["title"], "ewx gateway under test");
+    assert!(
+        discovery["default"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://localhost:"),
+        "{discovery}"
+    );
+    assert_eq!(without.0, "401", "{without:?}");
     broker.shutdown().await.unwrap();
 }

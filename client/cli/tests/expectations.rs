@@ -109,3 +109,47 @@ fn publishing_checks_rel_to_and_survives_a_crowd() {
     assert_eq!(indexes.len(), 6, "{indexes:?}");
     rt.block_on(broker.shutdown()).unwrap();
 }
+
+#[test]
+fn taxii_serve_says_what_is_missing_before_it_connects() {
+    let d = tempfile::tempdir().unwrap();
+    // no configuration
+    let out = run(d.path(), &["--profile", ".", "taxii", "serve"]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("taxii.toml") && err.contains("TAXII section"),
+        "{err}"
+    );
+    // no collection
+    std::fs::write(d.path().join("taxii.toml"), "title = 'x'\n").unwrap();
+    let err =
+        String::from_utf8(run(d.path(), &["--profile", ".", "taxii", "serve"]).stderr).unwrap();
+    assert!(err.contains("no [[collection]]"), "{err}");
+    // a public address without credentials
+    std::fs::write(
+        d.path().join("taxii.toml"),
+        "[[collection]]\nalias = 'ew'\ntopics = 'ew.>'\n",
+    )
+    .unwrap();
+    let args = ["--profile", ".", "taxii", "serve", "--listen", "0.0.0.0:0"];
+    let err = String::from_utf8(run(d.path(), &args).stderr).unwrap();
+    assert!(
+        err.contains("not loopback") && err.contains("[auth]"),
+        "{err}"
+    );
+    // a users file others can read
+    std::fs::write(d.path().join("u"), "misp:a-long-password\n").unwrap();
+    std::fs::write(
+        d.path().join("taxii.toml"),
+        "[auth]\nusers_file = 'u'\n[[collection]]\nalias = 'ew'\ntopics = 'ew.>'\n",
+    )
+    .unwrap();
+    let err = String::from_utf8(run(d.path(), &args).stderr).unwrap();
+    assert!(err.contains("chmod 600"), "{err}");
+    let help = String::from_utf8(run(d.path(), &["taxii", "serve", "--help"]).stdout).unwrap();
+    assert!(
+        help.contains("TAXII 2.1") && help.contains("--listen"),
+        "{help}"
+    );
+}

@@ -75,6 +75,24 @@ impl Running {
     }
 }
 
+/// Check what can be checked before connecting to the broker: the secret files, and
+/// that a listener other than loopback requires credentials.
+///
+/// # Errors
+/// `Config` saying what to change.
+pub fn preflight(config: &Config, listen: SocketAddr) -> Result<()> {
+    let keys = auth::Keys::load(&config.auth)?;
+    if !keys.required() && !listen.ip().is_loopback() {
+        return Err(Error::Config(format!(
+            "{listen} is not loopback: set [auth] users_file or token_file"
+        )));
+    }
+    if let Some(t) = &config.tls {
+        ewx_net::https::server_config(&t.cert, &t.key)?;
+    }
+    Ok(())
+}
+
 /// Start serving on `listen` as the node `client` speaks for.
 ///
 /// # Errors
@@ -86,12 +104,8 @@ pub async fn serve(
     client: ewx_client::Client,
     listen: SocketAddr,
 ) -> Result<Running> {
+    preflight(&config, listen)?;
     let keys = auth::Keys::load(&config.auth)?;
-    if !keys.required() && !listen.ip().is_loopback() {
-        return Err(Error::Config(format!(
-            "{listen} is not loopback: set [auth] users_file or token_file"
-        )));
-    }
     let tls = match &config.tls {
         Some(t) => Some(ewx_net::https::server_config(&t.cert, &t.key)?),
         None => None,

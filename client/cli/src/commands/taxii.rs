@@ -44,6 +44,7 @@ pub fn run(cmd: TaxiiCmd, conn: &Conn) -> Result<ExitCode> {
     let listen = listen
         .or(config.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9480)));
+    ewx_taxii::preflight(&config, listen)?;
     let scheme = if config.tls.is_some() {
         "https"
     } else {
