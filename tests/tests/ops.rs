@@ -166,10 +166,17 @@ async fn a_public_listener_needs_an_owner_only_token() {
     let config = ops_config(&net, "listen = '127.0.0.1:0'").unwrap();
     let broker = ewx_broker::Broker::start(config).await.unwrap();
     let ops = broker.ops_addr().unwrap();
-    let (code, _) = tokio::task::spawn_blocking(move || curl(ops, "/healthz", None))
-        .await
-        .unwrap();
-    assert_eq!(code, 200);
+    let (ok, rebound) = tokio::task::spawn_blocking(move || {
+        (
+            curl(ops, "/healthz", None),
+            // a web page whose name was rebound to 127.0.0.1 asks with its own Host
+            curl_with(ops, "/api/overview", &["-H", "Host: rebind.example:80"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(ok.0, 200);
+    assert_eq!(rebound.0, 403, "{rebound:?}");
     broker.shutdown().await.unwrap();
 }
 
@@ -393,14 +400,14 @@ async fn the_dashboard_behind_the_token_and_its_sessions() {
         let session = std::fs::read_to_string(&jar)
             .unwrap()
             .lines()
-            .find(|l| l.contains("ewx_ops_session"))
+            .find(|l| l.contains(&format!("ewx_ops_{}", ops.port())))
             .map(|l| l.rsplit('\t').next().unwrap().to_string())
             .unwrap();
         let by_cookie = curl_with(ops, "/api/overview", &cookies);
         let by_bearer = curl_with(ops, "/api/overview", &["-H", &bearer]);
         let logout = curl_with(ops, "/logout", &[&cookies[..], &["-X", "POST"]].concat());
         // the old session, sent again after the logout (the jar forgot it)
-        let old = format!("Cookie: ewx_ops_session={session}");
+        let old = format!("Cookie: ewx_ops_{}={session}", ops.port());
         let after = curl_with(ops, "/api/overview", &["-H", &old]);
         (
             no_token, page, login, asset, wrong, right, by_cookie, by_bearer, logout, after,
@@ -425,9 +432,11 @@ async fn the_dashboard_behind_the_token_and_its_sessions() {
     assert!(!wrong.1.contains("set-cookie"), "{}", wrong.1);
     assert_eq!(right.0, 303);
     assert!(
-        right.1.contains("set-cookie: ewx_ops_session=")
+        right
+            .1
+            .contains(&format!("set-cookie: ewx_ops_{}=", ops.port()))
             && right.1.contains("httponly")
-            && right.1.contains("samesite=strict"),
+            && right.1.contains("samesite=lax"),
         "{}",
         right.1
     );

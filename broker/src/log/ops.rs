@@ -98,6 +98,8 @@ pub enum CaseQuery {
     /// The cases still running, soonest deadline first, with who has not answered it
     /// (for the ops dashboard: the index's metadata, nothing of any contents).
     Board {
+        /// The time deadlines are measured against.
+        now_ms: u64,
         /// At most this many.
         limit: usize,
     },
@@ -139,8 +141,14 @@ pub enum CaseAnswer {
         /// Deadlines passed with a party missing.
         overdue: u64,
     },
-    /// The running cases.
-    Board(Vec<BoardCase>),
+    /// The running cases: the first `limit`, and how many there are.
+    Board {
+        /// Upcoming deadlines first (soonest first), then overdue ones (most recent
+        /// first), then cases without a deadline (newest first).
+        cases: Vec<BoardCase>,
+        /// Running cases in all.
+        total: u64,
+    },
 }
 
 /// The refusal of every write once a commit has failed (nothing of it was kept).

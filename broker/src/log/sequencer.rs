@@ -404,7 +404,9 @@ impl Sequencer {
     pub fn query(&self, query: CaseQuery) -> Outcome {
         match query {
             CaseQuery::Tally { now_ms } => return Outcome::Cases(self.tally(now_ms)),
-            CaseQuery::Board { limit } => return Outcome::Cases(self.board(limit)),
+            CaseQuery::Board { now_ms, limit } => {
+                return Outcome::Cases(self.board(now_ms, limit));
+            }
             CaseQuery::List { .. } | CaseQuery::Case { .. } => {}
         }
         let Some(roster) = self.roster.as_deref() else {
@@ -421,7 +423,7 @@ impl Sequencer {
                     .map(Box::new),
             ),
             CaseQuery::Tally { now_ms } => self.tally(now_ms),
-            CaseQuery::Board { limit } => self.board(limit),
+            CaseQuery::Board { now_ms, limit } => self.board(now_ms, limit),
         })
     }
 
@@ -451,8 +453,8 @@ impl Sequencer {
     }
 
     /// The cases still running (not withdrawn; open, fired, or owing an answer by a
-    /// deadline), soonest unanswered deadline first, then newest.
-    fn board(&self, limit: usize) -> CaseAnswer {
+    /// deadline): upcoming deadlines first, then overdue ones, then those without one.
+    fn board(&self, now_ms: u64, limit: usize) -> CaseAnswer {
         use ewx_proto::case::Status;
         let mut running: Vec<BoardCase> = self
             .cases
@@ -485,14 +487,17 @@ impl Sequencer {
                 })
             })
             .collect();
-        running.sort_by_key(|c| {
-            (
-                c.next.as_ref().map_or(u64::MAX, |n| n.1),
-                std::cmp::Reverse(c.opened_ms),
-            )
+        running.sort_by_key(|c| match &c.next {
+            Some((_, due, _)) if *due >= now_ms => (0, *due),
+            Some((_, due, _)) => (1, u64::MAX - due),
+            None => (2, u64::MAX - c.opened_ms),
         });
+        let total = running.len() as u64;
         running.truncate(limit);
-        CaseAnswer::Board(running)
+        CaseAnswer::Board {
+            cases: running,
+            total,
+        }
     }
 
     fn receipt(

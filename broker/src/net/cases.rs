@@ -21,7 +21,7 @@ impl Session {
         };
         match self.shared.writer.cases(query).await {
             Ok(CaseAnswer::List(list)) => Ok(Response::Cases(list)),
-            Ok(CaseAnswer::Case(_) | CaseAnswer::Tally { .. } | CaseAnswer::Board(_)) => {
+            Ok(CaseAnswer::Case(_) | CaseAnswer::Tally { .. } | CaseAnswer::Board { .. }) => {
                 Ok(Response::Cases(Vec::new()))
             }
             Err(r) => Err((r, None)),
@@ -35,7 +35,7 @@ impl Session {
         };
         let found = match self.shared.writer.cases(query).await {
             Ok(CaseAnswer::Case(found)) => found,
-            Ok(CaseAnswer::List(_) | CaseAnswer::Tally { .. } | CaseAnswer::Board(_)) => None,
+            Ok(CaseAnswer::List(_) | CaseAnswer::Tally { .. } | CaseAnswer::Board { .. }) => None,
             Err(r) => return Err((r, None)),
         };
         let Some(found) = found else {

@@ -17,8 +17,6 @@ use cookie::{Cookie, SameSite};
 use super::Ops;
 use crate::error::{Error, Result};
 
-/// The session cookie's name.
-const COOKIE: &str = "ewx_ops_session";
 /// A browser session lasts this long.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// At most this many sessions at once (the oldest goes first).
@@ -54,15 +52,19 @@ pub fn read_token(path: &Path) -> Result<String> {
 #[derive(Debug)]
 pub(super) struct Gate {
     token: Option<Arc<str>>,
+    /// The session cookie's name: `ewx_ops_<port>` (cookies ignore ports, and two
+    /// brokers on one host must not overwrite each other's sessions).
+    cookie: String,
     /// Session cookies get `Secure` when the listener speaks HTTPS.
     https: bool,
     sessions: Mutex<HashMap<String, Instant>>,
 }
 
 impl Gate {
-    pub(super) fn new(token: Option<Arc<str>>, https: bool) -> Self {
+    pub(super) fn new(token: Option<Arc<str>>, https: bool, port: u16) -> Self {
         Self {
             token,
+            cookie: format!("ewx_ops_{port}"),
             https,
             sessions: Mutex::new(HashMap::new()),
         }
@@ -85,7 +87,7 @@ impl Gate {
         if let Some(given) = bearer {
             return ewx_net::https::same_secret(given.as_bytes(), token.as_bytes());
         }
-        let Some(id) = session_cookie(headers) else {
+        let Some(id) = session_cookie(headers, &self.cookie) else {
             return false;
         };
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -117,7 +119,7 @@ impl Gate {
 
     /// End the request's session: the `Set-Cookie` value that clears it.
     fn close_session(&self, headers: &HeaderMap) -> String {
-        if let Some(id) = session_cookie(headers) {
+        if let Some(id) = session_cookie(headers, &self.cookie) {
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             sessions.remove(&id);
         }
@@ -126,10 +128,12 @@ impl Gate {
 
     fn cookie(&self, value: String, ttl: Duration) -> String {
         let max_age = cookie::time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(0));
-        Cookie::build((COOKIE, value))
+        Cookie::build((self.cookie.clone(), value))
             .path("/")
             .http_only(true)
-            .same_site(SameSite::Strict)
+            // Lax: a link to the dashboard from a chat or a wiki opens it; every change
+            // (log in, log out) is a POST, and the page's policy allows forms to itself only
+            .same_site(SameSite::Lax)
             .secure(self.https)
             .max_age(max_age)
             .build()
@@ -138,14 +142,14 @@ impl Gate {
 }
 
 /// The session id the request's cookies carry.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+fn session_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(std::result::Result::ok)
-        .find(|c| c.name() == COOKIE)
+        .find(|c| c.name() == name)
         .map(|c| c.value().to_string())
 }
 
@@ -153,6 +157,14 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 /// set; a browser asking for the dashboard without one is sent to log in.
 pub(super) async fn authorize(State(ops): State<Ops>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
+    if !ops.gate.locked() && !ewx_net::https::addressed_to_loopback(req.headers()) {
+        tracing::warn!(path = %path, "ops request refused: not addressed to loopback");
+        return (
+            StatusCode::FORBIDDEN,
+            "without a token the ops listener answers requests to localhost only\n",
+        )
+            .into_response();
+    }
     if path == "/login" || path.starts_with("/static/") || ops.gate.admits(req.headers()) {
         return next.run(req).await;
     }

@@ -105,7 +105,7 @@ pub fn serve(bound: Bound, shared: Arc<Shared>) -> Result<SocketAddr> {
     let authenticated = token.is_some();
     let ops = Ops {
         shared: shared.clone(),
-        gate: Arc::new(Gate::new(token, tls.is_some())),
+        gate: Arc::new(Gate::new(token, tls.is_some(), addr.port())),
         history: Arc::new(History::default()),
     };
     spawn_sampler(&ops);

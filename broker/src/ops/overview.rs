@@ -35,8 +35,10 @@ pub struct Overview {
     pub traffic: Traffic,
     /// The newest checkpoint.
     pub checkpoint: Option<CheckpointView>,
-    /// Running cases, soonest deadline first (`None`: the writer was busy).
+    /// Running cases, upcoming deadlines first (`None`: the writer was busy).
     pub cases: Option<Vec<CaseView>>,
+    /// Running cases in all (the list shows at most 50).
+    pub cases_total: Option<u64>,
     /// Disk use (`None` until first measured).
     pub storage: Option<Storage>,
 }
@@ -137,7 +139,7 @@ pub struct CheckpointView {
 }
 
 /// A running case.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CaseView {
     /// The case id (hex).
     pub id: String,
@@ -197,12 +199,20 @@ pub struct Storage {
     pub total_bytes: u64,
 }
 
+/// The board of cases as last read, and when.
+type Board = Option<(std::time::Instant, Option<(Vec<CaseView>, u64)>)>;
+
 /// What the sampler keeps between requests.
 #[derive(Debug, Default)]
 pub(super) struct History {
     samples: Mutex<VecDeque<Sample>>,
     storage: Mutex<Option<Storage>>,
+    /// Read from the writer at most every [`BOARD_EVERY`], however many pages poll.
+    board: tokio::sync::Mutex<Board>,
 }
+
+/// How long a read of the case board serves.
+const BOARD_EVERY: Duration = Duration::from_secs(2);
 
 impl History {
     /// Take a sample of the totals and measure the disk (every [`SAMPLE_EVERY`]).
@@ -223,7 +233,10 @@ impl History {
 
     /// The dashboard's document, read now.
     pub(super) async fn overview(&self, shared: &Shared) -> Overview {
-        let cases = board(shared).await;
+        let (cases, cases_total) = match self.board(shared).await {
+            Some((cases, total)) => (Some(cases), Some(total)),
+            None => (None, None),
+        };
         let now_ms = shared.config.clock.now_ms();
         let levels = shared.levels();
         let roster = shared.roster.get();
@@ -297,6 +310,7 @@ impl History {
             },
             checkpoint,
             cases,
+            cases_total,
             storage: self
                 .storage
                 .lock()
@@ -306,12 +320,29 @@ impl History {
     }
 }
 
-/// The running cases from the writer's index (waited for at most a second).
-async fn board(shared: &Shared) -> Option<Vec<CaseView>> {
-    let query = CaseQuery::Board { limit: BOARD_CASES };
-    match tokio::time::timeout(Duration::from_secs(1), shared.writer.cases(query)).await {
-        Ok(Ok(CaseAnswer::Board(cases))) => Some(cases.into_iter().map(CaseView::from).collect()),
-        _ => None,
+impl History {
+    /// The running cases and their number, read again from the writer's index if the
+    /// last read is older than [`BOARD_EVERY`] (waited for at most a second).
+    async fn board(&self, shared: &Shared) -> Option<(Vec<CaseView>, u64)> {
+        let mut board = self.board.lock().await;
+        if let Some((at, cases)) = board.as_ref()
+            && at.elapsed() < BOARD_EVERY
+        {
+            return cases.clone();
+        }
+        let query = CaseQuery::Board {
+            now_ms: shared.config.clock.now_ms(),
+            limit: BOARD_CASES,
+        };
+        let wait = tokio::time::timeout(Duration::from_secs(1), shared.writer.cases(query));
+        let read = match wait.await {
+            Ok(Ok(CaseAnswer::Board { cases, total })) => {
+                Some((cases.into_iter().map(CaseView::from).collect(), total))
+            }
+            _ => None,
+        };
+        *board = Some((std::time::Instant::now(), read.clone()));
+        read
     }
 }
 

@@ -213,6 +213,13 @@ impl Config {
             }
             collections.push(collection);
         }
+        let authenticated = file.auth.users_file.is_some() || file.auth.token_file.is_some();
+        if !authenticated && let Some(c) = collections.iter().find(|c| c.publish.is_some()) {
+            return Err(Error::Config(format!(
+                "collection {:?} publishes as this node: set [auth] users_file or token_file (even on loopback)",
+                c.alias
+            )));
+        }
         Ok(Self {
             title: file.title,
             description: file.description,
@@ -372,6 +379,10 @@ mod tests {
                 "precedence",
             ),
             ("colour = 1\n", "unknown field"),
+            (
+                "[[collection]]\nalias = 'a'\ntopics = 'x'\n[collection.publish]\ntopic = 'cti'\nlevel = 'AMBER'\n",
+                "set [auth]",
+            ),
         ] {
             let e = Config::from_toml(text, Path::new("."))
                 .unwrap_err()

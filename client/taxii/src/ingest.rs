@@ -3,6 +3,7 @@
 //! and only then acknowledged, so nothing acknowledged is ever missing here; a
 //! redelivery after a crash adds nothing (the message is remembered). The first start
 //! reads the collection's topic from the earliest retained message; later starts resume.
+//! A signed receipt (when asked for) is sent only once the message is stored here.
 
 use std::sync::Arc;
 
@@ -29,7 +30,8 @@ pub async fn subscribe(g: &Gateway, c: &Collection) -> Result<Subscription> {
         from,
         filter: ExerciseFilter::All,
         auto_ack: false,
-        auto_receipt: true,
+        // receipts are sent once the message is stored here (see `run`)
+        auto_receipt: false,
         sealed: false,
     };
     let name = format!("taxii.{}", c.alias);
@@ -81,6 +83,12 @@ pub async fn run(g: Arc<Gateway>, c: Collection, mut sub: Subscription) -> Resul
                     .map_err(|e| Error::Config(format!("store task: {e}")))??;
                     g.store.flush().await?;
                     tracing::debug!(collection = %c.alias, message = %header.id, added, "stored");
+                    // "read": stored, decrypted, verified — only now
+                    if header.receipt
+                        && let Err(e) = g.client.send_receipt(&d.envelope).await
+                    {
+                        tracing::warn!(message = %header.id, "receipt not sent: {e}");
+                    }
                 }
                 Err(why) => {
                     tracing::warn!(collection = %c.alias, message = %header.id, "not a STIX bundle: {why}");
@@ -92,5 +100,10 @@ pub async fn run(g: Arc<Gateway>, c: Collection, mut sub: Subscription) -> Resul
             tracing::warn!(collection = %c.alias, "ack failed: {e}");
         }
     }
-    Ok(())
+    // the client gave up (the node revoked or removed, the broker closing it for good):
+    // serving a store that no longer fills would look healthy and is not
+    Err(Error::Config(format!(
+        "collection {:?}: the subscription ended (the broker closed this node's connection for good)",
+        c.alias
+    )))
 }

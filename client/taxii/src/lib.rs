@@ -46,7 +46,8 @@ pub struct Gateway {
 pub struct Running {
     addr: SocketAddr,
     cancel: CancellationToken,
-    tasks: JoinSet<Result<()>>,
+    server: tokio::task::JoinHandle<Result<()>>,
+    ingest: JoinSet<Result<()>>,
 }
 
 impl Running {
@@ -61,16 +62,25 @@ impl Running {
     /// # Errors
     /// The first task's error.
     pub async fn wait(mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        let joined = |r: std::result::Result<Result<()>, tokio::task::JoinError>| match r {
+            Ok(r) => r,
+            Err(e) => Err(Error::Config(format!("a gateway task failed: {e}"))),
+        };
         let first = tokio::select! {
             () = stop => Ok(()),
-            done = self.tasks.join_next() => match done {
-                Some(Ok(r)) => r,
-                Some(Err(e)) => Err(Error::Config(format!("a gateway task failed: {e}"))),
-                None => Ok(()),
-            },
+            done = &mut self.server => joined(done),
+            Some(done) = self.ingest.join_next() => joined(done),
         };
+        // requests in flight (a POST being published) are answered before the end
         self.cancel.cancel();
-        self.tasks.abort_all();
+        self.ingest.abort_all();
+        if !self.server.is_finished()
+            && tokio::time::timeout(std::time::Duration::from_secs(10), &mut self.server)
+                .await
+                .is_err()
+        {
+            self.server.abort();
+        }
         first
     }
 }
@@ -130,34 +140,32 @@ pub async fn serve(
         keys,
         clock: ewx_net::Clock::system(),
     });
-    let mut tasks = JoinSet::new();
+    let mut ingest = JoinSet::new();
     for c in &gateway.config.collections {
         let sub = ingest::subscribe(&gateway, c).await?;
-        tasks.spawn(ingest::run(gateway.clone(), c.clone(), sub));
+        ingest.spawn(ingest::run(gateway.clone(), c.clone(), sub));
     }
     let cancel = CancellationToken::new();
     let app = server::router(gateway.clone());
     let shutdown = cancel.clone().cancelled_owned();
-    match tls {
+    let server = match tls {
         Some(config) => {
             let listener = ewx_net::https::TlsListener::new(listener, config, cancel.clone())
                 .map_err(|source| Error::Bind { addr, source })?;
-            tasks.spawn(async move {
+            tokio::spawn(async move {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown)
                     .await
                     .map_err(|source| Error::Bind { addr, source })
-            });
+            })
         }
-        None => {
-            tasks.spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                    .map_err(|source| Error::Bind { addr, source })
-            });
-        }
-    }
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(|source| Error::Bind { addr, source })
+        }),
+    };
     tracing::info!(
         node = %gateway.node,
         collections = gateway.config.collections.len(),
@@ -168,6 +176,7 @@ pub async fn serve(
     Ok(Running {
         addr,
         cancel,
-        tasks,
+        server,
+        ingest,
     })
 }

@@ -29,6 +29,29 @@ fn json_body(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Object JSON per published bundle at most: an envelope (header, a key wrap per
+/// recipient, the sealed bundle) must fit the broker's frame limit.
+const BUNDLE_BYTES: usize = ewx_proto::frame::DEFAULT_MAX_FRAME * 3 / 4;
+
+/// The objects in runs that each fit one bundle (an object larger than that goes alone,
+/// and the broker says whether it fits).
+fn parts(objects: &[crate::stix::StixObject]) -> Vec<&[crate::stix::StixObject]> {
+    let mut parts = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, o) in objects.iter().enumerate() {
+        let len = o.json.get().len() + 1;
+        if i > start && bytes + len > BUNDLE_BYTES {
+            parts.push(&objects[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < objects.len() {
+        parts.push(&objects[start..]);
+    }
+    parts
+}
+
 /// `POST …/collections/{c}/objects/`.
 pub async fn add_objects(
     State(g): State<Arc<Gateway>>,
@@ -62,15 +85,19 @@ pub async fn add_objects(
     let requested = g.clock.now_us();
     let mut failures: Vec<Value> = refused
         .iter()
-        .map(|(id, why)| json!({ "id": id.clone().unwrap_or_default(), "message": why }))
+        .map(|(id, why)| {
+            json!({ "id": id.clone().unwrap_or_default(), "version": timestamp(requested), "message": why })
+        })
         .collect();
+    let version =
+        |o: &crate::stix::StixObject| o.version.clone().unwrap_or_else(|| timestamp(requested));
     let mut successes = Vec::new();
-    if !good.is_empty() {
+    for part in parts(&good) {
         let draft = Draft {
             topic: publish.topic.clone(),
             precedence: publish.precedence,
             labels: publish.labels.clone(),
-            payload: Payload::Stix(bundle(&good)),
+            payload: Payload::Stix(bundle(part)),
             seq: 0,
             expires_ms: None,
             receipt: false,
@@ -78,23 +105,30 @@ pub async fn add_objects(
         };
         match g.client.publish(draft).await {
             Ok(ack) => {
-                let added = g
-                    .store
-                    .add(&collection.id, Some(&ack.id.0), &good, g.clock.now_us())
-                    .and(Ok(()));
-                if let Err(e) = added.and(g.store.flush().await) {
-                    tracing::error!("published as {}, but not stored here: {e}", ack.id);
+                let (store, col, objs) = (g.clone(), collection.id.clone(), part.to_vec());
+                let now = g.clock.now_us();
+                let added = tokio::task::spawn_blocking(move || {
+                    store.store.add(&col, Some(&ack.id.0), &objs, now)
+                })
+                .await;
+                match added {
+                    Ok(Ok(_)) => {
+                        if let Err(e) = g.store.flush().await {
+                            tracing::error!("published as {}, not yet stored here: {e}", ack.id);
+                        }
+                    }
+                    Ok(Err(e)) => tracing::error!("published as {}, not stored here: {e}", ack.id),
+                    Err(e) => tracing::error!("published as {}, not stored here: {e}", ack.id),
                 }
-                tracing::info!(collection = %collection.alias, id = %ack.id, log_index = ack.log_index, objects = good.len(), "published");
-                successes = good
-                    .iter()
-                    .map(|o| json!({ "id": o.id, "version": o.version, "message": format!("published as {}", ack.id) }))
-                    .collect();
+                tracing::info!(collection = %collection.alias, id = %ack.id, log_index = ack.log_index, objects = part.len(), "published");
+                successes.extend(part.iter().map(|o| {
+                    json!({ "id": o.id, "version": version(o), "message": format!("published as {}", ack.id) })
+                }));
             }
             Err(e) => {
                 tracing::warn!(collection = %collection.alias, "publish refused: {e}");
-                failures.extend(good.iter().map(
-                    |o| json!({ "id": o.id, "version": o.version, "message": e.to_string() }),
+                failures.extend(part.iter().map(
+                    |o| json!({ "id": o.id, "version": version(o), "message": e.to_string() }),
                 ));
             }
         }
@@ -116,4 +150,26 @@ pub async fn add_objects(
         tracing::warn!("status {id} not kept: {e}");
     }
     taxii(StatusCode::ACCEPTED, &status)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_large_post_goes_out_in_bundles_that_fit_a_frame() {
+        let pad = "x".repeat(1000);
+        let list: Vec<String> = (0..3000)
+            .map(|i| format!(r#"{{"type":"note","id":"note--{i}","content":"{pad}"}}"#))
+            .collect();
+        let (objs, _) = objects(&format!("{{\"objects\":[{}]}}", list.join(","))).unwrap();
+        let split = parts(&objs);
+        assert!(split.len() >= 4, "{}", split.len());
+        assert_eq!(split.iter().map(|p| p.len()).sum::<usize>(), 3000);
+        for p in &split {
+            assert!(bundle(p).len() < ewx_proto::frame::DEFAULT_MAX_FRAME * 3 / 4 + 4096);
+        }
+        assert!(parts(&[]).is_empty());
+    }
 }

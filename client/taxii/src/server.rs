@@ -48,6 +48,7 @@ pub fn router(gateway: Shared) -> axum::Router {
         .route("/api1/collections/{c}/manifest/", get(manifest))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such TAXII resource", "") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_CONTENT))
+        .layer(axum::middleware::map_response(as_taxii_error))
         .layer(axum::middleware::from_fn_with_state(gateway.clone(), gate))
         .with_state(gateway)
 }
@@ -72,8 +73,30 @@ pub fn taxii(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
+/// An error axum answered itself (a body too large, a malformed query or path) as a
+/// TAXII error message: clients parse errors as TAXII JSON.
+async fn as_taxii_error(r: Response) -> Response {
+    let taxii_already = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == TAXII.as_bytes());
+    if r.status().is_success() || taxii_already {
+        return r;
+    }
+    let status = r.status();
+    error(status, status.canonical_reason().unwrap_or("error"), "")
+}
+
 /// Authentication, then content negotiation.
 async fn gate(State(g): State<Shared>, req: Request, next: Next) -> Response {
+    if !g.keys.required() && !ewx_net::https::addressed_to_loopback(req.headers()) {
+        tracing::warn!(path = %req.uri().path(), "TAXII request refused: not addressed to loopback");
+        return error(
+            StatusCode::FORBIDDEN,
+            "loopback only",
+            "without [auth] the gateway answers requests to localhost only",
+        );
+    }
     if !g.keys.admit(req.headers()) {
         tracing::warn!(path = %req.uri().path(), "TAXII request refused: no valid credentials");
         let mut r = error(
@@ -238,7 +261,7 @@ struct VersionList {
 /// A manifest entry.
 #[derive(serde::Serialize)]
 struct Entry<'a> {
-    id: &'a str,
+    id: std::borrow::Cow<'a, str>,
     date_added: String,
     version: String,
     media_type: &'static str,
@@ -292,7 +315,9 @@ fn records(page: &Page) -> impl Iterator<Item = (u64, Record<'_>)> {
 }
 
 fn version_of(d: u64, r: &Record<'_>) -> String {
-    r.version.map_or_else(|| timestamp(d), str::to_string)
+    r.version
+        .as_deref()
+        .map_or_else(|| timestamp(d), str::to_string)
 }
 
 fn envelope(page: &Page) -> Response {
@@ -371,9 +396,9 @@ async fn manifest(
                 next: next_of(&page),
                 objects: records(&page)
                     .map(|(d, r)| Entry {
-                        id: r.id,
                         date_added: timestamp(d),
                         version: version_of(d, &r),
+                        id: r.id,
                         media_type: STIX,
                     })
                     .collect(),

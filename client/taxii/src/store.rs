@@ -4,6 +4,7 @@
 //! arrived together — and an index by (object id, version). Also the messages already
 //! taken (so a redelivery adds nothing) and the status of each POST.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -15,21 +16,22 @@ use sled::Transactional;
 use crate::error::{Error, Result};
 use crate::stix::{StixObject, micros};
 
-/// One stored object version.
+/// One stored object version (strings borrowed from the stored bytes where JSON allows;
+/// one with an escape is copied).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Record<'a> {
     /// Its id.
     #[serde(borrow)]
-    pub id: &'a str,
+    pub id: Cow<'a, str>,
     /// Its type.
     #[serde(rename = "type", borrow)]
-    pub kind: &'a str,
+    pub kind: Cow<'a, str>,
     /// Its spec version.
     #[serde(borrow)]
-    pub spec_version: &'a str,
+    pub spec_version: Cow<'a, str>,
     /// Its version (`None`: the object has none; its date added stands for it).
     #[serde(borrow)]
-    pub version: Option<&'a str>,
+    pub version: Option<Cow<'a, str>>,
     /// The object.
     #[serde(borrow)]
     pub object: &'a RawValue,
@@ -110,9 +112,8 @@ fn be(n: u64) -> [u8; 8] {
 }
 
 fn from_be(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8.min(b.len())]);
-    u64::from_be_bytes(a)
+    // (keys and values are written 8 bytes long; anything else reads as 0)
+    b.try_into().map_or(0, u64::from_be_bytes)
 }
 
 fn id_key(id: &str, version: u64) -> Vec<u8> {
@@ -210,10 +211,10 @@ impl Store {
                     }
                     at += 1;
                     let record = Record {
-                        id: &o.id,
-                        kind: &o.kind,
-                        spec_version: &o.spec_version,
-                        version: o.version.as_deref(),
+                        id: Cow::Borrowed(&o.id),
+                        kind: Cow::Borrowed(&o.kind),
+                        spec_version: Cow::Borrowed(&o.spec_version),
+                        version: o.version.as_deref().map(Cow::Borrowed),
                         object: &o.json,
                     };
                     let bytes = serde_json::to_vec(&record).unwrap_or_default();
@@ -263,6 +264,7 @@ impl Store {
                     }
                 }
                 dates.sort_unstable();
+                dates.dedup();
                 dates.retain(|d| *d > after);
                 let objects = t.objects.clone();
                 Box::new(dates.into_iter().filter_map(move |d| {
@@ -296,24 +298,26 @@ impl Store {
         let listed = |list: &Option<Vec<String>>, v: &str| {
             list.as_ref().is_none_or(|l| l.iter().any(|x| x == v))
         };
-        if !listed(&f.ids, r.id)
-            || !listed(&f.types, r.kind)
-            || !listed(&f.spec_versions, r.spec_version)
+        if !listed(&f.ids, &r.id)
+            || !listed(&f.types, &r.kind)
+            || !listed(&f.spec_versions, &r.spec_version)
         {
             return Ok(false);
         }
         Ok(match &f.versions {
             Versions::All => true,
-            Versions::At(list) => list.contains(&r.version.and_then(micros).unwrap_or(date)),
+            Versions::At(list) => {
+                list.contains(&r.version.as_deref().and_then(micros).unwrap_or(date))
+            }
             Versions::Last => t
                 .ids
-                .scan_prefix(id_prefix(r.id))
+                .scan_prefix(id_prefix(&r.id))
                 .next_back()
                 .transpose()?
                 .is_some_and(|(_, d)| from_be(&d) == date),
             Versions::First => t
                 .ids
-                .scan_prefix(id_prefix(r.id))
+                .scan_prefix(id_prefix(&r.id))
                 .next()
                 .transpose()?
                 .is_some_and(|(_, d)| from_be(&d) == date),
@@ -436,6 +440,18 @@ mod tests {
     }
 
     #[test]
+    fn a_record_with_escaped_strings_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &["c".into()]).unwrap();
+        let text = r#"{"objects":[{"type":"note","id":"note--a\u0062c","spec_version":"2.1","modified":"2024-01-01T00:00:00Z"}]}"#;
+        let (objs, _) = objects(text).unwrap();
+        store.add("c", None, &objs, 1).unwrap();
+        let page = store.page("c", &all(10)).unwrap();
+        let r: Record<'_> = serde_json::from_slice(&page.records[0].1).unwrap();
+        assert_eq!(r.id, "note--abc");
+    }
+
+    #[test]
     fn versions_first_last_and_by_id() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &["c".into()]).unwrap();
@@ -455,13 +471,20 @@ mod tests {
         let page = store.page("c", &f).unwrap();
         let r: Record<'_> = serde_json::from_slice(&page.records[0].1).unwrap();
         assert_eq!(
-            (page.records.len(), r.version),
+            (page.records.len(), r.version.as_deref()),
             (1, Some("2024-03-01T00:00:00Z"))
         );
         f.versions = Versions::First;
         let page = store.page("c", &f).unwrap();
         let r: Record<'_> = serde_json::from_slice(&page.records[0].1).unwrap();
-        assert_eq!(r.version, Some("2024-01-01T00:00:00Z"));
+        assert_eq!(r.version.as_deref(), Some("2024-01-01T00:00:00Z"));
+        // an id listed twice is one object
+        f.versions = Versions::All;
+        f.ids = Some(vec![
+            "indicator--00000001".into(),
+            "indicator--00000001".into(),
+        ]);
+        assert_eq!(store.page("c", &f).unwrap().records.len(), 2);
         assert!(store.has("c", "indicator--00000002").unwrap());
         assert!(!store.has("c", "indicator--00000003").unwrap());
     }

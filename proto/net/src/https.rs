@@ -119,3 +119,20 @@ impl axum::serve::Listener for TlsListener {
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// Is the request addressed to loopback by name (`Host` is `localhost`, `127.0.0.1` or
+/// `[::1]`, with any port)? A listener that asks no credentials answers only those: a
+/// web page that rebinds its own name to 127.0.0.1 is refused.
+pub fn addressed_to_loopback(headers: &axum::http::HeaderMap) -> bool {
+    let Some(host) = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.chars().all(|c| c.is_ascii_digit()) => n,
+        _ => host,
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+}

@@ -86,7 +86,9 @@
 
   function drawCases(o) {
     const cases = o.cases || [];
-    $("case-count").textContent = o.cases ? cases.length + " running" : "(the broker was busy)";
+    const total = o.cases_total == null ? cases.length : o.cases_total;
+    $("case-count").textContent = !o.cases ? "(the broker was busy)"
+      : total > cases.length ? total + " running, the first " + cases.length + " shown" : total + " running";
     $("no-cases").hidden = cases.length > 0;
     const rows = cases.map((c) => el("tr", { "data-case": c.id },
       el("td", { "data-label": "Case" }, c.case_type + " ", el("span", { class: "id", title: c.id }, c.id.slice(0, 8))),

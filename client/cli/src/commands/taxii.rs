@@ -55,12 +55,23 @@ pub fn run(cmd: TaxiiCmd, conn: &Conn) -> Result<ExitCode> {
         let client = resolved.connect().await?;
         let running = ewx_taxii::serve(config, client.clone(), listen).await?;
         println!(
-            "TAXII 2.1 gateway of {} on {scheme}://{}/taxii2/ (Ctrl-C stops it)",
+            "TAXII 2.1 gateway of {} on {scheme}://{}/taxii2/ (Ctrl-C or SIGTERM stops it)",
             client.keys().node,
             running.addr()
         );
+        // Ctrl-C or SIGTERM (systemd): requests in flight are answered first
         let stop = async {
-            let _ = tokio::signal::ctrl_c().await;
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         };
         let result = running.wait(stop).await;
         client.close().await;
