@@ -74,6 +74,9 @@ newest = read.get_object(vid)["objects"]
 assert len(newest) == 1 and newest[0]["modified"] == versions[-1], newest
 assert len(read.get_object(vid, version="all")["objects"]) == 2
 assert read.get_object(vid, version="first")["objects"][0]["modified"] == versions[0]
+assert len(read.get_object(vid, version="first,last")["objects"]) == 2
+only_old = read.get_object(vid, version=versions[0])["objects"]
+assert [o["modified"] for o in only_old] == [versions[0]], only_old
 
 # the raw HTTP: date headers, media type, 406, 401, 404, 400
 base = url + "/api1/collections/" + read.id

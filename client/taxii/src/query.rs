@@ -72,32 +72,38 @@ pub fn filter(p: &Params, max_page: usize) -> Result<Filter, Response> {
                 .map_err(|_| bad("next", "give back the next value of the previous page"))
         })
         .transpose()?;
-    let versions =
-        match p.get("match[version]") {
-            None | Some("last") => Versions::Last,
-            Some("first") => Versions::First,
-            Some("all") => Versions::All,
-            Some(v) => {
-                let mut at = Vec::new();
-                for t in v.split(',') {
-                    match t.trim() {
-                        "all" => {
-                            return Ok(Filter {
-                                versions: Versions::All,
-                                ..base(p, added_after, next, limit)
-                            });
-                        }
-                        t => at.push(micros(t).ok_or_else(|| {
-                            bad("match[version]", "last, first, all or timestamps")
-                        })?),
-                    }
-                }
-                Versions::At(at)
-            }
-        };
+    let versions = match p.get("match[version]") {
+        None => Versions::Last,
+        Some(v) => versions(v)?,
+    };
     Ok(Filter {
         versions,
         ..base(p, added_after, next, limit)
+    })
+}
+
+/// `match[version]`: `last`, `first`, `all` or timestamps, alone or in a list (any of
+/// them).
+#[allow(clippy::result_large_err)]
+fn versions(v: &str) -> Result<Versions, Response> {
+    let mut any = Vec::new();
+    for t in v.split(',').map(str::trim) {
+        any.push(match t {
+            "last" => Versions::Last,
+            "first" => Versions::First,
+            "all" => return Ok(Versions::All),
+            t => Versions::At(vec![micros(t).ok_or_else(|| {
+                bad(
+                    "match[version]",
+                    "last, first, all or timestamps, comma-separated",
+                )
+            })?]),
+        });
+    }
+    Ok(if any.len() == 1 {
+        any.remove(0)
+    } else {
+        Versions::Any(any)
     })
 }
 

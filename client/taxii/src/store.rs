@@ -48,6 +48,8 @@ pub enum Versions {
     All,
     /// These versions (microseconds).
     At(Vec<u64>),
+    /// Any of these (`match[version]=first,last`).
+    Any(Vec<Versions>),
 }
 
 /// What a request selects.
@@ -304,8 +306,26 @@ impl Store {
         {
             return Ok(false);
         }
-        Ok(match &f.versions {
+        self.version_selected(t, &f.versions, date, r)
+    }
+
+    fn version_selected(
+        &self,
+        t: &Trees,
+        versions: &Versions,
+        date: u64,
+        r: &Record<'_>,
+    ) -> Result<bool> {
+        Ok(match versions {
             Versions::All => true,
+            Versions::Any(any) => {
+                for v in any {
+                    if self.version_selected(t, v, date, r)? {
+                        return Ok(true);
+                    }
+                }
+                false
+            }
             Versions::At(list) => {
                 list.contains(&r.version.as_deref().and_then(micros).unwrap_or(date))
             }
@@ -478,6 +498,9 @@ mod tests {
         let page = store.page("c", &f).unwrap();
         let r: Record<'_> = serde_json::from_slice(&page.records[0].1).unwrap();
         assert_eq!(r.version.as_deref(), Some("2024-01-01T00:00:00Z"));
+        // first and last at once: both versions of a two-version object
+        f.versions = Versions::Any(vec![Versions::First, Versions::Last]);
+        assert_eq!(store.page("c", &f).unwrap().records.len(), 2);
         // an id listed twice is one object
         f.versions = Versions::All;
         f.ids = Some(vec![
